@@ -1,0 +1,175 @@
+"""Shared fixtures: real servers on 127.0.0.1 (hypercorn, a tornado fake backend, Jupyter)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+import trio_websocket
+
+import trio_httpws
+from trio_httpws._jupyter import free_port, jupyter_command
+
+from .fake_backend import FakeBackend
+
+
+@pytest.fixture(scope="session")
+def fake_backend() -> Iterator[FakeBackend]:
+    backend = FakeBackend()
+    yield backend
+    backend.close()
+
+
+@asynccontextmanager
+async def running_proxy(config: trio_httpws.Config, **kwargs: Any) -> AsyncIterator[str]:
+    """Serve ``config`` with a real hypercorn on 127.0.0.1; yields ``http://127.0.0.1:PORT``."""
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(trio_httpws.serve, config, "127.0.0.1", 0, **kwargs))
+        yield f"http://127.0.0.1:{port}"
+        nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def proxy(fake_backend: FakeBackend) -> AsyncIterator[str]:
+    """The proxy in front of the fake backend, allowing the test origin."""
+    config = trio_httpws.Config(backend=fake_backend.url, allow_origins=(ALLOWED_ORIGIN,))
+    async with running_proxy(config) as url:
+        yield url
+
+
+ALLOWED_ORIGIN = "http://www.examplewhitelistedorigin.com"
+
+
+def ws_url(http_url: str, path: str) -> str:
+    return http_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + path
+
+
+@asynccontextmanager
+async def connect(
+    base: str,
+    path: str = "/http_over_websocket",
+    *,
+    headers: list[tuple[str, str]] | None = None,
+    **kwargs: Any,
+) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    extra = [(k.encode(), v.encode()) for k, v in (headers or [])]
+    async with trio_websocket.open_websocket_url(
+        ws_url(base, path), extra_headers=extra, max_message_size=2**26, **kwargs
+    ) as ws:
+        yield ws
+
+
+def request_json(message_id: Any, method: str, path: str, **fields: Any) -> str:
+    return json.dumps({"message_id": message_id, "method": method, "path": path, **fields})
+
+
+async def read_frame(ws: trio_websocket.WebSocketConnection) -> dict[str, Any]:
+    message = await ws.get_message()
+    assert isinstance(message, str), "the server must send text frames"
+    frame: dict[str, Any] = json.loads(message)
+    return frame
+
+
+@dataclass
+class Response:
+    frames: list[dict[str, Any]]
+
+    @property
+    def first(self) -> dict[str, Any]:
+        return self.frames[0]
+
+    @property
+    def status(self) -> int:
+        return int(self.first["status"])
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers: dict[str, str] = self.first.get("headers", {})
+        return headers
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(base64.b64decode(f["data"]) for f in self.frames if "data" in f)
+
+
+async def read_response(ws: trio_websocket.WebSocketConnection, message_id: Any) -> Response:
+    """Frames of one request until done; fails on a frame of another request."""
+    frames = []
+    while True:
+        frame = await read_frame(ws)
+        assert frame.get("message_id") == message_id, frame
+        frames.append(frame)
+        if frame["done"]:
+            return Response(frames)
+
+
+async def fetch(
+    ws: trio_websocket.WebSocketConnection, message_id: Any, method: str, path: str, **fields: Any
+) -> Response:
+    await ws.send_message(request_json(message_id, method, path, **fields))
+    return await read_response(ws, message_id)
+
+
+# -- a real Jupyter Server 2 -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Jupyter:
+    url: str
+    token: str
+    port: int
+
+
+@pytest.fixture(scope="session")
+def jupyter() -> Iterator[Jupyter]:
+    """A real jupyter_server + ipykernel on 127.0.0.1, shared by the session's tests."""
+    port = free_port()
+    token = "test-token-" + os.urandom(8).hex()
+    with tempfile.TemporaryDirectory() as root:
+        process = subprocess.Popen(
+            jupyter_command(port, token, root),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    _, err = process.communicate(timeout=5)
+                    pytest.fail(f"Jupyter Server did not start: {err.decode()[-2000:]}")
+                time.sleep(0.1)
+            yield Jupyter(f"http://127.0.0.1:{port}", token, port)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stderr is not None:
+                process.stderr.close()
+
+
+def pytest_report_header() -> str:
+    return f"trio_httpws {trio_httpws.__version__} on Python {sys.version.split()[0]}"

@@ -1,0 +1,189 @@
+"""WebSocket relays to the backend: ``/http_over_websocket/proxied_ws/...`` and plain WebSockets.
+
+The backend side is a trio-websocket client over a stream from the backend pool's opener (so TLS
+and test streams work the same as for HTTP). Two pumps copy messages both ways; each waits for its
+receiver, so a slow side pushes back on the other instead of queueing (trio-websocket buffers at
+most ``message_queue_size`` messages).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import trio
+import trio_websocket
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+from ._auth import AuthCookies
+from ._backend import BackendPool
+from ._config import Config
+from ._errors import AuthUrlError, BackendError, ClientDisconnected
+from ._protocol import (
+    close_code_for_status,
+    cookie_header,
+    strip_hop_by_hop,
+    upgrade_request_headers,
+)
+from ._socket import ClientSocket, PendingSocket, Upgrade
+
+log = logging.getLogger("trio_httpws.relay")
+
+INTERNAL_ERROR = 1011
+UNCAUGHT_RELAY_TEXT = "Uncaught error when proxying request"
+#: Messages trio-websocket may hold from the backend before we forward them.
+BACKEND_QUEUE = 4
+
+
+def sendable_close_code(code: int | None) -> int:
+    """A close code we may put on the wire: 1005/1006/1015 and others are receive-only."""
+    if code is None or code == 1005:
+        return 1000
+    if code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014):
+        return code
+    if 3000 <= code <= 4999:
+        return code
+    return INTERNAL_ERROR
+
+
+async def relay(
+    pending: PendingSocket,
+    upgrade: Upgrade,
+    target: str,
+    config: Config,
+    pool: BackendPool,
+    *,
+    tunnelled: bool,
+) -> None:
+    """Connect to ``target`` on the backend, then accept the client and copy both ways.
+
+    ``tunnelled`` is True for ``/http_over_websocket/proxied_ws/...``: the browser's foreign
+    Origin is not passed on, auth-URL cookies are added, and failures close the accepted socket
+    with 4000 + status, as clients of the original expect. A plain reverse-proxied WebSocket
+    passes the handshake through as it is (the backend judges the Origin itself) and failures
+    reject the handshake with the HTTP status.
+    """
+    if tunnelled:
+        try:
+            cookies = await AuthCookies(pool, upgrade).get()
+        except AuthUrlError as exc:
+            log.error("%s: %s", UNCAUGHT_RELAY_TEXT, exc)
+            sock = await pending.accept()
+            await sock.close(close_code_for_status(500), UNCAUGHT_RELAY_TEXT)
+            return
+        headers = upgrade_request_headers(upgrade.headers)
+        if cookies:
+            headers.append((b"cookie", cookie_header(cookies).encode("latin-1")))
+    else:
+        headers = [
+            (name, value)
+            for name, value in strip_hop_by_hop(upgrade.headers)
+            if name.lower() not in (b"host",) and not name.lower().startswith(b"sec-websocket-")
+        ]
+
+    try:
+        stream = await pool.open_stream()
+    except BackendError as exc:
+        log.warning("WebSocket %s: %s", target, exc)
+        await _fail(pending, tunnelled, 502, "Bad Gateway: backend unreachable")
+        return
+    accepted = False
+    try:
+        async with trio.open_nursery() as nursery:
+            # trio-websocket reports a refused handshake from its reader task, i.e. through
+            # this nursery, which is why the failure is handled around it below.
+            backend = await trio_websocket.wrap_client_stream(
+                nursery,
+                stream,  # type: ignore[arg-type]  # any trio Stream works; the hint is narrow
+                upgrade.host,
+                target,
+                subprotocols=upgrade.subprotocols or None,
+                extra_headers=headers,
+                message_queue_size=BACKEND_QUEUE,
+                max_message_size=config.max_message_size,
+            )
+            log.info("proxying WebSocket connection to %s", target.split("?", 1)[0])
+            try:
+                sock = await pending.accept(backend.subprotocol)
+                accepted = True
+                await _pump_both(sock, backend)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await backend.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        failure = _handshake_failure(group)
+        if failure is None:
+            raise
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(stream)
+        if accepted:
+            log.warning("backend WebSocket %s failed: %r", target, failure)
+            return
+        if isinstance(failure, trio_websocket.ConnectionRejected):
+            status = failure.status_code
+            log.info("backend refused WebSocket %s with HTTP %d", target, status)
+            await _fail(pending, tunnelled, status, f"backend refused: HTTP {status}")
+        else:
+            log.warning("WebSocket handshake with backend for %s failed: %r", target, failure)
+            await _fail(pending, tunnelled, 502, "Bad Gateway: backend handshake failed")
+
+
+_HANDSHAKE_ERRORS = (
+    trio_websocket.HandshakeError,
+    trio_websocket.ConnectionClosed,
+    trio.BrokenResourceError,
+    OSError,
+)
+
+
+def _handshake_failure(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The backend handshake error inside ``group``, if that is all the group holds."""
+    matched, rest = group.split(_HANDSHAKE_ERRORS)
+    if matched is None or rest is not None:
+        return None
+    leaf: BaseException = matched
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
+
+
+async def _fail(pending: PendingSocket, tunnelled: bool, status: int, reason: str) -> None:
+    if tunnelled:
+        sock = await pending.accept()
+        await sock.close(close_code_for_status(status), reason)
+    else:
+        await pending.reject(status, reason)
+
+
+async def _pump_both(sock: ClientSocket, backend: trio_websocket.WebSocketConnection) -> None:
+    async def client_to_backend(cancel: trio.CancelScope) -> None:
+        try:
+            while True:
+                message = await sock.receive()
+                await backend.send_message(message)
+        except ClientDisconnected as exc:
+            await backend.aclose(sendable_close_code(exc.code), exc.reason or None)
+        except trio_websocket.ConnectionClosed:
+            return  # the backend is closing; the other pump passes its close on
+        cancel.cancel()
+
+    async def backend_to_client(cancel: trio.CancelScope) -> None:
+        try:
+            while True:
+                message: Any = await backend.get_message()
+                await sock.send(message)
+        except trio_websocket.ConnectionClosed as exc:
+            reason = exc.reason
+            code = reason.code if reason else None
+            await sock.close(sendable_close_code(code), (reason and reason.reason) or "")
+        except ClientDisconnected:
+            await backend.aclose()
+        cancel.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client_to_backend, nursery.cancel_scope)
+        nursery.start_soon(backend_to_client, nursery.cancel_scope)

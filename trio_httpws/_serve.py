@@ -1,0 +1,160 @@
+"""Embedding in trio programs: a trio-websocket handler, and ``serve()``.
+
+``handler(config)`` serves WebSockets accepted by your own ``trio_websocket.serve_websocket``;
+``serve(config, host, port)`` runs a trio-websocket server of its own. These carry only the
+WebSocket endpoints (the protocol and the WebSocket reverse proxy); for plain HTTP reverse
+proxying as well, serve :func:`trio_httpws.create_app` with hypercorn.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+import trio_websocket
+
+from ._config import Config
+from ._errors import ClientDisconnected
+from ._proxy import Proxy
+from ._socket import ClientSocket, Upgrade
+
+log = logging.getLogger("trio_httpws")
+
+Handler = Callable[[trio_websocket.WebSocketRequest], Awaitable[None]]
+
+
+class _TrioWsClientSocket:
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self._ws = ws
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self._ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise _disconnected(exc) from None
+
+    async def send(self, message: str | bytes) -> None:
+        try:
+            await self._ws.send_message(message)
+        except trio_websocket.ConnectionClosed as exc:
+            raise _disconnected(exc) from None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self._ws.aclose(code, reason or None)
+
+
+def _disconnected(exc: trio_websocket.ConnectionClosed) -> ClientDisconnected:
+    reason = exc.reason
+    return ClientDisconnected(reason.code if reason else None, (reason and reason.reason) or "")
+
+
+class _TrioWsPendingSocket:
+    def __init__(self, request: trio_websocket.WebSocketRequest) -> None:
+        self._request = request
+
+    async def accept(self, subprotocol: str | None = None) -> ClientSocket:
+        return _TrioWsClientSocket(await self._request.accept(subprotocol=subprotocol))
+
+    async def reject(self, status: int, body: str = "") -> None:
+        await self._request.reject(status, body=body.encode() if body else None)
+
+
+def handler(config: Config, *, proxy: Proxy | None = None, tls: bool = False) -> Handler:
+    """A handler for ``trio_websocket.serve_websocket`` that serves the proxy's WebSockets.
+
+    ``tls`` says whether that server uses TLS (it decides which scheme the auth URL must have).
+    Pass ``proxy`` to share one backend pool among several servers.
+    """
+    shared = proxy or Proxy(config)
+
+    async def handle(request: trio_websocket.WebSocketRequest) -> None:
+        path, _, query = request.path.partition("?")
+        local = request.local
+        server_host = getattr(local, "address", None)
+        upgrade = Upgrade(
+            scheme="wss" if tls else "ws",
+            raw_path=path,
+            query=query,
+            headers=list(request.headers),
+            server_host=str(server_host) if server_host is not None else None,
+        )
+        await shared.handle_websocket(_TrioWsPendingSocket(request), upgrade)
+
+    return handle
+
+
+def hypercorn_config(
+    config: Config,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+) -> Any:
+    """The hypercorn ``Config`` that serves ``config`` on host:port (TLS with a cert and key)."""
+    from hypercorn.config import Config as HypercornConfig
+
+    hc = HypercornConfig()
+    bind_host = f"[{host}]" if ":" in host else host
+    hc.bind = [f"{bind_host}:{port}"]
+    hc.websocket_max_message_size = config.max_message_size
+    hc.graceful_timeout = config.shutdown_timeout
+    hc.accesslog = None
+    if certfile:
+        hc.certfile = certfile
+        hc.keyfile = keyfile
+    return hc
+
+
+async def serve(
+    config: Config,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the whole proxy (protocol, WebSockets and HTTP) with hypercorn until cancelled.
+
+    Reports the bound port via ``task_status.started()``, so ``port = await
+    nursery.start(serve, config)`` works in any nursery. Cancelling that nursery is a clean
+    shutdown: sessions close with 1001, the listener and the backend pool are closed.
+    """
+    from hypercorn.trio import serve as hypercorn_serve
+
+    from ._asgi import TrioHttpWsApp
+
+    app = TrioHttpWsApp(config)
+    hc = hypercorn_config(config, host, port, certfile=certfile, keyfile=keyfile)
+    stop = trio.Event()
+    server_scope = trio.CancelScope(shield=True)
+
+    async def run_server(task_status: trio.TaskStatus[list[str]]) -> None:
+        # Shielded so that cancelling serve() becomes a graceful shutdown (stop accepting, let
+        # sessions close with 1001) bounded by the deadline set below, not an abrupt drop.
+        with server_scope:
+            await hypercorn_serve(
+                app,  # type: ignore[arg-type]  # hypercorn types ASGI scopes as TypedDicts
+                hc,
+                shutdown_trigger=stop.wait,
+                task_status=task_status,
+            )
+
+    try:
+        async with trio.open_nursery() as nursery:
+            binds: list[str] = await nursery.start(run_server)
+            bound = int(binds[0].rsplit(":", 1)[1])
+            log.info("serving on %s for backend %s", binds[0], config.backend_url)
+            task_status.started(bound)
+            try:
+                await trio.sleep_forever()
+            finally:
+                app.proxy.begin_shutdown()
+                stop.set()
+                server_scope.deadline = trio.current_time() + config.shutdown_timeout + 1
+    finally:
+        with trio.CancelScope(shield=True):
+            await app.proxy.aclose()

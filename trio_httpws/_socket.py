@@ -1,0 +1,75 @@
+"""The seam between the proxy and whatever carries the client's WebSocket.
+
+The session and relay code talk to the client through these two small interfaces; the ASGI
+adapter (``_asgi.py``) and the trio-websocket adapter (``_serve.py``) each implement them in a few
+lines, so the same proxy code runs under hypercorn and embedded in a trio program.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import parse_qsl, unquote
+
+from ._protocol import first_header
+
+
+class ClientSocket(Protocol):
+    """An accepted client WebSocket."""
+
+    async def receive(self) -> str | bytes:
+        """The next message; raises ``ClientDisconnected`` once the socket is closed."""
+
+    async def send(self, message: str | bytes) -> None:
+        """Send one message; waits while the client is slow (backpressure)."""
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the socket; does nothing if it is already closed."""
+
+
+class PendingSocket(Protocol):
+    """A client WebSocket handshake we have not answered yet."""
+
+    async def accept(self, subprotocol: str | None = None) -> ClientSocket: ...
+
+    async def reject(self, status: int, body: str = "") -> None:
+        """Refuse the handshake with an HTTP status (adapters may only be able to send 403)."""
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """What we know about the client's upgrade request, independent of the server carrying it."""
+
+    #: "ws" or "wss"
+    scheme: str
+    #: The request path as the client sent it (still percent-encoded), without the query.
+    raw_path: str
+    #: The raw query string (no leading "?").
+    query: str
+    headers: Sequence[tuple[bytes, bytes]]
+    #: The address the server listens on, when known: used for the DNS-rebinding check.
+    server_host: str | None = None
+    params: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The last value wins for a repeated parameter, as tornado's get_argument did.
+        object.__setattr__(self, "params", dict(parse_qsl(self.query, keep_blank_values=True)))
+
+    @property
+    def path(self) -> str:
+        """The percent-decoded path, for routing."""
+        return unquote(self.raw_path)
+
+    @property
+    def host(self) -> str:
+        return first_header(self.headers, b"host") or ""
+
+    @property
+    def origin(self) -> str | None:
+        return first_header(self.headers, b"origin")
+
+    @property
+    def subprotocols(self) -> list[str]:
+        value = first_header(self.headers, b"sec-websocket-protocol")
+        return [p.strip() for p in value.split(",") if p.strip()] if value else []
