@@ -86,8 +86,14 @@ async def test_proxied_endpoint_has_error(proxy: str) -> None:
     assert response.first["statusText"] == "Server error"
 
 
-@pytest.mark.parametrize("path", ["/http_over_websocket", "/http_over_websocket/diagnose",
-                                  "/http_over_websocket/proxied_ws/echoing-ws"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/http_over_websocket",
+        "/http_over_websocket/diagnose",
+        "/http_over_websocket/proxied_ws/echoing-ws",
+    ],
+)
 async def test_unallowed_cross_domain_origin(proxy: str, path: str) -> None:
     with pytest.raises(trio_websocket.ConnectionRejected) as info:
         async with connect(proxy, path, headers=[("Origin", "http://www.example.com")]):
@@ -173,8 +179,10 @@ async def test_newer_protocol_version_requested(
     assert info.value.reason is not None
     assert info.value.reason.code == 4400
     assert "Please upgrade" in (info.value.reason.reason or "")
-    assert any("Rejecting connection" in r.getMessage() and "Please upgrade" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "Rejecting connection" in r.getMessage() and "Please upgrade" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 @pytest.mark.parametrize("version", ["0.0.1a0", "0.0.1a3", "0.0.7", "0.0.7b9"])
@@ -208,7 +216,10 @@ async def test_auth_url_provided_fails(proxy: str) -> None:
     ],
 )
 async def test_auth_url_cross_domain_fails(
-    proxy: str, auth_url: str, caplog: pytest.LogCaptureFixture, fake_backend  # type: ignore[no-untyped-def]
+    proxy: str,
+    auth_url: str,
+    caplog: pytest.LogCaptureFixture,
+    fake_backend,  # type: ignore[no-untyped-def]
 ) -> None:
     port = proxy.rsplit(":", 1)[1]
     hits_before = len(fake_backend.auth_hits)
@@ -312,9 +323,7 @@ async def test_proxied_connection_io(proxy: str) -> None:
 
 
 async def test_proxied_connection_closed_passes_code_and_reason(proxy: str) -> None:
-    async with connect(
-        proxy, "/http_over_websocket/proxied_ws/close-on-first-message-ws"
-    ) as ws:
+    async with connect(proxy, "/http_over_websocket/proxied_ws/close-on-first-message-ws") as ws:
         await ws.send_message("")
         with pytest.raises(trio_websocket.ConnectionClosed) as info:
             await ws.get_message()
@@ -348,7 +357,9 @@ async def test_proxied_ws_subprotocol_negotiated_with_backend(proxy: str) -> Non
 
 async def test_interleaved_requests_keep_their_ids(proxy: str) -> None:
     async with connect(proxy) as ws:
-        await ws.send_message(request_json("slow", "GET", "/bytes?n=600000&chunk=100000&delay=0.02"))
+        await ws.send_message(
+            request_json("slow", "GET", "/bytes?n=600000&chunk=100000&delay=0.02")
+        )
         for i in range(5):
             await ws.send_message(request_json(i, "GET", "/api/sessions"))
         frames: dict[object, list[dict[str, object]]] = {}

@@ -54,6 +54,9 @@ def jupyter_command(port: int, token: str, root_dir: str | None = None) -> list[
     ]
     if root_dir is not None:
         command.append(f"--ServerApp.root_dir={root_dir}")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # Jupyter refuses to start as root without it (containers and CI run as root).
+        command.append("--allow-root")
     return command
 
 
