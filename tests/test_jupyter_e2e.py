@@ -62,16 +62,23 @@ async def run_cell(ws: trio_websocket.WebSocketConnection, code: str) -> str:
     msg_id, message = execute_request(code, uuid.uuid4().hex)
     await ws.send_message(message)
     printed = []
+    replied = idle = False
+    # The reply (shell channel) and the output (iopub) are not ordered with respect to each
+    # other; the cell is finished once both the reply and iopub's "idle" have arrived.
     with trio.fail_after(60):
-        while True:
+        while not (replied and idle):
             reply: dict[str, Any] = json.loads(await ws.get_message())
             if reply.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
-            if reply["msg_type"] == "stream" and reply["content"]["name"] == "stdout":
+            kind = reply["msg_type"]
+            if kind == "stream" and reply["content"]["name"] == "stdout":
                 printed.append(reply["content"]["text"])
-            if reply["msg_type"] == "execute_reply":
+            elif kind == "execute_reply":
                 assert reply["content"]["status"] == "ok", reply["content"]
-                return "".join(printed)
+                replied = True
+            elif kind == "status" and reply["content"]["execution_state"] == "idle":
+                idle = True
+    return "".join(printed)
 
 
 async def test_colab_flow_runs_code_on_a_kernel(jproxy: str, jupyter: Jupyter) -> None:

@@ -102,6 +102,9 @@ def hypercorn_config(
     hc.websocket_max_message_size = config.max_message_size
     hc.graceful_timeout = config.shutdown_timeout
     hc.accesslog = None
+    # A Logger (not hypercorn's default "-") so its lines go through the program's own logging
+    # setup (format, level, JSON) instead of a second handler of hypercorn's.
+    hc.errorlog = logging.getLogger("hypercorn.error")
     if certfile:
         hc.certfile = certfile
         hc.keyfile = keyfile
