@@ -145,9 +145,27 @@ class HeadersHandler(tornado.web.RequestHandler):
 
 
 class SlowHandler(tornado.web.RequestHandler):
+    """GET /slow?delay=S[&tag=T]: answers after S seconds; tracks which tags are in progress."""
+
     async def get(self) -> None:
-        await asyncio.sleep(float(self.get_argument("delay", "5")))
-        self.write("slow")
+        self._tag = self.get_argument("tag", "")
+        active: dict[str, int] = self.application.settings["slow_active"]
+        active[self._tag] = active.get(self._tag, 0) + 1
+        try:
+            await asyncio.sleep(float(self.get_argument("delay", "5")))
+            self.write("slow")
+        finally:
+            self._leave()
+
+    def on_connection_close(self) -> None:
+        # The proxy dropped the connection: the request is over for us too.
+        self._leave()
+
+    def _leave(self) -> None:
+        if getattr(self, "_left", False) or not hasattr(self, "_tag"):
+            return
+        self._left = True
+        self.application.settings["slow_active"][self._tag] -= 1
 
 
 class DieMidBodyHandler(tornado.web.RequestHandler):
@@ -234,6 +252,7 @@ def make_app() -> tornado.web.Application:
             (r"/subprotocol-ws", SubprotocolWebSocket),
         ],
         auth_hits=[],
+        slow_active={},
         websocket_max_message_size=256 * 1024 * 1024,
     )
 
@@ -264,6 +283,11 @@ class FakeBackend:
         await self._stop.wait()
         server.stop()
         await server.close_all_connections()
+
+    def slow_active(self, tag: str) -> int:
+        """How many /slow requests with this tag the backend is serving right now."""
+        count: int = self.app.settings["slow_active"].get(tag, 0)
+        return count
 
     @property
     def auth_hits(self) -> list[str]:

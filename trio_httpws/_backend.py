@@ -64,7 +64,7 @@ class BackendResponse:
         conn = self._conn
         parts: list[bytes] = []
         while True:
-            event = conn.h11.next_event()
+            event = self._pool._next_buffered_event(conn)
             if type(event) is h11.Data:
                 parts.append(bytes(event.data))
                 continue
@@ -198,16 +198,21 @@ class BackendPool:
             raise BackendError(f"connection to backend {self.backend} lost: {exc}") from exc
         conn.h11.receive_data(bytes(data))
 
+    def _next_buffered_event(self, conn: _Connection) -> h11.Event | type[h11.NEED_DATA]:
+        try:
+            event = conn.h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise BackendError(f"backend {self.backend} sent invalid HTTP: {exc}") from exc
+        assert event is not h11.PAUSED  # a client never pipelines, so h11 never pauses it
+        return event  # type: ignore[return-value]
+
     async def _next_event(self, conn: _Connection) -> h11.Event:
         while True:
-            try:
-                event = conn.h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise BackendError(f"backend {self.backend} sent invalid HTTP: {exc}") from exc
+            event = self._next_buffered_event(conn)
             if event is h11.NEED_DATA:
                 await self._feed(conn)
                 continue
-            assert not isinstance(event, type)  # PAUSED cannot happen on a client mid-response
+            assert not isinstance(event, type)
             return event
 
     async def _exchange(

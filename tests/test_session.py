@@ -1,0 +1,205 @@
+"""Sessions on /http_over_websocket: concurrency, big and binary bodies, cancellation, faults."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+
+import pytest
+import trio
+
+import trio_httpws
+
+from .conftest import connect, fetch, read_frame, read_response, request_json, running_proxy
+from .fake_backend import FakeBackend, pattern
+
+
+def pattern_digest(n: int) -> str:
+    return hashlib.sha256(pattern(n)).hexdigest()
+
+
+async def test_streamed_body_over_150_mb_arrives_whole(proxy: str) -> None:
+    size = 160 * 1000 * 1000
+    digest = hashlib.sha256()
+    received = 0
+    largest = 0
+    frames = 0
+    async with connect(proxy) as ws:
+        await ws.send_message(request_json("big", "GET", f"/bytes?n={size}&chunk=1048576"))
+        with trio.fail_after(240):
+            while True:
+                frame = await read_frame(ws)
+                assert frame["message_id"] == "big"
+                frames += 1
+                if frames == 1:
+                    assert frame["status"] == 200
+                    assert frame["headers"]["Content-Type"] == "application/octet-stream"
+                else:
+                    assert "status" not in frame
+                data = base64.b64decode(frame.get("data", ""))
+                largest = max(largest, len(data))
+                digest.update(data)
+                received += len(data)
+                if frame["done"]:
+                    break
+    assert received == size
+    assert digest.hexdigest() == pattern_digest(size)
+    assert largest <= 65536
+    assert frames >= size // 65536
+
+
+async def test_binary_post_body_is_byte_exact(proxy: str) -> None:
+    body = bytes(range(256)) + os.urandom(300_000) + b"\xff\xfe\x00\x80"
+    async with connect(proxy) as ws:
+        response = await fetch(ws, 7, "POST", "/echo", body_base64=base64.b64encode(body).decode())
+    assert response.status == 200
+    assert response.headers["X-Body-Length"] == str(len(body))
+    assert response.body == body
+    # A numeric message_id comes back as a number.
+    assert all(frame["message_id"] == 7 for frame in response.frames)
+
+
+async def test_text_body_is_sent_as_utf8(proxy: str) -> None:
+    async with connect(proxy) as ws:
+        response = await fetch(ws, "u", "POST", "/echo", body="naïve ☃ 𝄞")
+    assert response.body == "naïve ☃ 𝄞".encode()
+
+
+async def test_many_in_flight_interleave_and_stay_tagged(proxy: str) -> None:
+    async with connect(proxy) as ws:
+        sizes = {f"r{i}": 50_000 * (i + 1) for i in range(12)}
+        for mid, size in sizes.items():
+            await ws.send_message(request_json(mid, "GET", f"/bytes?n={size}&chunk=16384"))
+        bodies: dict[str, bytes] = dict.fromkeys(sizes, b"")
+        done: set[str] = set()
+        sequence = []
+        with trio.fail_after(30):
+            while len(done) < len(sizes):
+                frame = await read_frame(ws)
+                mid = frame["message_id"]
+                assert mid not in done, "a frame after done"
+                sequence.append(mid)
+                bodies[mid] += base64.b64decode(frame.get("data", ""))
+                if frame["done"]:
+                    done.add(mid)
+    for mid, size in sizes.items():
+        assert bodies[mid] == pattern(size), mid
+    # Frames of different requests really interleaved.
+    switches = sum(1 for a, b in zip(sequence, sequence[1:]) if a != b)
+    assert switches > len(sizes)
+
+
+async def test_client_leaving_cancels_backend_requests(
+    proxy: str, fake_backend: FakeBackend
+) -> None:
+    tag = "leave-" + os.urandom(4).hex()
+    async with connect(proxy) as ws:
+        for i in range(3):
+            await ws.send_message(request_json(i, "GET", f"/slow?delay=30&tag={tag}"))
+        with trio.fail_after(5):
+            while fake_backend.slow_active(tag) < 3:
+                await trio.sleep(0.01)
+    # The socket is closed: within a second the backend sees every request's connection go.
+    with trio.fail_after(1):
+        while fake_backend.slow_active(tag) > 0:
+            await trio.sleep(0.01)
+
+
+async def test_client_cancels_one_request(proxy: str, fake_backend: FakeBackend) -> None:
+    tag = "cancel-" + os.urandom(4).hex()
+    async with connect(proxy) as ws:
+        await ws.send_message(request_json("slow", "GET", f"/slow?delay=30&tag={tag}"))
+        await ws.send_message(request_json("other", "GET", "/slow?delay=0.3"))
+        with trio.fail_after(5):
+            while fake_backend.slow_active(tag) < 1:
+                await trio.sleep(0.01)
+        await ws.send_message(json.dumps({"message_id": "slow", "cancel": True}))
+        frames = {}
+        with trio.fail_after(5):
+            while len(frames) < 2:
+                frame = await read_frame(ws)
+                assert frame["done"]
+                frames[frame["message_id"]] = frame
+    assert frames["slow"]["status"] == 499
+    assert frames["other"]["status"] == 200
+    assert base64.b64decode(frames["other"]["data"]) == b"slow"
+    with trio.fail_after(1):
+        while fake_backend.slow_active(tag) > 0:
+            await trio.sleep(0.01)
+
+
+async def test_backend_down_gives_502_and_recovers(fake_backend: FakeBackend) -> None:
+    # A port nobody listens on: grab one and close it.
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    await listeners[0].aclose()
+    config = trio_httpws.Config(backend=f"http://127.0.0.1:{port}")
+    async with running_proxy(config) as url, connect(url) as ws:
+        response = await fetch(ws, "down", "GET", "/api/sessions")
+        assert response.status == 502
+        assert f"127.0.0.1:{port}" in response.first["statusText"]
+        assert response.frames[0]["done"] is True
+        # The socket is still good for more requests.
+        again = await fetch(ws, "down2", "GET", "/api/sessions")
+        assert again.status == 502
+
+
+async def test_backend_dies_mid_body_ends_with_error_frame(proxy: str) -> None:
+    async with connect(proxy) as ws:
+        response = await fetch(ws, "die", "GET", "/die-mid-body")
+        after = await fetch(ws, "after", "GET", "/api/sessions")
+    first, last = response.frames[0], response.frames[-1]
+    assert first["status"] == 200
+    assert last["done"] is True
+    assert last["status"] == 502
+    assert "truncated" in last["statusText"]
+    assert 0 < len(response.body) < 1_000_000
+    assert (after.status, after.body) == (200, b"ok")
+
+
+async def test_slow_request_does_not_delay_others(proxy: str) -> None:
+    async with connect(proxy) as ws:
+        await ws.send_message(request_json("slow", "GET", "/slow?delay=3"))
+        with trio.fail_after(2):
+            response = await fetch(ws, "fast", "GET", "/api/sessions")
+        assert response.status == 200
+        assert (await read_response(ws, "slow")).body == b"slow"
+
+
+async def test_read_timeout_gives_502(fake_backend: FakeBackend) -> None:
+    config = trio_httpws.Config(backend=fake_backend.url, read_timeout=0.3)
+    async with running_proxy(config) as url, connect(url) as ws:
+        response = await fetch(ws, "t", "GET", "/slow?delay=2")
+    assert response.status == 502
+    assert "sent nothing for 0.3s" in response.first["statusText"]
+
+
+@pytest.mark.parametrize("limit", [2])
+async def test_requests_over_the_limit_wait_and_complete(
+    fake_backend: FakeBackend, limit: int
+) -> None:
+    tag = "limit-" + os.urandom(4).hex()
+    config = trio_httpws.Config(backend=fake_backend.url, max_in_flight=limit)
+    peak = 0
+    async with running_proxy(config) as url, connect(url) as ws:
+        for i in range(6):
+            await ws.send_message(request_json(i, "GET", f"/slow?delay=0.2&tag={tag}"))
+        done = 0
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, fake_backend.slow_active(tag))
+                    await trio.sleep(0.005)
+
+            nursery.start_soon(watch)
+            with trio.fail_after(10):
+                while done < 6:
+                    frame = await read_frame(ws)
+                    assert frame["status"] == 200
+                    done += frame["done"]
+            nursery.cancel_scope.cancel()
+    assert peak == limit
