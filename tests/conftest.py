@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -51,6 +51,15 @@ async def proxy(fake_backend: FakeBackend) -> AsyncIterator[str]:
 
 
 ALLOWED_ORIGIN = "http://www.examplewhitelistedorigin.com"
+
+
+async def wait_until(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll ``predicate`` (state owned by another thread, e.g. the fake backend) until true."""
+    with trio.fail_after(within):
+        while True:
+            if predicate():
+                return
+            await trio.sleep(0.005)
 
 
 def ws_url(http_url: str, path: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import os
 
@@ -12,7 +13,15 @@ import trio
 
 import trio_httpws
 
-from .conftest import connect, fetch, read_frame, read_response, request_json, running_proxy
+from .conftest import (
+    connect,
+    fetch,
+    read_frame,
+    read_response,
+    request_json,
+    running_proxy,
+    wait_until,
+)
 from .fake_backend import FakeBackend, pattern
 
 
@@ -87,7 +96,7 @@ async def test_many_in_flight_interleave_and_stay_tagged(proxy: str) -> None:
     for mid, size in sizes.items():
         assert bodies[mid] == pattern(size), mid
     # Frames of different requests really interleaved.
-    switches = sum(1 for a, b in zip(sequence, sequence[1:]) if a != b)
+    switches = sum(1 for a, b in itertools.pairwise(sequence) if a != b)
     assert switches > len(sizes)
 
 
@@ -98,13 +107,9 @@ async def test_client_leaving_cancels_backend_requests(
     async with connect(proxy) as ws:
         for i in range(3):
             await ws.send_message(request_json(i, "GET", f"/slow?delay=30&tag={tag}"))
-        with trio.fail_after(5):
-            while fake_backend.slow_active(tag) < 3:
-                await trio.sleep(0.01)
+        await wait_until(lambda: fake_backend.slow_active(tag) >= 3, within=5)
     # The socket is closed: within a second the backend sees every request's connection go.
-    with trio.fail_after(1):
-        while fake_backend.slow_active(tag) > 0:
-            await trio.sleep(0.01)
+    await wait_until(lambda: fake_backend.slow_active(tag) == 0, within=1)
 
 
 async def test_client_cancels_one_request(proxy: str, fake_backend: FakeBackend) -> None:
@@ -112,9 +117,7 @@ async def test_client_cancels_one_request(proxy: str, fake_backend: FakeBackend)
     async with connect(proxy) as ws:
         await ws.send_message(request_json("slow", "GET", f"/slow?delay=30&tag={tag}"))
         await ws.send_message(request_json("other", "GET", "/slow?delay=0.3"))
-        with trio.fail_after(5):
-            while fake_backend.slow_active(tag) < 1:
-                await trio.sleep(0.01)
+        await wait_until(lambda: fake_backend.slow_active(tag) >= 1, within=5)
         await ws.send_message(json.dumps({"message_id": "slow", "cancel": True}))
         frames = {}
         with trio.fail_after(5):
@@ -125,9 +128,7 @@ async def test_client_cancels_one_request(proxy: str, fake_backend: FakeBackend)
     assert frames["slow"]["status"] == 499
     assert frames["other"]["status"] == 200
     assert base64.b64decode(frames["other"]["data"]) == b"slow"
-    with trio.fail_after(1):
-        while fake_backend.slow_active(tag) > 0:
-            await trio.sleep(0.01)
+    await wait_until(lambda: fake_backend.slow_active(tag) == 0, within=1)
 
 
 async def test_backend_down_gives_502_and_recovers(fake_backend: FakeBackend) -> None:
