@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import ssl
 import threading
 from typing import Any
 
@@ -260,15 +261,17 @@ def make_app() -> tornado.web.Application:
 class FakeBackend:
     """The tornado app above, served on 127.0.0.1 from a daemon thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.app = make_app()
+        self._ssl_context = ssl_context
         self._ports: queue.Queue[int] = queue.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._run, name="fake-backend", daemon=True)
         self._thread.start()
         self.port = self._ports.get(timeout=30)
-        self.url = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
 
     def _run(self) -> None:
         asyncio.run(self._main())
@@ -277,7 +280,9 @@ class FakeBackend:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-        server = tornado.httpserver.HTTPServer(self.app, max_body_size=512 * 1024 * 1024)
+        server = tornado.httpserver.HTTPServer(
+            self.app, max_body_size=512 * 1024 * 1024, ssl_options=self._ssl_context
+        )
         server.add_sockets(sockets)
         self._ports.put(sockets[0].getsockname()[1])
         await self._stop.wait()

@@ -145,8 +145,11 @@ class BackendPool:
                 before_response=True,
             ) from None
         except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+            # trio reports a failed TLS handshake as BrokenResourceError from the SSL error:
+            # the cause is the part that says what went wrong (e.g. certificate verify failed).
+            detail = exc.__cause__ if exc.__cause__ is not None and not str(exc) else exc
             raise BackendError(
-                f"cannot connect to backend {self.backend}: {exc}", before_response=True
+                f"cannot connect to backend {self.backend}: {detail}", before_response=True
             ) from exc
         self.opened += 1
         return stream
