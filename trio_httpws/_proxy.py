@@ -104,7 +104,15 @@ class Proxy:
             # Any other WebSocket (the Jupyter UI's kernel channels, terminals, ...) is a
             # transparent reverse proxy: the backend judges Origin and credentials itself.
             target = _target(upgrade.raw_path, upgrade.query)
-            await relay(pending, upgrade, target, self.config, self.pool, tunnelled=False)
+            await relay(
+                pending,
+                upgrade,
+                target,
+                self.config,
+                self.pool,
+                tunnelled=False,
+                shutdown=self.shutdown_event,
+            )
             return
         origin = upgrade.origin
         if not self.config.origin_policy.allows(origin, upgrade.scheme, upgrade.host):
@@ -118,7 +126,15 @@ class Proxy:
         else:
             rest = upgrade.raw_path[len(self.config.base_url) + len(PROXIED_WS_PREFIX) :]
             target = _target(self.config.base_url + rest, _strip_auth_param(upgrade.query))
-            await relay(pending, upgrade, target, self.config, self.pool, tunnelled=True)
+            await relay(
+                pending,
+                upgrade,
+                target,
+                self.config,
+                self.pool,
+                tunnelled=True,
+                shutdown=self.shutdown_event,
+            )
 
     async def _session(self, pending: PendingSocket, upgrade: Upgrade) -> None:
         sock = await pending.accept()

@@ -23,6 +23,7 @@ from ._backend import BackendPool
 from ._config import Config
 from ._errors import AuthUrlError, BackendError, ClientDisconnected
 from ._protocol import (
+    GOING_AWAY,
     close_code_for_status,
     cookie_header,
     strip_hop_by_hop,
@@ -57,6 +58,7 @@ async def relay(
     pool: BackendPool,
     *,
     tunnelled: bool,
+    shutdown: trio.Event | None = None,
 ) -> None:
     """Connect to ``target`` on the backend, then accept the client and copy both ways.
 
@@ -109,7 +111,7 @@ async def relay(
             try:
                 sock = await pending.accept(backend.subprotocol)
                 accepted = True
-                await _pump_both(sock, backend)
+                await _pump_both(sock, backend, shutdown)
             finally:
                 with trio.CancelScope(shield=True):
                     await backend.aclose()
@@ -159,7 +161,11 @@ async def _fail(pending: PendingSocket, tunnelled: bool, status: int, reason: st
         await pending.reject(status, reason)
 
 
-async def _pump_both(sock: ClientSocket, backend: trio_websocket.WebSocketConnection) -> None:
+async def _pump_both(
+    sock: ClientSocket,
+    backend: trio_websocket.WebSocketConnection,
+    shutdown: trio.Event | None,
+) -> None:
     async def client_to_backend(cancel: trio.CancelScope) -> None:
         try:
             while True:
@@ -184,6 +190,15 @@ async def _pump_both(sock: ClientSocket, backend: trio_websocket.WebSocketConnec
             await backend.aclose()
         cancel.cancel()
 
+    async def going_away(cancel: trio.CancelScope) -> None:
+        assert shutdown is not None
+        await shutdown.wait()
+        await sock.close(GOING_AWAY, "server shutting down")
+        await backend.aclose(GOING_AWAY, "proxy shutting down")
+        cancel.cancel()
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client_to_backend, nursery.cancel_scope)
         nursery.start_soon(backend_to_client, nursery.cancel_scope)
+        if shutdown is not None:
+            nursery.start_soon(going_away, nursery.cancel_scope)

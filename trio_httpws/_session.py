@@ -27,6 +27,7 @@ from ._backend import BackendPool
 from ._config import Config
 from ._errors import AuthUrlError, BackendError, ClientDisconnected
 from ._protocol import (
+    GOING_AWAY,
     UNCAUGHT_ERROR_TEXT,
     CancelRequest,
     ErrorFrame,
@@ -50,9 +51,6 @@ access_log = logging.getLogger("trio_httpws.access")
 #: Frames waiting for the socket, across all requests of one session. Each is at most ~87 KB of
 #: base64, so this bounds a session's buffered output to about 1.4 MB.
 FRAME_QUEUE = 16
-
-#: Close code for a server going away (RFC 6455).
-GOING_AWAY = 1001
 
 
 @dataclass
