@@ -35,6 +35,9 @@ HTTP_OVER_WS_PATH = "http_over_websocket"
 DIAGNOSE_PATH = "http_over_websocket/diagnose"
 PROXIED_WS_PREFIX = "http_over_websocket/proxied_ws/"
 
+#: RFC 6455 close code for a server that is shutting down.
+GOING_AWAY = 1001
+
 #: Close codes: 4000 + the HTTP status the original extension used as a (non-RFC 6455) close code.
 CLOSE_CODE_OFFSET = 4000
 
@@ -151,10 +154,11 @@ class ErrorFrame:
 ClientMessage = ProxyRequest | CancelRequest | ErrorFrame
 
 # RFC 9110 token characters: what an HTTP method may be made of.
-_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "GET\n" through.
+_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # Printable ASCII without space: what h11 accepts in a request target. Anything else (space, CR,
 # LF, NUL, DEL, other controls) could split the request line or inject a header.
-_TARGET_RE = re.compile(r"^[\x21-\x7e]+$")
+_TARGET_RE = re.compile(r"^[\x21-\x7e]+\Z")
 # Characters below 0x21 or DEL: never valid in a path, even before percent-encoding.
 _CONTROL_RE = re.compile(r"[\x00-\x20\x7f]")
 
@@ -180,7 +184,10 @@ def validate_path(path: str) -> str:
     if _CONTROL_RE.search(path):
         raise ValueError("path must not contain spaces or control characters")
     if not path.isascii():
-        path = quote(path, safe="".join(chr(c) for c in range(0x21, 0x7F)))
+        try:
+            path = quote(path, safe="".join(chr(c) for c in range(0x21, 0x7F)))
+        except UnicodeEncodeError:  # a lone surrogate from a \ud800 escape
+            raise ValueError("path is not valid Unicode text") from None
     if "#" in path:
         # A fragment never travels to a server.
         path = path.split("#", 1)[0]
@@ -204,7 +211,9 @@ def parse_client_message(message: str | bytes) -> ClientMessage:
         return ErrorFrame(400, BAD_JSON_TEXT)
 
     raw_id = contents.get("message_id")
-    id_json = json.dumps(raw_id, ensure_ascii=False) if _is_message_id(raw_id) else None
+    # ensure_ascii: a lone surrogate ("\ud800" in the client's JSON) stays a JSON escape; raw, it
+    # would make every frame echoing this id unencodable as UTF-8 and crash the socket.
+    id_json = json.dumps(raw_id) if _is_message_id(raw_id) else None
 
     if contents.get("cancel") is True and id_json is not None:
         return CancelRequest(id_json)
@@ -450,14 +459,19 @@ def auth_url_target(auth_url: str, scheme: str, host: str) -> str:
     if parts.scheme != want_scheme or parts.hostname is None or parts.username is not None:
         raise AuthUrlError(f"auth URL must be on {want_scheme}://{host}, got another origin")
     default = _DEFAULT_PORTS.get(want_scheme)
-    if parts.hostname.lower().rstrip(".") != want_name or (url_port or default) != (
-        want_port or default
+    url_port = default if url_port is None else url_port  # an explicit :0 is not the default
+    if parts.hostname.lower().rstrip(".") != want_name or url_port != (
+        default if want_port is None else want_port
     ):
         raise AuthUrlError(f"auth URL must be on {want_scheme}://{host}, got another origin")
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
-    return validate_path(target)
+    try:
+        return validate_path(target)
+    except ValueError as exc:
+        # Callers handle AuthUrlError only: a bare ValueError would crash the client's socket.
+        raise AuthUrlError(f"auth URL has an invalid path: {exc}") from None
 
 
 def same_origin_redirect(location: str, scheme: str, host: str) -> str | None:
