@@ -10,8 +10,14 @@ import os
 
 import pytest
 import trio
+from hypercorn.trio import serve as hypercorn_serve
 
 import trio_httpws
+from trio_httpws._asgi import TrioHttpWsApp
+from trio_httpws._backend import BackendPool
+from trio_httpws._config import BackendURL
+from trio_httpws._proxy import Proxy
+from trio_httpws._serve import hypercorn_config
 
 from .conftest import (
     connect,
@@ -204,3 +210,39 @@ async def test_requests_over_the_limit_wait_and_complete(
                     done += frame["done"]
             nursery.cancel_scope.cancel()
     assert peak == limit
+
+
+async def test_programming_error_costs_one_request_not_the_socket(
+    fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected exception inside a request: a 500 frame and a logged stack, nothing more."""
+    config = trio_httpws.Config(backend=fake_backend.url)
+    calls = 0
+
+    async def flaky_opener(backend: BackendURL) -> trio.abc.Stream:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("expected programming error")
+        return await trio.open_tcp_stream(backend.host, backend.port)
+
+    proxy = Proxy(config, BackendPool(config.backend_url, opener=flaky_opener))
+    app = TrioHttpWsApp(config, proxy)
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(hypercorn_serve, app, hypercorn_config(config))
+        async with connect(binds[0]) as ws:
+            broken = await fetch(ws, "a", "GET", "/api/sessions")
+            fine = await fetch(ws, "b", "GET", "/api/sessions")
+        nursery.cancel_scope.cancel()
+    assert broken.frames == [
+        {
+            "done": True,
+            "status": 500,
+            "statusText": "Uncaught server-side exception. Check logs for additional details.",
+            "message_id": "a",
+        }
+    ]
+    assert (fine.status, fine.body) == (200, b"ok")
+    [record] = [r for r in caplog.records if "Uncaught error" in r.getMessage()]
+    assert record.exc_info is not None
+    assert "expected programming error" in str(record.exc_info[1])

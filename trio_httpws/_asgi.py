@@ -88,9 +88,9 @@ class _AsgiPendingSocket:
 class TrioHttpWsApp:
     """An ASGI 3 application. Build one with :func:`create_app`."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, proxy: Proxy | None = None) -> None:
         self.config = config
-        self.proxy = Proxy(config)
+        self.proxy = proxy or Proxy(config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -167,7 +167,12 @@ class HttpOverWsSession:
         try:
             with flight.scope:
                 async with self._slots:
-                    await self._proxy(request)
+                    try:
+                        await self._proxy(request)
+                    except Exception:
+                        # A bug of ours must cost this one request, not the socket's others.
+                        log.exception("Uncaught error when proxying request %s", mid)
+                        await self._frames_in.send(error_frame(500, UNCAUGHT_ERROR_TEXT, mid))
             if flight.cancelled_by_client:
                 log.info("request %s cancelled by the client", mid)
                 await self._frames_in.send(error_frame(499, "Request cancelled by the client", mid))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 from ._protocol import first_header
 
@@ -55,11 +55,6 @@ class Upgrade:
     def __post_init__(self) -> None:
         # The last value wins for a repeated parameter, as tornado's get_argument did.
         object.__setattr__(self, "params", dict(parse_qsl(self.query, keep_blank_values=True)))
-
-    @property
-    def path(self) -> str:
-        """The percent-decoded path, for routing."""
-        return unquote(self.raw_path)
 
     @property
     def host(self) -> str:
