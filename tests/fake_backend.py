@@ -251,6 +251,7 @@ def make_app() -> tornado.web.Application:
             (r"/headers-ws", HeadersWebSocket),
             (r"/close-on-first-message-ws", CloseOnFirstMessageWebSocket),
             (r"/subprotocol-ws", SubprotocolWebSocket),
+            (r"/concurrency", ConcurrencyHandler),
         ],
         auth_hits=[],
         slow_active={},
@@ -303,3 +304,28 @@ class FakeBackend:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=10)
+
+
+class ConcurrencyHandler(tornado.web.RequestHandler):
+    """GET /concurrency?key=K&delay=S: sleeps S seconds, counting requests of key K at once.
+
+    GET /concurrency?key=K&report=1 answers {"running", "max", "total"} for that key. Keys let
+    tests sharing this (session-wide) backend keep their counts apart.
+    """
+
+    stats: dict[str, dict[str, int]] = {}  # noqa: RUF012 - one event-loop thread touches it
+
+    async def get(self) -> None:
+        key = self.get_argument("key")
+        stats = self.stats.setdefault(key, {"running": 0, "max": 0, "total": 0})
+        if self.get_argument("report", None):
+            self.write(stats)
+            return
+        stats["running"] += 1
+        stats["total"] += 1
+        stats["max"] = max(stats["max"], stats["running"])
+        try:
+            await asyncio.sleep(float(self.get_argument("delay", "0.2")))
+        finally:
+            stats["running"] -= 1
+        self.write("done")

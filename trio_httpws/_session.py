@@ -173,7 +173,10 @@ class HttpOverWsSession:
                         # A bug of ours must cost this one request, not the socket's others.
                         log.exception("Uncaught error when proxying request %s", mid)
                         await self._frames_in.send(error_frame(500, UNCAUGHT_ERROR_TEXT, mid))
-            if flight.cancelled_by_client:
+            # cancelled_caught: the cancel really cut the request short. A cancel that arrives as
+            # the final frame is being queued finds nothing left to stop; a 499 then would be a
+            # second final frame for this message_id.
+            if flight.cancelled_by_client and flight.scope.cancelled_caught:
                 log.info("request %s cancelled by the client", mid)
                 await self._frames_in.send(error_frame(499, "Request cancelled by the client", mid))
         finally:
