@@ -6,7 +6,7 @@ Only the ``compat`` nox session (Python 3.11, ``jupyter_http_over_ws==0.0.8``, `
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import socket
 import subprocess
@@ -15,18 +15,31 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-#: Both the extension and the Notebook 6 server it plugs into can be imported.
-AVAILABLE = all(
-    importlib.util.find_spec(name) is not None for name in ("jupyter_http_over_ws", "notebook")
-)
+
+def _import_error() -> str | None:
+    """Why the extension (which imports Notebook 6 and distutils) cannot be imported, if so."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # distutils and Notebook 6 deprecation noise
+            importlib.import_module("jupyter_http_over_ws")
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+_IMPORT_ERROR = _import_error()
+
+#: The extension, and the Notebook 6 server it plugs into, can be imported here.
+AVAILABLE = _IMPORT_ERROR is None
 
 SKIP_REASON = (
-    "the original jupyter_http_over_ws 0.0.8 is not installed: it needs Python <= 3.11, "
-    "Notebook 6 and tornado < 6.5; run `nox -s compat` to test against it"
+    f"the original jupyter_http_over_ws 0.0.8 cannot be imported ({_IMPORT_ERROR}); it needs "
+    "Python <= 3.11, Notebook 6 and tornado < 6.5: run `nox -s compat` to test against it"
 )
 
 STARTUP_TIMEOUT = 90.0
