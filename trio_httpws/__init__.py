@@ -7,7 +7,7 @@ or embed the WebSocket endpoints with :func:`handler` / :func:`serve`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ._asgi import TrioHttpWsApp, create_app
 from ._config import Config
@@ -43,18 +43,42 @@ __all__ = [
     "serve",
 ]
 
-if TYPE_CHECKING:
-    app: TrioHttpWsApp
 
-_app: TrioHttpWsApp | None = None
+class _EnvApp:
+    """``trio_httpws:app``: the ASGI app of ``Config.from_env()``, built on its first call.
+
+    A real module attribute, because ASGI servers look ``app`` up in the module's namespace
+    (hypercorn evaluates the name in ``vars(module)``, so a module ``__getattr__`` is never
+    asked). Importing the package still reads no environment variable: a bad ``TRIO_HTTPWS_*``
+    value fails only the program that serves ``app``, at its startup (the lifespan event).
+    """
+
+    def __init__(self) -> None:
+        self._app: TrioHttpWsApp | None = None
+
+    def get(self) -> TrioHttpWsApp:
+        if self._app is None:
+            self._app = create_app()
+        return self._app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._app is None and scope["type"] == "lifespan":
+            try:
+                self.get()
+            except ConfigError as exc:
+                # The server then refuses to start, with this message, instead of serving
+                # every request with an error.
+                await receive()  # lifespan.startup
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+        await self.get()(scope, receive, send)
+
+    def __getattr__(self, name: str) -> Any:
+        # config, proxy, ...: those of the app it stands for (not the dunders and private
+        # names that introspection probes for, which must not build the app).
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.get(), name)
 
 
-def __getattr__(name: str) -> object:
-    # `app` is built on first access, so importing the package never reads the environment and a
-    # bad TRIO_HTTPWS_* variable only fails the program that serves `app`.
-    global _app
-    if name == "app":
-        if _app is None:
-            _app = create_app()
-        return _app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+app = _EnvApp()

@@ -73,11 +73,20 @@ def handler(config: Config, *, proxy: Proxy | None = None, tls: bool = False) ->
         path, _, query = request.path.partition("?")
         local = request.local
         server_host = getattr(local, "address", None)
+        # wsproto takes Host and Sec-WebSocket-Protocol out of the headers it hands on (they are
+        # fields of its Request event): put them back, for the Host check and the relay.
+        headers = list(request.headers)
+        host = getattr(getattr(request, "_event", None), "host", None)
+        if host:
+            headers.insert(0, (b"host", host.encode("idna")))
+        if request.proposed_subprotocols:
+            protocols = ", ".join(request.proposed_subprotocols)
+            headers.append((b"sec-websocket-protocol", protocols.encode("latin-1")))
         upgrade = Upgrade(
             scheme="wss" if tls else "ws",
             raw_path=path,
             query=query,
-            headers=list(request.headers),
+            headers=headers,
             server_host=str(server_host) if server_host is not None else None,
         )
         await shared.handle_websocket(_TrioWsPendingSocket(request), upgrade)
