@@ -43,7 +43,10 @@ class _AsgiClientSocket:
             text = message.get("text")
             return text if text is not None else bytes(message.get("bytes") or b"")
         self._closed = True
-        raise ClientDisconnected(message.get("code"), message.get("reason") or "")
+        code = message.get("code")
+        # hypercorn reports every close the client starts as 1006, whatever code the client
+        # sent: the real code is unknown, so say so rather than pass on an "abnormal" close.
+        raise ClientDisconnected(None if code == 1006 else code, message.get("reason") or "")
 
     async def send(self, message: str | bytes) -> None:
         if self._closed:

@@ -108,14 +108,7 @@ class HttpOverWsSession:
                 message = await self._sock.receive()
             except ClientDisconnected as exc:
                 if exc.code not in (None, 1000, 1001):
-                    # hypercorn reports any close it made itself as 1006, including the 1009 it
-                    # sends for a message over the size limit, which the app never sees.
-                    log.warning(
-                        "client socket closed with code %s (dropped, or a message over the "
-                        "%d-byte limit)",
-                        exc.code,
-                        self._config.max_message_size,
-                    )
+                    log.warning("client socket closed with code %s", exc.code)
                 if self._flights:
                     log.info("client went away; cancelling %d request(s)", len(self._flights))
                 return
