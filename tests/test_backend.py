@@ -283,3 +283,40 @@ async def test_read_limit() -> None:
         # Whatever was left unread decides reuse; the next request is answered correctly.
         assert await get(pool) == (200, b"q" * 1000)
         await pool.aclose()
+
+
+async def test_requests_beyond_max_connections_wait_for_a_slot() -> None:
+    """At most max_connections requests reach the backend at once; the rest queue, none fail."""
+    running = 0
+    peak = 0
+    release = trio.Event()
+
+    async def slow_server(stream: trio.abc.Stream) -> None:
+        nonlocal running, peak
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(await stream.receive_some(65536))
+        running += 1
+        peak = max(peak, running)
+        await release.wait()
+        running -= 1
+        answer = ok(b"done", ("Connection", "close"))
+        await stream.send_all(b"".join(conn.send(e) or b"" for e in answer))
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        opener = Opener(nursery, slow_server)
+        pool = BackendPool(BACKEND, opener=opener, max_connections=3)
+        results: list[tuple[int, bytes]] = []
+
+        async def one() -> None:
+            results.append(await get(pool))
+
+        async with trio.open_nursery() as clients:
+            for _ in range(8):
+                clients.start_soon(one)
+            await trio.testing.wait_all_tasks_blocked()
+            assert (running, pool.opened) == (3, 3)  # five requests wait for a slot
+            release.set()
+        assert results == [(200, b"done")] * 8
+        assert peak == 3
+        nursery.cancel_scope.cancel()

@@ -105,6 +105,7 @@ class BackendPool:
         opener: StreamOpener | None = None,
         ssl_context: ssl.SSLContext | None = None,
         max_idle: int = 32,
+        max_connections: int = 100,
         connect_timeout: float = 10.0,
         read_timeout: float = 300.0,
     ) -> None:
@@ -115,6 +116,10 @@ class BackendPool:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._idle: list[_Connection] = []
+        # Requests beyond this many at once wait for a slot instead of opening ever more
+        # connections: 2000 requests in flight must not become a burst of 2000 connects that
+        # overflows the backend's listen queue (measured in the soak: connect timeouts, 502s).
+        self._active = trio.Semaphore(max_connections)
         #: Connections opened so far: a test hook to check reuse and discard.
         self.opened = 0
 
@@ -272,30 +277,34 @@ class BackendPool:
         # A pooled connection may have been closed by the backend while idle; that is only
         # known once we use it. Retrying is safe when the body can be sent again.
         replayable = isinstance(body, bytes) or body is None
-        while True:
-            conn, reused = await self._acquire()
+        await self._active.acquire()
+        try:
+            while True:
+                conn, reused = await self._acquire()
+                try:
+                    response = await self._exchange(conn, request, body)
+                except BackendError as exc:
+                    await _discard(conn)
+                    if reused and replayable and exc.before_response:
+                        log.debug("pooled connection to %s was stale; retrying", self.backend)
+                        continue
+                    raise
+                except BaseException:
+                    await _discard(conn)
+                    raise
+                break
             try:
-                response = await self._exchange(conn, request, body)
-            except BackendError as exc:
-                await _discard(conn)
-                if reused and replayable and exc.before_response:
-                    log.debug("pooled connection to %s was stale; retrying", self.backend)
-                    continue
-                raise
+                yield response
             except BaseException:
                 await _discard(conn)
                 raise
-            break
-        try:
-            yield response
-        except BaseException:
-            await _discard(conn)
-            raise
-        if conn.h11.their_state is h11.SEND_BODY:
-            # The caller left the body unread: nobody knows where the next response would start.
-            await _discard(conn)
-        else:
-            await self._release(conn)
+            if conn.h11.their_state is h11.SEND_BODY:
+                # The caller left the body unread: nobody knows where the next response starts.
+                await _discard(conn)
+            else:
+                await self._release(conn)
+        finally:
+            self._active.release()
 
 
 async def _discard(conn: _Connection) -> None:

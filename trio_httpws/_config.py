@@ -76,6 +76,8 @@ class Config:
     read_timeout: float = 300.0
     #: Idle keep-alive connections kept to the backend.
     max_idle_connections: int = 32
+    #: Requests sent to the backend at once (over all client sockets); more wait for a slot.
+    max_connections: int = 100
     #: CA bundle for an https backend (None: the system's).
     backend_ca: str | None = None
     #: Seconds in-flight work may take to finish at shutdown before it is cancelled.
@@ -98,7 +100,12 @@ class Config:
         object.__setattr__(self, "origin_policy", policy)
         if not self.base_url.startswith("/") or not self.base_url.endswith("/"):
             raise ConfigError("base_url must start and end with '/'")
-        for name in ("max_message_size", "max_in_flight", "max_idle_connections"):
+        for name in (
+            "max_message_size",
+            "max_in_flight",
+            "max_idle_connections",
+            "max_connections",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         for name in ("connect_timeout", "read_timeout", "shutdown_timeout"):
@@ -131,6 +138,7 @@ class Config:
         for key, name, kind in (
             ("TRIO_HTTPWS_MAX_MESSAGE_SIZE", "max_message_size", int),
             ("TRIO_HTTPWS_MAX_IN_FLIGHT", "max_in_flight", int),
+            ("TRIO_HTTPWS_MAX_CONNECTIONS", "max_connections", int),
             ("TRIO_HTTPWS_CONNECT_TIMEOUT", "connect_timeout", float),
             ("TRIO_HTTPWS_READ_TIMEOUT", "read_timeout", float),
         ):

@@ -50,6 +50,7 @@ class Proxy:
             config.backend_url,
             ssl_context=ssl_context,
             max_idle=config.max_idle_connections,
+            max_connections=config.max_connections,
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
         )
