@@ -1,0 +1,160 @@
+"""Run one cell on a Jupyter kernel through trio_httpws, with the Python client.
+
+    python examples/run_cell.py --url http://127.0.0.1:8889 --token T 'print(6*7)'
+
+prints ``42``. ``--url`` is the proxy (``trio-httpws``, or ``examples/serve_hypercorn.sh``), with
+the Jupyter base_url if it has one; ``--token`` is the Jupyter token (or set JUPYTER_TOKEN). The
+cell's stdout and stderr are passed through as they arrive; a failing cell prints its error
+and exits with status 1.
+
+This is the flow of a browser front end such as Colab, in Python: log in with the token URL
+(the auth URL), create a session over ``/http_over_websocket``, run the code on the session's
+kernel through ``/http_over_websocket/proxied_ws/api/kernels/<id>/channels``, delete the
+session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import sys
+from urllib.parse import urlsplit
+
+import trio
+from trio_websocket import WebSocketConnection
+
+from trio_httpws.client import ClientError, open_client, open_proxied_websocket
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class CellError(Exception):
+    """The cell raised: the message is Python's traceback."""
+
+
+def execute_request(code: str, session: str) -> tuple[str, str]:
+    """A Jupyter ``execute_request`` message (JSON form) and its msg_id."""
+    msg_id = secrets.token_hex(16)
+    message = {
+        "header": {
+            "msg_id": msg_id,
+            "username": "run_cell",
+            "session": session,
+            "msg_type": "execute_request",
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "content": {
+            "code": code,
+            "silent": False,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
+        "channel": "shell",
+        "buffers": [],
+    }
+    return msg_id, json.dumps(message)
+
+
+async def run_cell(url: str, token: str, code: str, *, kernel: str = "python3") -> None:
+    """Run ``code`` on a new kernel behind ``url``; its output goes to our stdout/stderr."""
+    base = url.rstrip("/")
+    base_path = urlsplit(base).path  # Jupyter's base_url ("" for "/")
+    auth_url = f"{base}/?token={token}"
+    session_id = secrets.token_hex(16)
+    async with open_client(base, auth_url=auth_url) as client:
+        spec = {
+            "path": f"run_cell-{session_id[:8]}.ipynb",
+            "type": "notebook",
+            "name": "",
+            "kernel": {"name": kernel},
+        }
+        async with await client.request(
+            "POST", f"{base_path}/api/sessions", body=json.dumps(spec)
+        ) as response:
+            body = await response.read()
+        if response.status != 201:
+            raise SystemExit(f"creating a session failed: {response.status} {body[:500]!r}")
+        session = json.loads(body)
+        try:
+            channels = f"/api/kernels/{session['kernel']['id']}/channels?session_id={session_id}"
+            async with open_proxied_websocket(base, channels, auth_url=auth_url) as ws:
+                msg_id, message = execute_request(code, session_id)
+                await ws.send_message(message)
+                await _print_output(ws, msg_id)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                async with await client.request(
+                    "DELETE", f"{base_path}/api/sessions/{session['id']}"
+                ) as response:
+                    await response.read()
+
+
+async def _print_output(ws: WebSocketConnection, msg_id: str) -> None:
+    replied = idle = False
+    error: str | None = None
+    # The reply (shell channel) and the output (iopub) are not ordered with respect to each
+    # other: the cell is over once both the reply and iopub's "idle" have arrived.
+    while not (replied and idle):
+        raw = await ws.get_message()
+        if not isinstance(raw, str):
+            continue  # messages with binary buffers: not ours
+        reply = json.loads(raw)
+        if reply.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        kind, content = reply["msg_type"], reply["content"]
+        if kind == "stream":
+            out = sys.stdout if content["name"] == "stdout" else sys.stderr
+            out.write(content["text"])
+            out.flush()
+        elif kind == "execute_result":
+            print(content["data"].get("text/plain", ""), flush=True)
+        elif kind == "error":
+            error = ANSI_ESCAPE.sub("", "\n".join(content["traceback"]))
+        elif kind == "execute_reply":
+            replied = True
+            if content["status"] != "ok" and error is None:
+                error = f"{content.get('ename', 'Error')}: {content.get('evalue', '')}"
+        elif kind == "status" and content["execution_state"] == "idle":
+            idle = True
+    if error is not None:
+        raise CellError(error)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("code", help="the Python code to run")
+    parser.add_argument("--url", default="http://127.0.0.1:8889", help="the proxy's base URL")
+    parser.add_argument("--token", default=os.environ.get("JUPYTER_TOKEN"), help="Jupyter token")
+    parser.add_argument("--kernel", default="python3", help="kernel name")
+    parser.add_argument("--timeout", type=float, default=120, help="seconds for the whole run")
+    args = parser.parse_args()
+    if not args.token:
+        parser.error("--token (or JUPYTER_TOKEN) is required")
+
+    async def run() -> None:
+        with trio.fail_after(args.timeout):
+            await run_cell(args.url, args.token, args.code, kernel=args.kernel)
+
+    try:
+        trio.run(run)
+    except CellError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except ClientError as exc:
+        print(f"run_cell: {exc}", file=sys.stderr)
+        return 1
+    except trio.TooSlowError:
+        print(f"no result within {args.timeout:g} s", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,435 @@
+"""A real headless Chromium runs examples/web_page against the proxy, from another origin.
+
+The page is served on http://127.0.0.1:P1 by examples/web_page/serve_page.py; the proxy listens
+on http://localhost:P2 in front of a real Jupyter Server. The browser's own WebSocket connects,
+the auth URL logs in, a session is created and ``print(6*7)`` runs on its kernel through
+/http_over_websocket/proxied_ws/api/kernels/<id>/channels; the test reads the page's DOM.
+
+Chromium is driven over the DevTools protocol with trio-websocket (already a dependency): no
+browser-driver package and no browser download. Without Chromium the tests skip, except in CI
+(``CI`` set), where .ci/run installs it and a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import trio
+import trio_websocket
+
+import trio_httpws
+
+from .conftest import Jupyter, running_proxy
+from .fake_backend import FakeBackend
+from .test_examples import page_server
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+SCREENSHOTS = {"hypercorn": "browser.png", "trio-websocket": "browser-handler.png"}
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-dev-shm-usage",
+    "--window-size=900,640",
+    "--remote-debugging-port=0",
+)
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> str:
+    path = os.environ.get("CHROMIUM") or next(filter(None, map(shutil.which, BROWSER_NAMES)), None)
+    if path is None:
+        reason = (
+            "Chromium not found (looked for $CHROMIUM and "
+            + ", ".join(BROWSER_NAMES)
+            + "); install it with `apt-get install chromium` to run the browser tests"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}. CI must have it: .ci/run installs it.")
+        pytest.skip(reason)
+    return path
+
+
+class CdpError(Exception):
+    pass
+
+
+class Cdp:
+    """A minimal Chrome DevTools Protocol client over one trio-websocket connection.
+
+    Calls are sequential: each reads messages until its own answer, keeping the events it
+    passes (console output, page events) for whoever waits for them.
+    """
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self._ws = ws
+        self._last_id = 0
+        self.events: list[dict[str, Any]] = []
+
+    async def _next(self) -> dict[str, Any]:
+        message: dict[str, Any] = json.loads(await self._ws.get_message())
+        return message
+
+    async def call(self, method: str, session: str | None = None, **params: Any) -> Any:
+        self._last_id += 1
+        call_id = self._last_id
+        message: dict[str, Any] = {"id": call_id, "method": method, "params": params}
+        if session is not None:
+            message["sessionId"] = session
+        await self._ws.send_message(json.dumps(message))
+        while True:
+            answer = await self._next()
+            if answer.get("id") == call_id:
+                if "error" in answer:
+                    raise CdpError(f"{method}: {answer['error']}")
+                return answer.get("result", {})
+            self.events.append(answer)
+
+    async def wait_event(self, method: str, session: str) -> dict[str, Any]:
+        def match(event: dict[str, Any]) -> bool:
+            return event.get("method") == method and event.get("sessionId") == session
+
+        for event in self.events:
+            if match(event):
+                self.events.remove(event)
+                return event
+        while True:
+            event = await self._next()
+            if match(event):
+                return event
+            self.events.append(event)
+
+    def console(self, session: str) -> list[str]:
+        """What the page logged and threw so far: shown when a test fails."""
+        lines = []
+        for event in self.events:
+            if event.get("sessionId") != session:
+                continue
+            params = event.get("params", {})
+            if event.get("method") == "Runtime.consoleAPICalled":
+                args = " ".join(str(a.get("value", a.get("description"))) for a in params["args"])
+                lines.append(f"console.{params['type']}: {args}")
+            elif event.get("method") == "Runtime.exceptionThrown":
+                details = params["exceptionDetails"]
+                text = details.get("exception", {}).get("description") or details.get("text")
+                lines.append(f"uncaught: {text}")
+        return lines
+
+
+class Page:
+    def __init__(self, cdp: Cdp, session: str) -> None:
+        self.cdp = cdp
+        self.session = session
+
+    async def goto(self, url: str) -> None:
+        result = await self.cdp.call("Page.navigate", self.session, url=url)
+        if result.get("errorText"):
+            raise CdpError(f"loading {url}: {result['errorText']}")
+        await self.cdp.wait_event("Page.loadEventFired", self.session)
+
+    async def evaluate(self, expression: str) -> Any:
+        """The value of a JS expression; awaited if it is a promise."""
+        result = await self.cdp.call(
+            "Runtime.evaluate",
+            self.session,
+            expression=expression,
+            awaitPromise=True,
+            returnByValue=True,
+        )
+        if "exceptionDetails" in result:
+            details = result["exceptionDetails"]
+            raise CdpError(details.get("exception", {}).get("description") or details["text"])
+        return result["result"].get("value")
+
+    async def wait_for_state(self, *states: str, within: float = 60) -> str:
+        """Wait until the page's <body data-state> is one of ``states``; return it."""
+        wanted = json.dumps(states)
+        expression = f"""new Promise((resolve) => {{
+            const check = () => {{
+                const state = document.body && document.body.dataset.state;
+                if ({wanted}.includes(state)) resolve(state); else setTimeout(check, 25);
+            }};
+            check();
+        }})"""
+        with trio.move_on_after(within):
+            state: str = await self.evaluate(expression)
+            return state
+        text = await self.evaluate("document.body.innerText")
+        pytest.fail(
+            f"page did not reach {states} in {within}s; it shows:\n{text}\n"
+            + "\n".join(self.cdp.console(self.session))
+        )
+
+    async def text(self, element_id: str) -> str:
+        text: str = await self.evaluate(f"document.getElementById({element_id!r}).textContent")
+        return text
+
+    async def screenshot(self, path: Path) -> None:
+        shot = await self.cdp.call("Page.captureScreenshot", self.session, format="png")
+        await trio.Path(path.parent).mkdir(parents=True, exist_ok=True)
+        await trio.Path(path).write_bytes(base64.b64decode(shot["data"]))
+
+
+class Browser:
+    def __init__(self, cdp: Cdp) -> None:
+        self.cdp = cdp
+
+    async def new_page(self, url: str | None = None) -> Page:
+        target = await self.cdp.call("Target.createTarget", url="about:blank")
+        attached = await self.cdp.call(
+            "Target.attachToTarget", targetId=target["targetId"], flatten=True
+        )
+        page = Page(self.cdp, attached["sessionId"])
+        await self.cdp.call("Page.enable", page.session)
+        await self.cdp.call("Runtime.enable", page.session)
+        if url is not None:
+            await page.goto(url)
+        return page
+
+
+@asynccontextmanager
+async def launch_chromium(executable: str) -> AsyncIterator[Browser]:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
+        log_path = Path(profile) / "chromium.log"
+        with log_path.open("wb") as log_file:
+            process = await trio.lowlevel.open_process(
+                [executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=True,
+            )
+        try:
+            # Chromium writes its DevTools port and path here once it listens.
+            port_file = Path(profile) / "DevToolsActivePort"
+            with trio.fail_after(30):
+                while not port_file.exists() or len(port_file.read_text().split()) < 2:
+                    if process.poll() is not None:
+                        pytest.fail(f"Chromium exited: {log_path.read_text()[-2000:]}")
+                    await trio.sleep(0.05)
+            port, path = port_file.read_text().split()[:2]
+            async with trio_websocket.open_websocket_url(
+                f"ws://127.0.0.1:{port}{path}", max_message_size=2**26
+            ) as ws:
+                yield Browser(Cdp(ws))
+        finally:
+            with trio.CancelScope(shield=True):
+                process.terminate()
+                with trio.move_on_after(10):
+                    await process.wait()
+                with suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+
+
+@pytest.fixture
+async def browser(chromium_executable: str) -> AsyncIterator[Browser]:
+    async with launch_chromium(chromium_executable) as browser:
+        yield browser
+
+
+@asynccontextmanager
+async def running_handler_proxy(config: trio_httpws.Config) -> AsyncIterator[str]:
+    """The WebSocket endpoints only: ``trio_httpws.handler`` on a trio-websocket server."""
+    proxy = trio_httpws.Proxy(config)
+    try:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(
+                    trio_websocket.serve_websocket,
+                    trio_httpws.handler(config, proxy=proxy),
+                    "127.0.0.1",
+                    0,
+                    ssl_context=None,
+                )
+            )
+            yield f"http://127.0.0.1:{server.port}"
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await proxy.aclose()
+
+
+ProxyServer = Callable[[trio_httpws.Config], AbstractAsyncContextManager[str]]
+
+
+@pytest.fixture(params=["hypercorn", "trio-websocket"])
+def serve_proxy(request: pytest.FixtureRequest) -> ProxyServer:
+    """The proxy served by ``trio_httpws.serve`` (hypercorn), or by ``handler()``."""
+    return running_proxy if request.param == "hypercorn" else running_handler_proxy
+
+
+def page_url(page_origin: str, token_url: str, code: str) -> str:
+    """The example page with its form filled in from the fragment and run at once."""
+    return f"{page_origin}/#" + urlencode({"url": token_url, "code": code, "run": "1"})
+
+
+async def test_page_on_another_origin_runs_a_cell(
+    browser: Browser,
+    jupyter: Jupyter,
+    serve_proxy: ProxyServer,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_httpws")
+    async with page_server() as page_origin:
+        config = trio_httpws.Config(backend=jupyter.url, allow_origins=(page_origin,))
+        async with serve_proxy(config) as proxy_url:
+            # Another origin: "localhost" vs "127.0.0.1", and another port.
+            proxy = proxy_url.replace("127.0.0.1", "localhost")
+            token_url = f"{proxy}/?token={jupyter.token}"
+            page = await browser.new_page(page_url(page_origin, token_url, "print(6*7)"))
+            state = await page.wait_for_state("done", "error")
+            status = await page.text("status")
+            output = await page.text("output")
+            kind = request.node.callspec.params["serve_proxy"]
+            await page.screenshot(ARTIFACTS / SCREENSHOTS[kind])
+            assert state == "done", status
+            assert output.strip() == "42"
+            assert await page.evaluate("location.origin") == page_origin
+            assert page_origin != proxy
+    # The browser really spoke to the proxy: the auth URL was used and the kernel relayed.
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("POST /api/sessions 201" in m for m in messages), messages
+    assert any("DELETE /api/sessions/" in m and " 204 " in m for m in messages), messages
+
+
+async def test_page_origin_not_allowed_is_refused(
+    browser: Browser,
+    jupyter: Jupyter,
+    serve_proxy: ProxyServer,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_httpws")
+    # The default Config allows only Colab's origin.
+    config = trio_httpws.Config(backend=jupyter.url)
+    async with page_server() as page_origin, serve_proxy(config) as proxy_url:
+        proxy = proxy_url.replace("127.0.0.1", "localhost")
+        token_url = f"{proxy}/?token={jupyter.token}"
+        page = await browser.new_page(page_url(page_origin, token_url, "print(6*7)"))
+        state = await page.wait_for_state("done", "error")
+        status = await page.text("status")
+        kind = request.node.callspec.params["serve_proxy"]
+        await page.screenshot(ARTIFACTS / SCREENSHOTS[kind].replace(".png", "-refused.png"))
+    assert state == "error", status
+    # Browsers hide the handshake's 403 from pages: the socket just closes with 1006.
+    assert "could not open WebSocket" in status
+    assert "1006" in status
+    assert await page.text("output") == ""
+    refused = [r.getMessage() for r in caplog.records if "refused WebSocket" in r.getMessage()]
+    assert refused == [f"refused WebSocket from origin {page_origin!r}"]
+
+
+CLIENT_SCRIPT = """(async () => {
+  const m = await import("./httpws.js");
+  const base = %(base)s;
+  const authUrl = base + "/fake-auth";
+  const client = await m.connect(base, { authUrl });
+  const out = {};
+  const sent = new Uint8Array(200000).map((_, i) => (i * 7) %% 256);
+  // Concurrent requests on one socket; bodies of several 64 KiB frames, interleaved.
+  const [big, echo, cookies] = await Promise.all([
+    client.request("GET", "/bytes?n=300000&chunk=70000"),
+    client.request("POST", "/echo", { body: sent }),
+    client.request("GET", "/requires-cookies-from-fake-auth"),
+  ]);
+  out.bigStatus = big.status;
+  out.bigLength = big.body.length;
+  out.bigPattern = big.body.every((b, i) => b === i %% 256);
+  out.echoEqual = echo.body.length === sent.length && echo.body.every((b, i) => b === sent[i]);
+  out.echoLengthHeader = echo.headers["X-Body-Length"];
+  out.contentType = echo.headers["Content-Type"];
+  out.cookies = cookies.text();
+  out.textBody = (await client.request("POST", "/echo", { body: "héllo" })).text();
+  out.base64Body = (await client.request("POST", "/echo", { bodyBase64: btoa("raw") })).text();
+  out.notFound = (await client.request("GET", "/no/such/page")).status;
+  // A slow request, left running: the test waits until the backend has it, then cancels it.
+  const controller = new AbortController();
+  const slow = client.request("GET", "/slow?delay=30&tag=%(tag)s", { signal: controller.signal });
+  window.testState = { m, client, base, authUrl, controller, slow };
+  return out;
+})()"""
+
+CANCEL_SCRIPT = """(async () => {
+  const { m, client, base, authUrl, controller, slow } = window.testState;
+  const out = {};
+  // Cancelling rejects at once with an AbortError; the socket stays usable.
+  controller.abort();
+  out.cancelled = await slow.then(() => "resolved", (e) => e.name);
+  out.afterCancel = (await client.request("GET", "/api/sessions")).text();
+  // A response cut short by the backend rejects, with the proxy's status.
+  out.truncated = await client.request("GET", "/die-mid-body").then(
+    (r) => "resolved " + r.status, (e) => e.name + " " + e.status);
+  // A proxied WebSocket carries the auth URL's cookies too.
+  const ws = m.openProxiedWebSocket(base, "/requires-cookies-from-fake-auth-ws", { authUrl });
+  await m.waitOpen(ws);
+  ws.send("cookies?");
+  out.wsCookies = await new Promise((resolve) => { ws.onmessage = (e) => resolve(e.data); });
+  ws.close();
+  out.closed = (await client.close()).code;
+  out.afterClose = await client.request("GET", "/api/sessions").then(() => "resolved", (e) => e.name);
+  return out;
+})()"""
+
+
+async def wait_for_slow(fake_backend: FakeBackend, tag: str, active: int) -> None:
+    # The count lives in the fake backend's thread: there is nothing to wait on but itself.
+    with trio.fail_after(10):
+        while fake_backend.slow_active(tag) != active:  # noqa: ASYNC110
+            await trio.sleep(0.02)
+
+
+async def test_js_client_against_the_fake_backend(
+    browser: Browser, fake_backend: FakeBackend
+) -> None:
+    tag = "browser-" + os.urandom(4).hex()
+    async with page_server() as page_origin:
+        config = trio_httpws.Config(backend=fake_backend.url, allow_origins=(page_origin,))
+        async with running_proxy(config) as proxy_url:
+            proxy = proxy_url.replace("127.0.0.1", "localhost")
+            page = await browser.new_page(page_origin + "/")
+            with trio.fail_after(30):
+                out = await page.evaluate(CLIENT_SCRIPT % {"base": json.dumps(proxy), "tag": tag})
+                await wait_for_slow(fake_backend, tag, 1)
+                out.update(await page.evaluate(CANCEL_SCRIPT))
+            # The cancel message reached the proxy, which dropped the backend request.
+            await wait_for_slow(fake_backend, tag, 0)
+    assert out == {
+        "bigStatus": 200,
+        "bigLength": 300000,
+        "bigPattern": True,
+        "echoEqual": True,
+        "echoLengthHeader": "200000",
+        "contentType": "application/octet-stream",
+        "cookies": 'X-Test-Cookie: "1" X-Other-Test-Cookie: "2"',
+        "textBody": "héllo",
+        "base64Body": "raw",
+        "notFound": 404,
+        "cancelled": "AbortError",
+        "afterCancel": "ok",
+        "truncated": "HttpOverWsError 502",
+        "wsCookies": 'X-Test-Cookie: "1" X-Other-Test-Cookie: "2"',
+        "closed": 1000,
+        "afterClose": "HttpOverWsError",
+    }

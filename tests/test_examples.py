@@ -1,0 +1,238 @@
+"""Every program in examples/ runs as its docstring says, as a subprocess with a timeout.
+
+The servers an example needs (a real Jupyter Server, the proxy) are started here; their URLs
+reach the example through its command line or environment, as a user would pass them.
+examples/web_page runs in a real browser in test_browser.py; here only its server is checked.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from importlib.resources import files
+from pathlib import Path
+
+import h11
+import pytest
+import trio
+
+import trio_httpws
+from trio_httpws._jupyter import free_port
+
+from .conftest import Jupyter, running_proxy
+from .test_jupyter_e2e import http_get
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+PYTHON_EXAMPLES = sorted(EXAMPLES.rglob("*.py"))
+
+
+def example_env(**extra: str) -> dict[str, str]:
+    """The environment of an example: ours, with this interpreter's scripts first on PATH."""
+    scripts = str(Path(sys.executable).parent)
+    path = scripts + os.pathsep + os.environ.get("PATH", "")
+    return {**os.environ, "PATH": path, "PYTHONUNBUFFERED": "1", **extra}
+
+
+async def read_line(stream: trio.abc.ReceiveStream, within: float = 30) -> str:
+    """One line of a child's output (its "I am ready" line), within ``within`` seconds."""
+    data = b""
+    with trio.fail_after(within):
+        while not data.endswith(b"\n"):
+            chunk = await stream.receive_some(1)
+            if not chunk:
+                raise AssertionError(f"the process closed its output after {data!r}")
+            data += chunk
+    return data.decode().strip()
+
+
+async def stop(process: trio.Process, grace: float = 10) -> None:
+    """SIGTERM, then SIGKILL (its whole session) if it lingers; always reaps it."""
+    with trio.CancelScope(shield=True):
+        if process.returncode is None:
+            process.terminate()
+            with trio.move_on_after(grace):
+                await process.wait()
+        if process.returncode is None:
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+
+
+@asynccontextmanager
+async def page_server() -> AsyncIterator[str]:
+    """examples/web_page/serve_page.py on a free port; yields its origin ``http://127.0.0.1:P``."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, str(EXAMPLES / "web_page" / "serve_page.py"), "--port", "0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        env=example_env(),
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = await read_line(process.stdout)
+        assert line.startswith("Serving http://127.0.0.1:"), line
+        yield line.removeprefix("Serving ").rstrip("/")
+    finally:
+        await stop(process)
+
+
+async def run_example(
+    args: Sequence[str], *, env: dict[str, str] | None = None, within: float = 90
+) -> subprocess.CompletedProcess[bytes]:
+    """Run an example to its end; fail if it takes longer than ``within`` seconds."""
+    with trio.fail_after(within):
+        return await trio.run_process(
+            list(args),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env or example_env(),
+        )
+
+
+def describe(result: subprocess.CompletedProcess[bytes]) -> str:
+    return (
+        f"exit code {result.returncode}\nstdout:\n{result.stdout.decode()}\n"
+        f"stderr:\n{result.stderr.decode()[-4000:]}"
+    )
+
+
+def run_cell_args(url: str, token: str, code: str) -> list[str]:
+    return [sys.executable, str(EXAMPLES / "run_cell.py"), "--url", url, "--token", token, code]
+
+
+# -- the examples say how to run them --------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", PYTHON_EXAMPLES, ids=lambda p: p.name)
+def test_python_examples_say_how_to_run_them(path: Path) -> None:
+    docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
+    relative = path.relative_to(EXAMPLES.parent).as_posix()
+    assert re.search(rf"python {re.escape(relative)}\b", docstring), (
+        f"{relative}'s docstring must show its command line"
+    )
+
+
+def test_shell_example_says_how_to_run_it() -> None:
+    text = (EXAMPLES / "serve_hypercorn.sh").read_text()
+    assert text.startswith("#!/bin/sh\n")
+    assert "sh examples/serve_hypercorn.sh" in text
+    assert "hypercorn --worker-class trio --bind 127.0.0.1:8889 trio_httpws:app" in text
+
+
+# -- serve_hypercorn.sh + run_cell.py --------------------------------------------------------
+
+
+@asynccontextmanager
+async def hypercorn_example(backend: str) -> AsyncIterator[tuple[str, trio.Process, Path]]:
+    """examples/serve_hypercorn.sh on a free port; yields its URL, process and log file."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        log_path = Path(tmp) / "hypercorn.log"
+        with log_path.open("wb") as log_file:
+            process = await trio.lowlevel.open_process(
+                ["sh", str(EXAMPLES / "serve_hypercorn.sh")],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                env=example_env(TRIO_HTTPWS_BACKEND=backend, BIND=f"127.0.0.1:{port}"),
+                start_new_session=True,
+            )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            # Ready once the proxy answers an HTTP request, relayed to Jupyter.
+            status = 0
+            with trio.move_on_after(30):
+                while status != 200 and process.poll() is None:
+                    try:
+                        status, _, _ = await http_get(url, "/api")
+                    except (OSError, trio.BrokenResourceError, h11.RemoteProtocolError):
+                        await trio.sleep(0.05)
+            if status != 200:
+                pytest.fail(f"hypercorn did not serve the proxy:\n{log_path.read_text()[-4000:]}")
+            yield url, process, log_path
+        finally:
+            await stop(process)
+
+
+async def test_serve_hypercorn_then_run_cell(jupyter: Jupyter) -> None:
+    async with hypercorn_example(jupyter.url) as (url, process, log_path):
+        result = await run_example(run_cell_args(url, jupyter.token, "print(6*7)"))
+        assert result.returncode == 0, describe(result)
+        assert result.stdout.decode() == "42\n", describe(result)
+        # The same port is Jupyter's, for plain HTTP too.
+        status, _, _ = await http_get(url, f"/api/status?token={jupyter.token}")
+        assert status == 200
+        await stop(process)
+        assert process.returncode == 0, log_path.read_text()
+
+
+async def test_run_cell_reports_a_failing_cell(jupyter: Jupyter) -> None:
+    async with running_proxy(trio_httpws.Config(backend=jupyter.url)) as url:
+        result = await run_example(
+            run_cell_args(url, jupyter.token, "import sys\nprint('before')\n1/0")
+        )
+    assert result.returncode == 1, describe(result)
+    assert result.stdout.decode() == "before\n"
+    assert "ZeroDivisionError: division by zero" in result.stderr.decode()
+    assert "\x1b[" not in result.stderr.decode()  # the traceback's colours are stripped
+
+
+async def test_run_cell_with_a_wrong_token_fails_cleanly(jupyter: Jupyter) -> None:
+    async with running_proxy(trio_httpws.Config(backend=jupyter.url)) as url:
+        result = await run_example(run_cell_args(url, "wrong-token", "print(1)"))
+    assert result.returncode == 1, describe(result)
+    assert "creating a session failed: 403" in result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()
+
+
+# -- embed_in_trio.py ----------------------------------------------------------------------------
+
+
+async def test_embed_in_trio(jupyter: Jupyter) -> None:
+    result = await run_example(
+        [
+            sys.executable,
+            str(EXAMPLES / "embed_in_trio.py"),
+            "--backend",
+            jupyter.url,
+            "--token",
+            jupyter.token,
+        ],
+        within=60,
+    )
+    assert result.returncode == 0, describe(result)
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == "tick 0"
+    others = [re.sub(r"\d+ kernel", "N kernel", line) for line in lines[1:] if "tick" not in line]
+    assert others == [
+        "hypercorn server: 200 OK, N kernel(s) running",
+        "trio-websocket server: 200 OK, N kernel(s) running",
+        "stopped cleanly",
+    ], describe(result)
+
+
+# -- web_page/serve_page.py ----------------------------------------------------------------------
+
+
+async def test_serve_page_serves_the_page_and_the_packaged_js() -> None:
+    async with page_server() as origin:
+        status, headers, body = await http_get(origin, "/")
+        assert status == 200
+        assert headers["content-type"].startswith("text/html")
+        assert b'from "./httpws.js"' in body
+        status, headers, body = await http_get(origin, "/httpws.js")
+        assert status == 200
+        # A module script needs a JavaScript MIME type.
+        assert headers["content-type"].startswith("text/javascript")
+        assert body == files("trio_httpws").joinpath("static", "httpws.js").read_bytes()
+        status, _, _ = await http_get(origin, "/../../pyproject.toml")
+        assert status == 404
