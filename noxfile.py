@@ -37,3 +37,55 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     session.install("-e", ".[test]", "mypy")
     session.run("mypy", "--strict", "trio_httpws")
+
+
+@nox.session(python="3.12")
+def soak(session: nox.Session) -> None:
+    """200 sockets x 10 requests in flight for 60 s through the proxy to Jupyter (not default).
+
+    Checks that no response is lost or mis-tagged and that the proxy's RSS and open fds stay flat
+    after the warm-up; prints them. Options go after ``--``, e.g. ``nox -s soak -- --duration
+    300``; ``python -m tests.soak --help`` lists them.
+    """
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.soak", *session.posargs)
+
+
+@nox.session(python="3.12")
+def bench(session: nox.Session) -> None:
+    """The benchmark of issue 3: trio_httpws vs the original extension vs direct (tests/bench/).
+
+    The original (jupyter_http_over_ws 0.0.8) only installs on Python 3.11 with Notebook 6, so it
+    gets a venv of its own, .nox/bench-original, which is also the benchmark's backend server.
+    Arguments after `--` go to tests/bench/run.py (e.g. `nox -s bench -- --quick --runs 3`).
+    """
+    import shutil
+    from pathlib import Path
+
+    session.install("-e", ".")
+    original = Path(".nox") / "bench-original"
+    python = original / "bin" / "python"
+    if not python.exists():
+        interpreter = shutil.which("python3.11")
+        if interpreter is None:
+            session.error("the original extension needs Python 3.11 (python3.11 on PATH)")
+        session.run(interpreter, "-m", "venv", "--clear", str(original), external=True)
+    session.run(
+        str(python),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "jupyter_http_over_ws==0.0.8",
+        "notebook<7",
+        "tornado<6.5",
+        external=True,
+    )
+    session.run(
+        "python",
+        "tests/bench/run.py",
+        "--original-python",
+        str(python.absolute()),
+        *session.posargs,
+    )

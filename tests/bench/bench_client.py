@@ -1,0 +1,372 @@
+"""The benchmark's clients, written here so the measurement depends on nothing under test.
+
+- :class:`HttpOverWs`: the HTTP-over-WebSocket protocol as a browser front end speaks it, on a
+  trio-websocket connection: one JSON message per request, frames routed by ``message_id``,
+  any number of requests in flight on one socket.
+- :class:`RawHttp`: the "direct" baseline, plain HTTP/1.1 over one keep-alive trio socket with
+  pipelining (several requests written before their responses are read, answered in order), so
+  "N in flight on one socket" means the same thing for the backend as for the proxies.
+
+Both offer ``request()`` (whole body) and ``stream()`` (body chunks as they arrive; a caller that
+stops iterating stops reading from the socket, so TCP pushes back on the server).
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+import trio
+import trio_websocket
+
+#: Read size of the WebSocket clients (trio-websocket's default of 4 KiB would make the client
+#: the bottleneck of a download).
+RECEIVE_BUFFER = 256 * 1024
+#: Largest message the WebSocket clients accept (the 1 MB echo needs more than the default).
+MAX_MESSAGE = 8 * 1024 * 1024
+#: Frames buffered per request before the frame reader blocks (and so stops reading the socket).
+FRAMES_PER_REQUEST = 8
+#: The Origin a browser front end (Colab) sends on its WebSocket upgrades.
+BROWSER_ORIGIN = "https://colab.research.google.com"
+
+Headers = Sequence[tuple[str, str]]
+
+
+class BenchFailure(Exception):
+    """A target failed a step: the cell of the table says ``fails (<message>)``."""
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+
+
+class Api(Protocol):
+    """What a scenario needs of a target's connection."""
+
+    #: Largest single message the server sent for a response (WebSocket targets), else 0.
+    max_frame: int
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> Reply: ...
+
+    def stream(self, path: str, decode_every: int = 1) -> AsyncIterator[bytes | int]: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def open_ws(
+    nursery: trio.Nursery, url: str, headers: Headers = ()
+) -> trio_websocket.WebSocketConnection:
+    """A client WebSocket whose background reader runs in ``nursery``."""
+    return await trio_websocket.connect_websocket_url(
+        nursery,
+        url,
+        extra_headers=[(k.encode(), v.encode()) for k, v in headers],
+        message_queue_size=1,
+        max_message_size=MAX_MESSAGE,
+        receive_buffer_size=RECEIVE_BUFFER,
+    )
+
+
+def protocol_url(http_base: str, endpoint: str, token: str, *, min_version: bool = True) -> str:
+    """The WebSocket URL of a protocol endpoint on ``http_base``, with the front end's auth URL.
+
+    The auth URL is the server's own token URL (same scheme, host and port), as the user pastes
+    it into Colab; the server fetches it and forwards the cookies it sets.
+    """
+    parts = urlsplit(http_base)
+    token_url = f"{http_base}/?token={token}"
+    query = "jupyter_http_over_ws_auth_url=" + quote(token_url, safe="")
+    if min_version:
+        query = "min_version=0.0.7&" + query
+    sep = "&" if "?" in endpoint else "?"
+    return f"ws://{parts.netloc}{endpoint}{sep}{query}"
+
+
+class HttpOverWs:
+    """One ``/http_over_websocket`` socket; ``request``/``stream`` may run concurrently."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self._ws = ws
+        self._ids = itertools.count(1)
+        self._waiting: dict[str, trio.MemorySendChannel[dict[str, Any]]] = {}
+        self._broken: str | None = None
+        self.max_frame = 0
+
+    @classmethod
+    async def connect(cls, nursery: trio.Nursery, http_base: str, token: str) -> HttpOverWs:
+        url = protocol_url(http_base, "/http_over_websocket", token)
+        try:
+            ws = await open_ws(nursery, url, [("Origin", BROWSER_ORIGIN)])
+        except (OSError, trio_websocket.HandshakeError) as exc:
+            raise BenchFailure(f"WebSocket upgrade failed: {exc}") from exc
+        self = cls(ws)
+        nursery.start_soon(self._read_frames)
+        return self
+
+    async def _read_frames(self) -> None:
+        try:
+            while True:
+                message = await self._ws.get_message()
+                if len(message) > self.max_frame:
+                    self.max_frame = len(message)
+                frame = json.loads(message)
+                channel = self._waiting.get(str(frame.get("message_id")))
+                if channel is None:
+                    continue  # a request we gave up on
+                await channel.send(frame)
+                if frame.get("done"):
+                    channel.close()
+        except trio_websocket.ConnectionClosed as exc:
+            self._broken = f"socket closed: {exc.reason}"
+        finally:
+            for channel in self._waiting.values():
+                channel.close()
+
+    async def _send(
+        self, method: str, path: str, body: bytes | None
+    ) -> tuple[str, trio.MemoryReceiveChannel[dict[str, Any]]]:
+        if self._broken:
+            raise BenchFailure(self._broken)
+        mid = str(next(self._ids))
+        send, receive = trio.open_memory_channel[dict[str, Any]](FRAMES_PER_REQUEST)
+        self._waiting[mid] = send
+        message: dict[str, Any] = {"message_id": mid, "method": method, "path": path}
+        if body is not None:
+            # Text bodies: the original decodes body_base64 as UTF-8, so the bench sends text.
+            message["body"] = body.decode()
+        try:
+            await self._ws.send_message(json.dumps(message))
+        except trio_websocket.ConnectionClosed as exc:
+            raise BenchFailure(f"socket closed: {exc.reason}") from exc
+        return mid, receive
+
+    async def _frames(
+        self, mid: str, receive: trio.MemoryReceiveChannel[dict[str, Any]]
+    ) -> AsyncIterator[tuple[dict[str, Any], str]]:
+        try:
+            async with receive:
+                done = False
+                async for frame in receive:
+                    yield frame, frame.get("data") or ""
+                    if frame.get("done"):
+                        done = True
+                        break
+                if not done:
+                    raise BenchFailure(self._broken or "response ended without done:true")
+        finally:
+            self._waiting.pop(mid, None)
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> Reply:
+        mid, receive = await self._send(method, path, body)
+        status = 0
+        parts: list[bytes] = []
+        async for frame, data in self._frames(mid, receive):
+            if "status" in frame:
+                status = int(frame["status"])
+            parts.append(base64.b64decode(data))
+        return Reply(status, b"".join(parts))
+
+    async def stream(self, path: str, decode_every: int = 1) -> AsyncIterator[bytes | int]:
+        """Body slices; only every ``decode_every``-th frame is decoded, the others yield their
+        decoded length (base64 decoding costs the client as much CPU as encoding costs the
+        proxy, and on a small machine the two compete)."""
+        mid, receive = await self._send("GET", path, None)
+        n = 0
+        async for frame, data in self._frames(mid, receive):
+            if n == 0:
+                if frame.get("status") != 200:
+                    raise BenchFailure(f"HTTP {frame.get('status')} {frame.get('statusText')}")
+            elif "status" in frame:  # a final error frame after part of the body
+                raise BenchFailure(f"HTTP {frame['status']} {frame.get('statusText')}")
+            if data:
+                if n % decode_every == 0 or frame.get("done"):
+                    yield base64.b64decode(data)
+                else:
+                    if len(data) % 4:
+                        raise BenchFailure("a frame's data is not whole base64")
+                    yield len(data) // 4 * 3 - data[-2:].count("=")
+            n += 1
+
+    async def aclose(self) -> None:
+        with trio.move_on_after(2):
+            await self._ws.aclose()
+
+
+# -- plain HTTP/1.1 ----------------------------------------------------------------------------
+
+
+class RawHttp:
+    """A keep-alive HTTP/1.1 connection; concurrent ``request`` calls are pipelined."""
+
+    def __init__(self, stream: trio.SocketStream, host: str, cookie: str) -> None:
+        self._stream = stream
+        self._host = host
+        self._cookie = cookie
+        self._xsrf = _cookie_value(cookie, "_xsrf")
+        self._buf = bytearray()
+        self._send_lock = trio.Lock()
+        self._next_ticket = 0
+        self._reading = 0
+        self._turns: dict[int, trio.Event] = {}
+        self.max_frame = 0
+
+    @classmethod
+    async def connect(cls, http_base: str, cookie: str) -> RawHttp:
+        parts = urlsplit(http_base)
+        if not parts.hostname or not parts.port:
+            raise BenchFailure(f"not an http://host:port URL: {http_base}")
+        try:
+            stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+        except OSError as exc:
+            raise BenchFailure(f"connect failed: {exc}") from exc
+        return cls(stream, parts.netloc, cookie)
+
+    def _encode(self, method: str, path: str, body: bytes | None) -> bytes:
+        if self._xsrf and method in ("POST", "PUT", "PATCH", "DELETE"):
+            path += ("&" if "?" in path else "?") + "_xsrf=" + quote(self._xsrf, safe="")
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host}", "Accept: */*"]
+        if self._cookie:
+            lines.append(f"Cookie: {self._cookie}")
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return head + body if body else head
+
+    async def _wait_turn(self, method: str, path: str, body: bytes | None) -> int:
+        data = self._encode(method, path, body)
+        async with self._send_lock:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._turns[ticket] = trio.Event()
+            await self._send_all(data)
+        if self._reading != ticket:
+            await self._turns[ticket].wait()
+        return ticket
+
+    def _end_turn(self, ticket: int) -> None:
+        del self._turns[ticket]
+        self._reading = ticket + 1
+        successor = self._turns.get(ticket + 1)
+        if successor is not None:
+            successor.set()
+
+    async def _send_all(self, data: bytes) -> None:
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise BenchFailure(f"connection lost: {exc}") from exc
+
+    async def _fill(self) -> None:
+        try:
+            data = await self._stream.receive_some(RECEIVE_BUFFER)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise BenchFailure(f"connection lost: {exc}") from exc
+        if not data:
+            raise BenchFailure("connection closed by the server")
+        self._buf += data
+
+    async def _head(self) -> tuple[int, dict[str, str], list[str]]:
+        while (end := self._buf.find(b"\r\n\r\n")) < 0:
+            await self._fill()
+        lines = self._buf[:end].decode("latin-1").split("\r\n")
+        del self._buf[: end + 4]
+        status = int(lines[0].split(" ", 2)[1])
+        headers: dict[str, str] = {}
+        cookies: list[str] = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            name = name.strip().lower()
+            if name == "set-cookie":
+                cookies.append(value.strip().split(";", 1)[0])
+            headers[name] = value.strip()
+        return status, headers, cookies
+
+    async def _body(self, headers: dict[str, str]) -> AsyncIterator[bytes]:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            while True:
+                while (eol := self._buf.find(b"\r\n")) < 0:
+                    await self._fill()
+                size = int(bytes(self._buf[:eol]).split(b";", 1)[0], 16)
+                del self._buf[: eol + 2]
+                while len(self._buf) < size + 2:
+                    await self._fill()
+                if size == 0:
+                    # A trailer section is not sent by tornado; the empty line ends the body.
+                    del self._buf[:2]
+                    return
+                yield bytes(self._buf[:size])
+                del self._buf[: size + 2]
+        left = int(headers.get("content-length", "0"))
+        while left > 0:
+            if not self._buf:
+                await self._fill()
+            piece = bytes(self._buf[:left])
+            del self._buf[: len(piece)]
+            left -= len(piece)
+            yield piece
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> Reply:
+        ticket = await self._wait_turn(method, path, body)
+        try:
+            status, headers, _ = await self._head()
+            parts = [piece async for piece in self._body(headers)]
+        finally:
+            self._end_turn(ticket)
+        return Reply(status, b"".join(parts))
+
+    async def stream(self, path: str, decode_every: int = 1) -> AsyncIterator[bytes | int]:
+        ticket = await self._wait_turn("GET", path, None)
+        try:
+            status, headers, _ = await self._head()
+            if status != 200:
+                raise BenchFailure(f"HTTP {status}")
+            async for piece in self._body(headers):
+                yield piece
+        finally:
+            self._end_turn(ticket)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def _cookie_value(cookie: str, name: str) -> str | None:
+    for pair in cookie.split(";"):
+        key, _, value = pair.strip().partition("=")
+        if key == name:
+            return value
+    return None
+
+
+async def login_cookie(http_base: str, token: str) -> str:
+    """Follow the token URL as a browser does and return the cookies it set, as a Cookie header."""
+    cookies: dict[str, str] = {}
+    target = f"/?token={token}"
+    conn = await RawHttp.connect(http_base, "")
+    try:
+        for _ in range(5):
+            ticket = await conn._wait_turn("GET", target, None)
+            try:
+                status, headers, set_cookies = await conn._head()
+                async for _piece in conn._body(headers):
+                    pass
+            finally:
+                conn._end_turn(ticket)
+            for pair in set_cookies:
+                key, _, value = pair.partition("=")
+                cookies[key] = value
+            if status in (301, 302, 303, 307, 308):
+                target = headers["location"]
+                continue
+            break
+    finally:
+        await conn.aclose()
+    if not any(key.startswith("username-") for key in cookies):
+        raise BenchFailure(f"the token URL set no login cookie (got {sorted(cookies)})")
+    return "; ".join(f"{k}={v}" for k, v in cookies.items())

@@ -1,0 +1,416 @@
+"""The six scenarios of issue 3, each run against one target at a time.
+
+A scenario returns ``{metric_key: value}`` or raises (``BenchFailure``, a trio timeout, an
+``OSError`` ...): the driver turns that into a ``fails (reason)`` cell.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import trio
+import trio_websocket
+from bench_client import (
+    BROWSER_ORIGIN,
+    Api,
+    BenchFailure,
+    HttpOverWs,
+    RawHttp,
+    open_ws,
+    protocol_url,
+)
+
+MB = 1_000_000
+MiB = 1024 * 1024
+STATUS_PATH = "/api/status"
+
+
+@dataclass
+class Settings:
+    """Sizes and durations; ``--quick`` scales them down."""
+
+    duration: float = 3.0  # seconds of each throughput measurement
+    warmup_requests: int = 20
+    sockets: int = 50  # scenario 2
+    big_download: int = 200 * MB  # scenario 3, beyond the original's 100 MiB body limit
+    small_download: int = 90 * MB  # scenario 3, which the original can do
+    paused_download: int = 1000 * MB  # scenario 4
+    pause: float = 10.0
+    ws_small: int = 100  # scenario 5, bytes per message
+    ws_small_window: int = 64  # messages in flight
+    ws_big: int = 1 * MB
+    ws_big_window: int = 4
+    idle_sockets: int = 1000  # scenario 6
+    stall: float = 15.0  # a download with no data for this long fails as stalled
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(
+            duration=1.0,
+            warmup_requests=5,
+            sockets=20,
+            big_download=120 * MB,
+            small_download=30 * MB,
+            paused_download=300 * MB,
+            pause=3.0,
+            idle_sockets=200,
+        )
+
+
+@dataclass
+class Target:
+    """One of the three ways to reach the backend."""
+
+    key: str  # "ours" | "original" | "direct"
+    token: str
+    base: Callable[[], str]  # http://host:port, the server the client talks to
+    rss: Callable[[], int]  # RSS of the proxy process (direct: of the backend itself)
+    cookie: str = ""  # direct: the login cookies the token URL set
+    #: Start a fresh proxy process (ours), so RSS growth is not hidden by memory freed earlier.
+    fresh: Callable[[], Awaitable[None]] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def direct(self) -> bool:
+        return self.key == "direct"
+
+    async def api(self, nursery: trio.Nursery) -> Api:
+        if self.direct:
+            return await RawHttp.connect(self.base(), self.cookie)
+        return await HttpOverWs.connect(nursery, self.base(), self.token)
+
+    async def echo_socket(self, nursery: trio.Nursery) -> trio_websocket.WebSocketConnection:
+        base = self.base()
+        if self.direct:
+            url = f"ws://{urlsplit(base).netloc}/bench/ws-echo"
+            headers = [("Cookie", self.cookie)]
+        else:
+            url = protocol_url(
+                base, "/http_over_websocket/proxied_ws/bench/ws-echo", self.token, min_version=False
+            )
+            headers = [("Origin", BROWSER_ORIGIN)]
+        try:
+            return await open_ws(nursery, url, headers)
+        except trio_websocket.HandshakeError as exc:
+            raise BenchFailure(f"WebSocket upgrade failed: {exc}") from exc
+
+
+class Stalled(BenchFailure):
+    """No data for too long: a hang, which the driver does not retry."""
+
+    def __init__(self, seconds: float, received: int) -> None:
+        super().__init__(f"hangs: no data for {seconds:.0f} s after {received / MB:.0f} MB")
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+async def _ok(api: Api, path: str = STATUS_PATH) -> None:
+    reply = await api.request("GET", path)
+    if reply.status != 200:
+        raise BenchFailure(f"GET {path}: HTTP {reply.status}")
+
+
+# -- sanity ------------------------------------------------------------------------------------
+
+
+async def sanity(t: Target, s: Settings) -> dict[str, float]:
+    """Every endpoint once, with its answer checked: the auth flow (and XSRF for POST) works."""
+    async with trio.open_nursery() as nursery:
+        api = await t.api(nursery)
+        try:
+            await _ok(api)
+            reply = await api.request("POST", "/bench/echo", b"hello bench")
+            if (reply.status, reply.body) != (200, b"hello bench"):
+                raise BenchFailure(f"POST /bench/echo: HTTP {reply.status} {reply.body[:80]!r}")
+            got = await api.request("GET", "/bench/bytes?n=300000")
+            if got.body != _expected(0, 300000):
+                raise BenchFailure(f"GET /bench/bytes: HTTP {got.status}, wrong body")
+            ws = await t.echo_socket(nursery)
+            await ws.send_message("ping")
+            if await ws.get_message() != "ping":
+                raise BenchFailure("WebSocket echo answered something else")
+            await ws.aclose()
+        finally:
+            await api.aclose()
+            nursery.cancel_scope.cancel()
+    return {}
+
+
+# -- 1 and 2: small requests -------------------------------------------------------------------
+
+
+async def _hammer(apis: list[Api], per_socket: int, duration: float) -> tuple[float, list[float]]:
+    """``per_socket`` concurrent request loops on each api for ``duration``: (req/s, latencies)."""
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + duration
+
+    async def loop(api: Api) -> None:
+        while (now := time.perf_counter()) < stop_at:
+            reply = await api.request("GET", STATUS_PATH)
+            latencies.append(time.perf_counter() - now)
+            if reply.status != 200:
+                raise BenchFailure(f"GET {STATUS_PATH}: HTTP {reply.status}")
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for api in apis:
+            for _ in range(per_socket):
+                nursery.start_soon(loop, api)
+    return len(latencies) / (time.perf_counter() - started), latencies
+
+
+def small_requests(in_flight: int) -> Callable[[Target, Settings], Awaitable[dict[str, float]]]:
+    async def scenario(t: Target, s: Settings) -> dict[str, float]:
+        async with trio.open_nursery() as nursery:
+            api = await t.api(nursery)
+            try:
+                for _ in range(s.warmup_requests):
+                    await _ok(api)
+                rate, latencies = await _hammer([api], in_flight, s.duration)
+            finally:
+                await api.aclose()
+                nursery.cancel_scope.cancel()
+        key = f"s1_c{in_flight}"
+        return {
+            f"{key}_rps": rate,
+            f"{key}_p50": percentile(latencies, 50) * 1000,
+            f"{key}_p99": percentile(latencies, 99) * 1000,
+        }
+
+    return scenario
+
+
+async def many_sockets(t: Target, s: Settings) -> dict[str, float]:
+    async with trio.open_nursery() as nursery:
+        apis: list[Api] = []
+        try:
+            for _ in range(s.sockets):
+                api = await t.api(nursery)
+                apis.append(api)
+                await _ok(api)
+            rate, latencies = await _hammer(apis, 1, s.duration)
+        finally:
+            for api in apis:
+                await api.aclose()
+            nursery.cancel_scope.cancel()
+    return {"s2_rps": rate, "s2_p99": percentile(latencies, 99) * 1000}
+
+
+# -- 3: downloads ------------------------------------------------------------------------------
+
+_PATTERN = bytes(range(256)) * (2 * 1024 * 1024 // 256 + 1)
+
+
+def _expected(offset: int, length: int) -> bytes:
+    start = offset % 256
+    if length <= len(_PATTERN) - start:
+        return _PATTERN[start : start + length]
+    return b"".join(
+        _expected(offset + i, min(len(_PATTERN) - 256, length - i))
+        for i in range(0, length, len(_PATTERN) - 256)
+    )
+
+
+#: Downloads decode (and check byte for byte) every this many frames; the rest by length.
+DECODE_EVERY = 8
+
+
+def _check(offset: int, chunk: bytes | int) -> int:
+    """Checks a body slice at ``offset``; returns its length."""
+    if isinstance(chunk, int):
+        return chunk
+    if chunk != _expected(offset, len(chunk)):
+        raise BenchFailure(f"wrong bytes in the body at offset {offset}")
+    return len(chunk)
+
+
+def download(
+    size_of: Callable[[Settings], int], key: str
+) -> Callable[[Target, Settings], Awaitable[dict[str, float]]]:
+    async def scenario(t: Target, s: Settings) -> dict[str, float]:
+        size = size_of(s)
+        async with trio.open_nursery() as nursery:
+            api = await t.api(nursery)
+            try:
+                await _ok(api)  # the auth URL is fetched here, outside the timing
+                api.max_frame = 0
+                received = 0
+                started = time.perf_counter()
+                body = api.stream(f"/bench/bytes?n={size}", DECODE_EVERY)
+                while True:
+                    with trio.fail_after(s.stall):
+                        try:
+                            chunk = await anext(body)
+                        except StopAsyncIteration:
+                            break
+                    received += _check(received, chunk)
+                elapsed = time.perf_counter() - started
+            except trio.TooSlowError:
+                raise Stalled(s.stall, received) from None
+            finally:
+                await api.aclose()
+                nursery.cancel_scope.cancel()
+        if received != size:
+            raise BenchFailure(f"got {received} of {size} bytes")
+        values = {f"{key}_mbps": size / elapsed / MB}
+        if not t.direct:
+            values[f"{key}_frame"] = api.max_frame / 1024
+        return values
+
+    return scenario
+
+
+# -- 4: a paused reader ------------------------------------------------------------------------
+
+
+async def paused_reader(t: Target, s: Settings) -> dict[str, float]:
+    if t.fresh is not None:
+        await t.fresh()
+    async with trio.open_nursery() as nursery:
+        api = await t.api(nursery)
+        try:
+            await _ok(api)
+            await trio.sleep(0.5)
+            baseline = t.rss()
+            body = api.stream(f"/bench/bytes?n={s.paused_download}", DECODE_EVERY)
+            received = 0
+            try:
+                with trio.fail_after(s.stall):
+                    while received < 4 * MiB:
+                        received += _check(received, await anext(body))
+            except trio.TooSlowError:
+                raise Stalled(s.stall, received) from None
+            # Stop reading: the socket fills, and the proxy must stop reading its backend.
+            peak = baseline
+            stop_at = time.perf_counter() + s.pause
+            while time.perf_counter() < stop_at:
+                await trio.sleep(0.2)
+                peak = max(peak, t.rss())
+            # Still a live download: read a little more to prove the stream survived the pause.
+            try:
+                with trio.fail_after(s.stall):
+                    await anext(body)
+            except trio.TooSlowError:
+                raise BenchFailure(
+                    f"the download never resumed after the pause ({s.stall:.0f} s)"
+                ) from None
+        finally:
+            await api.aclose()
+            nursery.cancel_scope.cancel()
+    return {"s4_growth": (peak - baseline) / MiB}
+
+
+# -- 5: proxied WebSocket echo -----------------------------------------------------------------
+
+
+def _same(got: str | bytes, sent: str | bytes) -> None:
+    if got == sent:
+        return
+    if isinstance(sent, bytes) and isinstance(got, str):
+        raise BenchFailure("a binary message came back as a text message")
+    raise BenchFailure("the echo differs from the message sent")
+
+
+def ws_echo(
+    size: int, window: int, key: str, *, binary: bool = False
+) -> Callable[[Target, Settings], Awaitable[dict[str, float]]]:
+    """``window`` messages of ``size`` bytes in flight on one socket, for ``Settings.duration``."""
+    text = "".join(chr(32 + i % 95) for i in range(size))  # printable ASCII, like JSON
+    payload: str | bytes = bytes(i % 256 for i in range(size)) if binary else text
+
+    async def scenario(t: Target, s: Settings) -> dict[str, float]:
+        received = 0
+        async with trio.open_nursery() as nursery:
+            ws = await t.echo_socket(nursery)
+            try:
+                for _ in range(3):
+                    await ws.send_message(payload)
+                    _same(await ws.get_message(), payload)
+                credit = trio.Semaphore(window)
+                stop_at = time.perf_counter() + s.duration
+
+                async def sender() -> None:
+                    while True:
+                        await credit.acquire()
+                        await ws.send_message(payload)
+
+                started = time.perf_counter()
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(sender)
+                    while time.perf_counter() < stop_at:
+                        with trio.fail_after(s.stall):
+                            message = await ws.get_message()
+                        _same(message, payload)
+                        received += 1
+                        credit.release()
+                    inner.cancel_scope.cancel()
+                elapsed = time.perf_counter() - started
+            except trio_websocket.ConnectionClosed as exc:
+                reason = exc.reason
+                raise BenchFailure(
+                    f"socket closed after {received} echoes: {reason.code} {reason.name}"
+                    + (f" {reason.reason}" if reason.reason else "")
+                ) from None
+            finally:
+                with trio.move_on_after(3):
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
+        if size < 1000:
+            return {key: received / elapsed}
+        return {key: received * size / elapsed / MB}
+
+    return scenario
+
+
+# -- 6: idle sockets ---------------------------------------------------------------------------
+
+
+async def idle_sockets(t: Target, s: Settings) -> dict[str, float]:
+    if t.fresh is not None:
+        await t.fresh()
+    limiter = trio.CapacityLimiter(32)
+    async with trio.open_nursery() as nursery:
+        apis: list[Api] = []
+
+        async def open_one() -> None:
+            async with limiter:
+                api = await t.api(nursery)
+                apis.append(api)
+                await _ok(api)  # a socket that served a request, then went idle
+
+        async def close_all() -> None:
+            async def close(api: Api) -> None:
+                async with limiter:
+                    await api.aclose()
+
+            async with trio.open_nursery() as closer:
+                for api in apis:
+                    closer.start_soon(close, api)
+            apis.clear()
+
+        try:
+            # Warm up: whatever a first socket allocates once is not a per-socket cost.
+            async with trio.open_nursery() as opener:
+                for _ in range(20):
+                    opener.start_soon(open_one)
+            await close_all()
+            await trio.sleep(1.0)
+            baseline = t.rss()
+            async with trio.open_nursery() as opener:
+                for _ in range(s.idle_sockets):
+                    opener.start_soon(open_one)
+            await trio.sleep(1.0)
+            held = statistics.median([t.rss() for _ in range(3)])
+        finally:
+            with trio.move_on_after(30):
+                await close_all()
+            nursery.cancel_scope.cancel()
+    return {"s6_kb": (held - baseline) / s.idle_sockets / 1024}

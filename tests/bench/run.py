@@ -1,0 +1,573 @@
+"""The benchmark of issue 3: ``nox -s bench`` (or ``python tests/bench/run.py --original-python
+PATH`` from an environment with trio_httpws installed).
+
+One Notebook 6 server (Python 3.11, the original ``jupyter_http_over_ws`` 0.0.8 enabled, plus
+``bench_ext`` for the test endpoints) is the backend of all three targets:
+
+- ``trio_httpws``: hypercorn's trio worker serving ``trio_httpws:app`` in front of it;
+- ``original``: the extension inside that very server;
+- ``direct``: the server itself over plain HTTP/1.1 and WebSocket (the limit).
+
+Every scenario runs each target in turn, rotating the order every round, ``--runs`` rounds (at
+least 3); a cell is the median. Prints one table and writes ``results.json`` and ``results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+from bench_client import BenchFailure, login_cookie
+from bench_procs import (
+    HERE,
+    REPO,
+    Process,
+    check_original,
+    machine_info,
+    raise_fd_limit,
+    start_notebook,
+    start_proxy,
+)
+from bench_scenarios import (
+    DECODE_EVERY,
+    MB,
+    Settings,
+    Stalled,
+    Target,
+    download,
+    idle_sockets,
+    many_sockets,
+    paused_reader,
+    sanity,
+    small_requests,
+    ws_echo,
+)
+
+TARGETS = ("ours", "original", "direct")
+TITLES = {"ours": "trio_httpws", "original": "original", "direct": "direct"}
+
+Scenario = Callable[[Target, Settings], Awaitable[dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One measurement: a scenario function, its timeout per target and run."""
+
+    name: str
+    run: Scenario
+    timeout: Callable[[Settings], float]
+
+
+UNITS = [
+    Unit("s1_c1", small_requests(1), lambda s: s.duration + 60),
+    Unit("s1_c16", small_requests(16), lambda s: s.duration + 60),
+    Unit("s2", many_sockets, lambda s: s.duration + 90),
+    Unit("s3_big", download(lambda s: s.big_download, "s3_big"), lambda s: 180),
+    Unit("s3_small", download(lambda s: s.small_download, "s3_small"), lambda s: 120),
+    Unit("s4", paused_reader, lambda s: s.pause + 60),
+    Unit("s5_small", ws_echo(100, 64, "s5_small_msgs"), lambda s: s.duration + 60),
+    Unit("s5_big", ws_echo(MB, 4, "s5_big_mbps"), lambda s: s.duration + 60),
+    Unit("s5_bin", ws_echo(MB, 4, "s5_bin_mbps", binary=True), lambda s: s.duration + 60),
+]
+# Memory first: the shared backend's heap has been churned least by then.
+UNITS.insert(0, Unit("s6", idle_sockets, lambda s: 180))
+
+
+@dataclass(frozen=True)
+class Row:
+    unit: str
+    key: str
+    scenario: str
+    metric: str
+    better: str | None  # "higher", "lower", or None: no ratio
+    digits: int
+    target: str = ""
+    #: (ours, original, direct) cells -> met? (None: not applicable / cannot tell)
+    check: Callable[[Any, Any, Any], bool | None] | None = None
+    #: The cell is the worst run, not the median (memory: a warm heap understates growth).
+    worst: bool = False
+    #: The ratio to the original the target asks for (to tell when direct itself falls short).
+    need_vs_original: float | None = None
+
+
+def _num(cell: Any) -> float | None:
+    return cell if isinstance(cell, float) else None
+
+
+def _ratio(ours: Any, other: Any, better: str | None) -> float | None:
+    a, b = _num(ours), _num(other)
+    if better is None or a is None or b is None or a <= 0 or b <= 0:
+        return None
+    return a / b if better == "higher" else b / a
+
+
+def _at_least(vs_original: float | None, vs_direct: float | None) -> Callable[..., bool | None]:
+    def check(ours: Any, original: Any, direct: Any) -> bool | None:
+        if ours is None:
+            return None  # not run
+        if _num(ours) is None:
+            return False
+        verdicts = []
+        if vs_original is not None:
+            if _num(original) is None:
+                verdicts.append(True)  # the original fails where we deliver
+            else:
+                verdicts.append(ours / original >= vs_original)
+        if vs_direct is not None:
+            if _num(direct) is None:
+                return None
+            verdicts.append(ours / direct >= vs_direct)
+        return all(verdicts)
+
+    return check
+
+
+def _at_most(limit: float) -> Callable[..., bool | None]:
+    def check(ours: Any, original: Any, direct: Any) -> bool | None:
+        if ours is None:
+            return None  # not run
+        value = _num(ours)
+        return value is not None and value <= limit
+
+    return check
+
+
+def _completes(ours: Any, original: Any, direct: Any) -> bool | None:
+    return None if ours is None else _num(ours) is not None
+
+
+def rows(s: Settings) -> list[Row]:
+    big, small, paused = s.big_download // MB, s.small_download // MB, s.paused_download // MB
+    small_target = ">= 8x original, >= 0.6x direct"
+    return [
+        Row("s1_c1", "s1_c1_rps", "1. small requests", "1 in flight: req/s", "higher", 0,
+            small_target, _at_least(8, 0.6), need_vs_original=8),
+        Row("s1_c1", "s1_c1_p50", "1. small requests", "1 in flight: p50 ms", "lower", 2),
+        Row("s1_c1", "s1_c1_p99", "1. small requests", "1 in flight: p99 ms", "lower", 2),
+        Row("s1_c16", "s1_c16_rps", "1. small requests", "16 in flight: req/s", "higher", 0,
+            small_target, _at_least(8, 0.6), need_vs_original=8),
+        Row("s1_c16", "s1_c16_p50", "1. small requests", "16 in flight: p50 ms", "lower", 2),
+        Row("s1_c16", "s1_c16_p99", "1. small requests", "16 in flight: p99 ms", "lower", 2),
+        Row("s2", "s2_rps", f"2. {s.sockets} sockets", "1 in flight each: req/s", "higher", 0),
+        Row("s2", "s2_p99", f"2. {s.sockets} sockets", "1 in flight each: p99 ms", "lower", 2),
+        Row("s3_big", "s3_big_mbps", "3. download", f"{big} MB: MB/s", "higher", 1,
+            "trio_httpws completes", _completes),
+        Row("s3_big", "s3_big_frame", "3. download", f"{big} MB: max frame KB", None, 1),
+        Row("s3_small", "s3_small_mbps", "3. download", f"{small} MB: MB/s", "higher", 1,
+            ">= 2.5x original", _at_least(2.5, None), need_vs_original=2.5),
+        Row("s3_small", "s3_small_frame", "3. download", f"{small} MB: max frame KB", None, 1),
+        Row("s4", "s4_growth", "4. paused reader",
+            f"{paused} MB, {s.pause:.0f} s pause: RSS growth MB (worst run)", "lower", 1,
+            "<= 16 MB", _at_most(16), worst=True),
+        Row("s5_small", "s5_small_msgs", "5. proxied WS echo", "100 B text, 64 in flight: msg/s",
+            "higher", 0, ">= 2x original", _at_least(2, None), need_vs_original=2),
+        Row("s5_big", "s5_big_mbps", "5. proxied WS echo", "1 MB text, 4 in flight: MB/s",
+            "higher", 1),
+        Row("s5_bin", "s5_bin_mbps", "5. proxied WS echo", "1 MB binary, 4 in flight: MB/s",
+            "higher", 1),
+        Row("s6", "s6_kb", "6. idle sockets",
+            f"{s.idle_sockets} sockets: RSS KB/socket (worst run)", "lower", 1, "<= 50 KB",
+            _at_most(50), worst=True),
+    ]  # fmt: skip
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def _reason(exc: BaseException) -> str:
+    # trio's nurseries wrap errors in exception groups (the driver runs on Python >= 3.11).
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:  # noqa: F821
+        exc = exc.exceptions[0]
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, OSError | trio.BrokenResourceError):
+        text = f"{type(exc).__name__}: {text}"
+    return " ".join(text.split())[:200]
+
+
+def _is_hang(exc: BaseException) -> bool:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:  # noqa: F821
+        exc = exc.exceptions[0]
+    return isinstance(exc, Stalled | TimeoutError)
+
+
+class Results:
+    def __init__(self, planned: int) -> None:
+        self.planned = planned
+        self.values: dict[str, dict[str, list[float]]] = {}
+        self.failures: dict[str, dict[str, list[str]]] = {}
+        self.attempts: dict[str, dict[str, int]] = {}
+
+    def add(self, unit: str, target: str, values: dict[str, float]) -> None:
+        self.attempts.setdefault(unit, {}).setdefault(target, 0)
+        self.attempts[unit][target] += 1
+        for key, value in values.items():
+            self.values.setdefault(key, {}).setdefault(target, []).append(value)
+
+    def fail(self, unit: str, target: str, reason: str) -> None:
+        self.attempts.setdefault(unit, {}).setdefault(target, 0)
+        self.attempts[unit][target] += 1
+        self.failures.setdefault(unit, {}).setdefault(target, []).append(reason)
+
+    def cell(self, unit: str, key: str, target: str, worst: bool) -> float | str | None:
+        failed = self.failures.get(unit, {}).get(target, [])
+        if failed:
+            runs = self.attempts[unit][target]
+            if runs < self.planned:
+                return f"fails ({failed[0]}; a hang: not retried)"
+            return f"fails ({failed[0]})" + (f" in {len(failed)}/{runs} runs" if runs > 1 else "")
+        values = self.values.get(key, {}).get(target)
+        if not values:
+            return None
+        return max(values) if worst else statistics.median(values)
+
+
+async def drive(
+    notebook: Process, proxy: Proxy, token: str, args: argparse.Namespace
+) -> tuple[Results, dict[str, str]]:
+    settings = Settings.quick() if args.quick else Settings()
+    if args.duration:
+        settings.duration = args.duration
+    cookie = await login_cookie(notebook.base, token)
+
+    async def fresh_proxy() -> None:
+        await trio.to_thread.run_sync(proxy.restart)
+
+    targets = {
+        "ours": Target("ours", token, proxy.base, proxy.rss, fresh=fresh_proxy),
+        "original": Target("original", token, lambda: notebook.base, notebook.rss_bytes),
+        "direct": Target("direct", token, lambda: notebook.base, notebook.rss_bytes, cookie),
+    }
+    results = Results(args.runs)
+    sanity_report: dict[str, str] = {}
+    for key, target in targets.items():
+        try:
+            with trio.fail_after(60):
+                await sanity(target, settings)
+            sanity_report[key] = "ok"
+        except Exception as exc:
+            sanity_report[key] = f"fails ({_reason(exc)})"
+        _progress(f"sanity {TITLES[key]}: {sanity_report[key]}")
+
+    wanted = set(args.only.split(",")) if args.only else None
+    for unit in UNITS:
+        if wanted is not None and unit.name not in wanted:
+            continue
+        timed_out: set[str] = set()
+        for run in range(args.runs):
+            order = TARGETS[run % 3 :] + TARGETS[: run % 3]
+            for key in order:
+                if key in timed_out:
+                    continue  # a hang costs its timeout once, not once per run
+                limit = unit.timeout(settings)
+                started = time.perf_counter()
+                try:
+                    with trio.move_on_after(limit) as scope:
+                        values = await unit.run(targets[key], settings)
+                    if scope.cancelled_caught:
+                        raise TimeoutError(f"no result within {limit:.0f} s")
+                except Exception as exc:
+                    if _is_hang(exc):
+                        timed_out.add(key)
+                    results.fail(unit.name, key, _reason(exc))
+                    shown = f"fails ({_reason(exc)})"
+                else:
+                    results.add(unit.name, key, values)
+                    shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+                took = time.perf_counter() - started
+                _progress(
+                    f"{unit.name} run {run + 1}/{args.runs} {TITLES[key]}: {shown} [{took:.1f}s]"
+                )
+                await trio.sleep(0.3)  # let the previous target's sockets close
+    return results, sanity_report
+
+
+class Proxy:
+    """hypercorn serving trio_httpws; if it cannot start, every trio_httpws cell says why."""
+
+    def __init__(self, backend: str, workdir: Path, app: str) -> None:
+        self._args = (backend, workdir, app)
+        self._process: Process | None = None
+        self._error = "not started"
+
+    def restart(self) -> None:
+        self.stop()
+        try:
+            self._process = start_proxy(*self._args)
+        except RuntimeError as exc:
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            self._error = f"hypercorn did not start: {lines[-1].strip() if lines else exc}"
+            _progress(str(exc))
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+            self._process = None
+
+    def _running(self) -> Process:
+        if self._process is None:
+            raise BenchFailure(self._error)
+        return self._process
+
+    def base(self) -> str:
+        return self._running().base
+
+    def rss(self) -> int:
+        return self._running().rss_bytes()
+
+
+def _progress(line: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def _fmt(cell: Any, digits: int) -> str:
+    if cell is None:
+        return "-"
+    if isinstance(cell, str):
+        return cell
+    return f"{cell:,.{digits}f}"
+
+
+def _fmt_ratio(ours: Any, other: Any, row: Row) -> str:
+    if row.better is None:
+        return "-"
+    ratio = _ratio(ours, other, row.better)
+    if ratio is not None:
+        return f"{ratio:.2f}x"
+    if _num(ours) is not None and isinstance(other, str):
+        return "other fails"
+    if isinstance(ours, str):
+        return "ours fails"
+    return "-"
+
+
+def build_table(
+    results: Results, sanity_report: dict[str, str], s: Settings
+) -> list[dict[str, Any]]:
+    table: list[dict[str, Any]] = [
+        {
+            "scenario": "0. sanity",
+            "metric": "auth URL flow, XSRF POST, bytes, WS echo",
+            "key": "sanity",
+            "values": {k: sanity_report.get(k) for k in TARGETS},
+            "cells": {TITLES[k]: sanity_report.get(k, "-") for k in TARGETS},
+            "vs_original": "-",
+            "vs_direct": "-",
+            "target": "all answer",
+            "met": all(v == "ok" for v in sanity_report.values()),
+        }
+    ]
+    for row in rows(s):
+        cells = {k: results.cell(row.unit, row.key, k, row.worst) for k in TARGETS}
+        met = row.check(cells["ours"], cells["original"], cells["direct"]) if row.check else None
+        runs = {k: results.values.get(row.key, {}).get(k, []) for k in TARGETS}
+        table.append(
+            {
+                "scenario": row.scenario,
+                "metric": row.metric,
+                "key": row.key,
+                "better": row.better,
+                "values": cells,
+                "runs": runs,
+                "failures": {k: results.failures.get(row.unit, {}).get(k, []) for k in TARGETS},
+                "cells": {TITLES[k]: _fmt(cells[k], row.digits) for k in TARGETS},
+                "vs_original": _fmt_ratio(cells["ours"], cells["original"], row),
+                "vs_direct": _fmt_ratio(cells["ours"], cells["direct"], row),
+                "target": row.target,
+                "met": met,
+                "direct_vs_original": _ratio(cells["direct"], cells["original"], row.better),
+                "need_vs_original": row.need_vs_original,
+            }
+        )
+    return table
+
+
+def ceiling_notes(table: list[dict[str, Any]]) -> list[str]:
+    """Targets that ask for more than direct itself achieves over the original, in this run."""
+    notes = []
+    for entry in table:
+        need, limit = entry.get("need_vs_original"), entry.get("direct_vs_original")
+        if need is not None and limit is not None and limit < need:
+            notes.append(
+                f"Ceiling: {entry['scenario']} / {entry['metric']}: direct itself is only "
+                f"{limit:.2f}x the original here, so '>= {need:g}x original' asks trio_httpws to "
+                "beat the backend without a proxy."
+            )
+    return notes
+
+
+COLUMNS = ["scenario", "metric", "trio_httpws", "original", "direct", "vs original",
+           "vs direct", "target", "met?"]  # fmt: skip
+
+
+def _row_cells(entry: dict[str, Any], width: int | None) -> list[str]:
+    def cut(text: str) -> str:
+        return text if width is None or len(text) <= width else text[: width - 1] + "…"
+
+    met = {True: "yes", False: "NO", None: "-"}[entry["met"]] if entry["target"] else ""
+    return [
+        entry["scenario"],
+        entry["metric"],
+        *(cut(entry["cells"][TITLES[k]]) for k in TARGETS),
+        entry["vs_original"],
+        entry["vs_direct"],
+        entry["target"],
+        met,
+    ]
+
+
+def render_text(table: list[dict[str, Any]]) -> str:
+    lines = [COLUMNS, *(_row_cells(e, 34) for e in table)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
+    out = []
+    for n, line in enumerate(lines):
+        out.append(" | ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
+        if n == 0:
+            out.append("-+-".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def render_markdown(table: list[dict[str, Any]], info: dict[str, str], notes: list[str]) -> str:
+    out = [
+        "# trio_httpws benchmark (issue 3)",
+        "",
+        "Produced by `nox -s bench`.",
+        "",
+        "## Machine",
+        "",
+    ]
+    out += [f"- {k}: {v}" for k, v in info.items()]
+    out += ["", "## Results", "", "| " + " | ".join(COLUMNS) + " |"]
+    out.append("|" + "---|" * len(COLUMNS))
+    for entry in table:
+        cells = [c.replace("|", "\\|") for c in _row_cells(entry, None)]
+        out.append("| " + " | ".join(cells) + " |")
+    out += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(out) + "\n"
+
+
+def notes_for(args: argparse.Namespace, s: Settings, elapsed: float) -> list[str]:
+    notes = [
+        f"Each cell: median of {args.runs} runs; targets alternate within every round, "
+        "rotating which goes first. All three share one Notebook 6 backend process.",
+        "Ratios: how many times better trio_httpws is (ours/other for throughput, other/ours "
+        "for latency and memory); > 1 means trio_httpws is better.",
+        "trio_httpws and original are driven as a browser front end drives them: WebSocket "
+        "with Origin https://colab.research.google.com, min_version=0.0.7 and "
+        "jupyter_http_over_ws_auth_url=<server's own token URL>; a minimal protocol client on "
+        "trio-websocket (tests/bench/bench_client.py).",
+        "direct: plain HTTP/1.1 on one keep-alive socket per client socket, with the login "
+        "cookies the token URL sets (the same cookie + XSRF auth the proxies forward); N in "
+        "flight on one socket = HTTP pipelining. Direct WebSocket echo: ws://backend/bench/ws-echo.",
+        f"Throughput runs last {s.duration:g} s each after a warm-up; downloads time the body only "
+        "(the auth URL is fetched before); the client base64-decodes and checks byte for byte "
+        f"every {DECODE_EVERY}th frame and the last, the others by length (decoding costs the "
+        "client as much CPU as encoding costs the proxy, on the same 2 cores).",
+        "Original: its tornado HTTP client has a 100 MiB body limit; past it, it sends no frame "
+        "at all (the client sees a hang, reported after 15 s without data). It relays binary "
+        "backend WebSocket messages as text frames, which standard clients refuse.",
+        "RSS: VmRSS of the proxy process tree (hypercorn parent + worker; for original and direct "
+        "the Notebook process). Memory rows show the worst run. For scenarios 4 and 6, "
+        "trio_httpws runs on a freshly started hypercorn each run; original and direct share the "
+        "long-running Notebook process, whose heap reuses memory freed by earlier runs, so their "
+        "growth is understated (direct runs after original has already grown that heap).",
+        "Scenario 4 reads 4 MiB, stops reading for the pause (RSS sampled every 0.2 s, growth = "
+        "peak - before), then reads once more to check the download survived, and closes.",
+        "Scenario 6 sockets each served one GET /api/status before going idle; growth is taken "
+        "after 20 warm-up sockets were opened and closed.",
+        f"Machine load is shared: loadavg at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}. "
+        f"Total bench time {elapsed:.0f} s.",
+    ]
+    if args.app != "trio_httpws:app":
+        notes.append(f"hypercorn served {args.app!r} instead of the documented trio_httpws:app.")
+    if args.quick:
+        notes.append(
+            "QUICK MODE: counts and sizes scaled down "
+            f"({s.big_download // MB}/{s.small_download // MB} MB downloads, "
+            f"{s.paused_download // MB} MB paused for {s.pause:g} s, {s.sockets} sockets, "
+            f"{s.idle_sockets} idle sockets); not the issue's figures."
+        )
+    return notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--original-python",
+        default=os.environ.get(
+            "BENCH_ORIGINAL_PYTHON", str(REPO / ".nox/bench-original/bin/python")
+        ),
+        help="Python 3.11 with jupyter_http_over_ws==0.0.8, notebook<7, tornado<6.5",
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="scaled-down sizes, for trying it out")
+    parser.add_argument("--duration", type=float, default=0.0, help="seconds per throughput run")
+    parser.add_argument(
+        "--only", default="", help="comma list of units: " + ",".join(u.name for u in UNITS)
+    )
+    parser.add_argument(
+        "--app", default="trio_httpws:app", help="what hypercorn serves (default: as documented)"
+    )
+    parser.add_argument("--out", type=Path, default=HERE, help="where results.json/.md go")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be >= 1")
+    settings = Settings.quick() if args.quick else Settings()
+    if args.duration:
+        settings.duration = args.duration
+
+    # Absolute, not resolved: a venv's python is a symlink that must stay one.
+    args.original_python = os.path.abspath(args.original_python)
+    check_original(args.original_python)
+    fds = raise_fd_limit()
+    info = machine_info(args.original_python)
+    info["fd_limit"] = str(fds)
+    _progress(f"machine: {info}")
+    token = "bench-" + secrets.token_hex(12)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="trio-httpws-bench-") as tmp:
+        workdir = Path(tmp)
+        _progress("starting the Notebook 6 backend (original extension + bench_ext)")
+        notebook = start_notebook(args.original_python, token, workdir)
+        proxy = Proxy(notebook.base, workdir, args.app)
+        try:
+            _progress(f"starting python -m hypercorn --worker-class trio {args.app}")
+            proxy.restart()
+            results, sanity_report = trio.run(drive, notebook, proxy, token, args)
+        finally:
+            proxy.stop()
+            notebook.stop()
+    elapsed = time.perf_counter() - started
+
+    table = build_table(results, sanity_report, settings)
+    notes = notes_for(args, settings, elapsed) + ceiling_notes(table)
+    text = render_text(table)
+    print()
+    print(text)
+    print()
+    for note in notes:
+        print(f"* {note}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": info, "settings": settings.__dict__, "runs": args.runs,
+               "rows": table, "notes": notes}  # fmt: skip
+    (args.out / "results.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    (args.out / "results.md").write_text(render_markdown(table, info, notes))
+    print(f"\nwritten: {args.out / 'results.json'}, {args.out / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
