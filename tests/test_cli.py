@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import pytest
 import trio
 
-from trio_httpws._cli import build_parser, config_from_args
+from trio_httpws._cli import JsonFormatter, build_parser, config_from_args
 
 from .conftest import connect, fetch
 
@@ -118,3 +118,23 @@ def test_cli_bad_backend_is_one_clear_line() -> None:
     assert result.returncode == 1
     assert "must be http://host[:port]" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_one_structured_access_line_per_request_without_secrets(
+    proxy: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="trio_httpws.access")
+    async with connect(proxy) as ws:
+        await fetch(ws, "m1", "POST", "/api/sessions?token=secret123", body="x")
+    [record] = [r for r in caplog.records if r.name == "trio_httpws.access"]
+    fields = record.fields  # type: ignore[attr-defined]
+    assert fields["method"] == "POST"
+    assert fields["path"] == "/api/sessions"
+    assert fields["status"] == 200
+    assert fields["bytes"] == 1
+    assert fields["message_id"] == "m1"
+    assert fields["duration_ms"] >= 0
+    line = JsonFormatter().format(record)
+    assert "secret123" not in line
+    assert json.loads(line)["status"] == 200
+    assert "secret123" not in record.getMessage()

@@ -16,6 +16,7 @@ pushes back on the backend: memory stays bounded whatever the body size.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -236,15 +237,22 @@ class HttpOverWsSession:
                     error_frame(502, f"Bad Gateway: response truncated: {exc}", mid)
                 )
         finally:
-            access_log.info(
-                "%s %s %s %d bytes %.1f ms message_id=%s",
-                request.method,
-                request.path.split("?", 1)[0],
-                status or "-",
-                sent,
-                (time.perf_counter() - started) * 1000,
-                mid,
-            )
+            if access_log.isEnabledFor(logging.INFO):
+                # The path without its query: a query may carry a token (?token=...).
+                fields = {
+                    "method": request.method,
+                    "path": request.path.split("?", 1)[0],
+                    "status": status or None,
+                    "bytes": sent,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "message_id": json.loads(mid),
+                }
+                access_log.info(
+                    "%(method)s %(path)s %(status)s %(bytes)d bytes %(duration_ms).1f ms "
+                    "message_id=%(message_id)s",
+                    fields,
+                    extra={"fields": fields},
+                )
 
     async def _emit(
         self,

@@ -341,7 +341,9 @@ async def _open_ws(
                 status=exc.status_code,
             ) from exc
         except trio_websocket.HandshakeError as exc:
-            raise ClientConnectionError(f"could not open WebSocket {url}: {exc!r}") from exc
+            # Without the query: it carries the auth URL, and with it the user's token.
+            where = url.split("?", 1)[0]
+            raise ClientConnectionError(f"could not open WebSocket {where}: {exc!r}") from exc
 
 
 # ---------------------------------------------------------------------------------------------
