@@ -26,40 +26,13 @@ from urllib.parse import urlsplit
 import trio
 from trio_websocket import WebSocketConnection
 
-from trio_httpws.client import ClientError, open_client, open_proxied_websocket
+from trio_httpws.client import ClientError, execute_request, open_client, open_proxied_websocket
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class CellError(Exception):
     """The cell raised: the message is Python's traceback."""
-
-
-def execute_request(code: str, session: str) -> tuple[str, str]:
-    """A Jupyter ``execute_request`` message (JSON form) and its msg_id."""
-    msg_id = secrets.token_hex(16)
-    message = {
-        "header": {
-            "msg_id": msg_id,
-            "username": "run_cell",
-            "session": session,
-            "msg_type": "execute_request",
-            "version": "5.3",
-        },
-        "parent_header": {},
-        "metadata": {},
-        "content": {
-            "code": code,
-            "silent": False,
-            "store_history": False,
-            "user_expressions": {},
-            "allow_stdin": False,
-            "stop_on_error": True,
-        },
-        "channel": "shell",
-        "buffers": [],
-    }
-    return msg_id, json.dumps(message)
 
 
 async def run_cell(url: str, token: str, code: str, *, kernel: str = "python3") -> None:

@@ -6,7 +6,6 @@ Proves the client speaks the protocol as the original does. Runs in ``nox -s com
 
 from __future__ import annotations
 
-import datetime
 import json
 import uuid
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from trio_httpws.client import (
     ConnectionRefused,
     Response,
     diagnose,
+    execute_request,
     open_client,
     open_proxied_websocket,
 )
@@ -58,33 +58,8 @@ async def test_status_needs_the_auth_url_flow(server: OriginalServer) -> None:
 
 async def _execute(ws: trio_websocket.WebSocketConnection, session: str, code: str) -> str:
     """Send an execute_request on the default channel protocol; return the stdout it printed."""
-    msg_id = uuid.uuid4().hex
-    await ws.send_message(
-        json.dumps(
-            {
-                "header": {
-                    "msg_id": msg_id,
-                    "msg_type": "execute_request",
-                    "username": "compat-test",
-                    "session": session,
-                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                    "version": "5.3",
-                },
-                "parent_header": {},
-                "metadata": {},
-                "content": {
-                    "code": code,
-                    "silent": False,
-                    "store_history": False,
-                    "user_expressions": {},
-                    "allow_stdin": False,
-                    "stop_on_error": True,
-                },
-                "channel": "shell",
-                "buffers": [],
-            }
-        )
-    )
+    msg_id, message = execute_request(code, session)
+    await ws.send_message(message)
     stdout = ""
     while True:
         message = await ws.get_message()

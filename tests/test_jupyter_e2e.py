@@ -19,6 +19,7 @@ import trio
 import trio_websocket
 
 import trio_httpws
+from trio_httpws.client import execute_request
 
 from .conftest import Jupyter, connect, fetch, running_proxy
 
@@ -29,32 +30,6 @@ COLAB = "https://colab.research.google.com"
 async def jproxy(jupyter: Jupyter) -> AsyncIterator[str]:
     async with running_proxy(trio_httpws.Config(backend=jupyter.url)) as url:
         yield url
-
-
-def execute_request(code: str, session: str) -> tuple[str, str]:
-    msg_id = uuid.uuid4().hex
-    message = {
-        "header": {
-            "msg_id": msg_id,
-            "username": "test",
-            "session": session,
-            "msg_type": "execute_request",
-            "version": "5.3",
-        },
-        "parent_header": {},
-        "metadata": {},
-        "content": {
-            "code": code,
-            "silent": False,
-            "store_history": False,
-            "user_expressions": {},
-            "allow_stdin": False,
-            "stop_on_error": True,
-        },
-        "channel": "shell",
-        "buffers": [],
-    }
-    return msg_id, json.dumps(message)
 
 
 async def run_cell(ws: trio_websocket.WebSocketConnection, code: str) -> str:
