@@ -92,6 +92,9 @@ class LargeHandler(tornado.web.RequestHandler):
     def get(self) -> None:
         self.write("a" * 100000)
 
+    def head(self) -> None:
+        self.set_header("Content-Length", "100000")
+
 
 def pattern(n: int) -> bytes:
     """Deterministic bytes whose every 256-byte block differs, so reordering is detectable."""

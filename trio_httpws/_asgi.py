@@ -138,32 +138,35 @@ class TrioHttpWsApp:
         forward = strip_hop_by_hop(headers)
         has_body = any(n.lower() in (b"content-length", b"transfer-encoding") for n, _ in headers)
         body = _request_body(receive) if has_body else None
-        started = False
         try:
-            async with trio.open_nursery() as nursery:
-                async with self.proxy.pool.request(scope["method"], target, forward, body) as resp:
+            async with self.proxy.pool.request(scope["method"], target, forward, body) as resp:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": resp.status,
+                        "headers": strip_hop_by_hop(resp.headers),
+                    }
+                )
+                async with trio.open_nursery() as nursery:
                     # The request body is fully sent by now, so receive() is ours to watch.
                     nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": resp.status,
-                            "headers": strip_hop_by_hop(resp.headers),
-                        }
-                    )
-                    started = True
-                    async for chunk in resp.iter_chunks():
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                nursery.cancel_scope.cancel()
+                    try:
+                        async for chunk in resp.iter_chunks():
+                            await send(
+                                {"type": "http.response.body", "body": chunk, "more_body": True}
+                            )
+                    except BackendError as exc:
+                        # Mid-body: raising makes the server drop the connection, so the client
+                        # sees a truncated response instead of a short one that looks complete.
+                        log.warning("%s %s truncated: %s", scope["method"], scope["path"], exc)
+                        raise
+                    nursery.cancel_scope.cancel()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         except BackendError as exc:
+            # Only failures before the response started arrive here; later ones are raised
+            # from inside the nursery above, wrapped in an exception group.
             log.warning("%s %s: %s", scope["method"], scope["path"], exc)
-            if not started:
-                await _plain_response(send, 502, f"Bad Gateway: {exc}")
-            else:
-                # Mid-body: raising makes the server drop the connection, so the client sees a
-                # truncated response instead of a short one that looks complete.
-                raise
+            await _plain_response(send, 502, f"Bad Gateway: {exc}")
 
 
 async def _request_body(receive: Receive) -> AsyncIterator[bytes]:

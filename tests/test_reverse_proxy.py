@@ -1,0 +1,117 @@
+"""Every path that is not a protocol endpoint goes to the backend as a transparent reverse proxy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import h11
+import pytest
+import trio
+import trio_websocket
+
+import trio_httpws
+
+from .conftest import connect, running_proxy
+from .fake_backend import FakeBackend, pattern
+
+
+async def http(
+    base: str,
+    method: str,
+    target: str,
+    *,
+    headers: list[tuple[str, str]] | None = None,
+    body_pieces: list[bytes] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 exchange with h11; a body is sent chunked, piece by piece."""
+    host, port = base.removeprefix("http://").split(":")
+    all_headers = [("Host", f"{host}:{port}"), *(headers or [])]
+    if body_pieces is not None:
+        all_headers.append(("Transfer-Encoding", "chunked"))
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        conn = h11.Connection(h11.CLIENT)
+        await stream.send_all(
+            conn.send(h11.Request(method=method, target=target, headers=all_headers))
+        )
+        for piece in body_pieces or []:
+            await stream.send_all(conn.send(h11.Data(data=piece)))
+        await stream.send_all(conn.send(h11.EndOfMessage()))
+        status, response_headers, body = 0, {}, bytearray()
+        with trio.fail_after(30):
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(1 << 20))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                    response_headers = {k.decode(): v.decode() for k, v in event.headers}
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    return status, response_headers, bytes(body)
+
+
+async def test_streamed_download(proxy: str) -> None:
+    size = 5_000_000
+    status, headers, body = await http(proxy, "GET", f"/bytes?n={size}")
+    assert status == 200
+    assert headers["content-type"] == "application/octet-stream"
+    assert hashlib.sha256(body).digest() == hashlib.sha256(pattern(size)).digest()
+
+
+async def test_streamed_upload_is_byte_exact(proxy: str) -> None:
+    pieces = [bytes(range(256)) * 1000, b"\x00\xff" * 5000, b"end"]
+    status, headers, body = await http(proxy, "POST", "/echo", body_pieces=pieces)
+    assert status == 200
+    assert body == b"".join(pieces)
+    assert headers["x-body-length"] == str(len(body))
+
+
+async def test_request_line_and_headers_pass_through(proxy: str) -> None:
+    status, _, body = await http(
+        proxy,
+        "GET",
+        "/headers?a=1&b=%20x",
+        headers=[("X-Custom", "yes"), ("Connection", "keep-alive, X-Hop"), ("X-Hop", "drop me")],
+    )
+    assert status == 200
+    seen = json.loads(body)
+    received = {k.lower(): v for k, v in seen["headers"]}
+    assert seen["uri"] == "/headers?a=1&b=%20x"
+    assert received["x-custom"] == "yes"
+    # Hop-by-hop headers, and those the client's Connection header names, stay with this hop.
+    assert "x-hop" not in received
+    # The client's Host is kept (Jupyter names cookies and redirects after it).
+    assert received["host"] == proxy.removeprefix("http://")
+
+
+async def test_head_request(proxy: str) -> None:
+    # A HEAD response announces a body it does not carry: the proxy must not wait for it.
+    status, headers, body = await http(proxy, "HEAD", "/api/largeresponse")
+    assert (status, headers["content-length"], body) == (200, "100000", b"")
+
+
+async def test_backend_down_is_a_502(fake_backend: FakeBackend) -> None:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    await listeners[0].aclose()
+    async with running_proxy(trio_httpws.Config(backend=f"http://127.0.0.1:{port}")) as url:
+        status, _, body = await http(url, "GET", "/api/status")
+    assert status == 502
+    assert f"127.0.0.1:{port}".encode() in body
+
+
+async def test_plain_websocket_is_relayed(proxy: str) -> None:
+    async with connect(proxy, "/plain-echo-ws") as ws:
+        await ws.send_message("text")
+        assert await ws.get_message() == "text"
+        await ws.send_message(b"\x00\x01 bytes")
+        assert await ws.get_message() == b"\x00\x01 bytes"
+
+
+async def test_plain_websocket_refused_by_backend_is_refused_with_its_status(proxy: str) -> None:
+    with pytest.raises(trio_websocket.ConnectionRejected) as info:
+        async with connect(proxy, "/no-such-websocket"):
+            pass
+    assert info.value.status_code == 404
