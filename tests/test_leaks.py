@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import trio
+import trio.testing
 from hypercorn.trio import serve as hypercorn_serve
 
 import trio_httpws
@@ -45,11 +46,13 @@ async def test_client_leaving_mid_request_leaves_no_task_socket_or_fd(
             hypercorn_serve, TrioHttpWsApp(config, proxy), hypercorn_config(config)
         )
         base = binds[0]
+        # hypercorn reports its port before starting its accept tasks: let them start.
+        await trio.testing.wait_all_tasks_blocked()
         tasks_idle = count_tasks()
         # Warm up: one finished request leaves one idle keep-alive connection in the pool.
         async with connect(base) as ws:
             assert (await fetch(ws, "warm", "GET", "/api/sessions")).status == 200
-        await wait_until(lambda: count_tasks() == tasks_idle)
+        await wait_until(lambda: count_tasks() <= tasks_idle)
         fds_idle = count_fds()
         assert proxy.pool.idle_count == 1
 
@@ -63,7 +66,7 @@ async def test_client_leaving_mid_request_leaves_no_task_socket_or_fd(
         # Within a second the backend sees every request's connection closed...
         await wait_until(lambda: fake_backend.slow_active(tag) == 0, within=1)
         # ...and every task, socket and file descriptor the socket caused is gone.
-        await wait_until(lambda: count_tasks() == tasks_idle and count_fds() <= fds_idle, within=2)
+        await wait_until(lambda: count_tasks() <= tasks_idle and count_fds() <= fds_idle, within=2)
         # The five cancelled requests' connections (the warm one reused, four new) were
         # discarded, not pooled.
         assert proxy.pool.opened == 5
