@@ -50,7 +50,9 @@ log = logging.getLogger("trio_httpws.session")
 access_log = logging.getLogger("trio_httpws.access")
 
 #: Frames waiting for the socket, across all requests of one session. Each is at most ~87 KB of
-#: base64, so this bounds a session's buffered output to about 1.4 MB.
+#: base64: the queue holds about 1.4 MB, and each request blocked on it holds one more frame and
+#: one held-back chunk, so a session's buffered output is bounded by roughly
+#: (16 + 2 x max_in_flight) x 87 KB (a few MB when many downloads run at once).
 FRAME_QUEUE = 16
 
 
