@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -69,11 +70,15 @@ def no_app_crash(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 @pytest.fixture
 def backend_log(fake_backend: FakeBackend) -> Iterator[list[tuple[str, str]]]:
-    """(method, uri) of every request the fake backend finished while the test ran."""
+    """(method, uri) of every request the fake backend received while the test ran."""
     seen: list[tuple[str, str]] = []
+    started = time.time()
 
     def log_function(handler: Any) -> None:
-        seen.append((handler.request.method, handler.request.uri))
+        # Called when a request finishes: a slow request of an earlier test (the backend is
+        # shared) may finish now, so keep only those that arrived during this test.
+        if handler.request._start_time >= started:
+            seen.append((handler.request.method, handler.request.uri))
 
     fake_backend.app.settings["log_function"] = log_function
     yield seen

@@ -87,7 +87,8 @@ class HttpOverWsSession:
         # Requests waiting for a slot are tasks too; past this many the reader stops reading, so
         # a client cannot make us hold an unbounded number of parsed requests.
         self._queued = trio.Semaphore(config.max_in_flight * 4)
-        self._frames_in, self._frames_out = trio.open_memory_channel[str](FRAME_QUEUE)
+        # None is the writer's cue to close the socket as "going away", after the frames before it.
+        self._frames_in, self._frames_out = trio.open_memory_channel[str | None](FRAME_QUEUE)
         #: Set once shutdown began and the last request finished.
         self._drained: trio.Event | None = None
 
@@ -141,9 +142,13 @@ class HttpOverWsSession:
     async def _writer(self, session_scope: trio.CancelScope) -> None:
         try:
             async for frame in self._frames_out:
+                if frame is None:
+                    await self._sock.close(GOING_AWAY, "server shutting down")
+                    break
                 await self._sock.send(frame)
         except ClientDisconnected:
-            session_scope.cancel()
+            pass
+        session_scope.cancel()
 
     async def _watch_shutdown(self, session_scope: trio.CancelScope) -> None:
         assert self._shutdown is not None
@@ -154,6 +159,11 @@ class HttpOverWsSession:
             self._drained.set()
         with trio.move_on_after(self._config.shutdown_timeout):
             await self._drained.wait()
+            # Through the writer, so the frames already queued (final frames of the requests
+            # that just finished) go out before the close.
+            await self._frames_in.send(None)
+            return
+        # A client that stopped reading: close now, whatever is still queued.
         await self._sock.close(GOING_AWAY, "server shutting down")
         session_scope.cancel()
 
