@@ -195,15 +195,16 @@ class BackendPool:
                 ) from exc
 
     async def _feed(self, conn: _Connection) -> None:
-        try:
-            with trio.fail_after(self.read_timeout):
+        # A bare CancelScope rather than trio.fail_after: this runs for every read, and the
+        # generator-based context manager was ~6% of a small request's profile.
+        data: bytes | bytearray = b""
+        with trio.CancelScope(deadline=trio.current_time() + self.read_timeout) as scope:
+            try:
                 data = await conn.stream.receive_some(READ_SIZE)
-        except trio.TooSlowError:
-            raise BackendTimeout(
-                f"backend {self.backend} sent nothing for {self.read_timeout:g}s"
-            ) from None
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise BackendError(f"connection to backend {self.backend} lost: {exc}") from exc
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise BackendError(f"connection to backend {self.backend} lost: {exc}") from exc
+        if scope.cancelled_caught:
+            raise BackendTimeout(f"backend {self.backend} sent nothing for {self.read_timeout:g}s")
         conn.h11.receive_data(bytes(data))
 
     def _next_buffered_event(self, conn: _Connection) -> h11.Event | type[h11.NEED_DATA]:
