@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,8 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from trio_httpws._jupyter import free_port
 
 
 def _import_error() -> str | None:
@@ -60,13 +61,6 @@ class OriginalServer:
         return f"{self.url}/?token={self.token}"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -82,7 +76,7 @@ def original_server() -> Iterator[OriginalServer]:
     Jupyter's config, data and runtime directories point into a temporary directory, so neither
     the user's configuration nor a running server interferes.
     """
-    port = _free_port()
+    port = free_port()
     token = "compat-" + os.urandom(8).hex()
     with tempfile.TemporaryDirectory(prefix="trio-httpws-compat-") as tmp:
         root = os.path.join(tmp, "notebooks")

@@ -6,7 +6,6 @@ import contextlib
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +14,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from trio_httpws._jupyter import free_port
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 START_TIMEOUT = 90.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _answers(url: str) -> bool:
