@@ -73,12 +73,5 @@ class _EnvApp:
                 return
         await self.get()(scope, receive, send)
 
-    def __getattr__(self, name: str) -> Any:
-        # config, proxy, ...: those of the app it stands for (not the dunders and private
-        # names that introspection probes for, which must not build the app).
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.get(), name)
-
 
 app = _EnvApp()

@@ -104,16 +104,7 @@ class Proxy:
         if kind is None:
             # Any other WebSocket (the Jupyter UI's kernel channels, terminals, ...) is a
             # transparent reverse proxy: the backend judges Origin and credentials itself.
-            target = _target(upgrade.raw_path, upgrade.query)
-            await relay(
-                pending,
-                upgrade,
-                target,
-                self.config,
-                self.pool,
-                tunnelled=False,
-                shutdown=self.shutdown_event,
-            )
+            await self._relay(pending, upgrade, _target(upgrade.raw_path, upgrade.query), False)
             return
         origin = upgrade.origin
         if not self.config.origin_policy.allows(origin, upgrade.scheme, upgrade.host):
@@ -127,15 +118,20 @@ class Proxy:
         else:
             rest = upgrade.raw_path[len(self.config.base_url) + len(PROXIED_WS_PREFIX) :]
             target = _target(self.config.base_url + rest, _strip_auth_param(upgrade.query))
-            await relay(
-                pending,
-                upgrade,
-                target,
-                self.config,
-                self.pool,
-                tunnelled=True,
-                shutdown=self.shutdown_event,
-            )
+            await self._relay(pending, upgrade, target, True)
+
+    async def _relay(
+        self, pending: PendingSocket, upgrade: Upgrade, target: str, tunnelled: bool
+    ) -> None:
+        await relay(
+            pending,
+            upgrade,
+            target,
+            self.config,
+            self.pool,
+            tunnelled=tunnelled,
+            shutdown=self.shutdown_event,
+        )
 
     async def _session(self, pending: PendingSocket, upgrade: Upgrade) -> None:
         sock = await pending.accept()
