@@ -712,7 +712,11 @@ class Soak:
         session = uuid.uuid4().hex
         answered: set[str] = set()
         try:
-            while trio.current_time() < self.deadline:
+            # At least one round trip per kernel socket, even when the kernel took longer to
+            # come up than a short run lasts (seen: a 4 s run whose kernel socket opened late).
+            attempted = False
+            while not attempted or trio.current_time() < self.deadline:
+                attempted = True
                 msg_id, message = kernel_info_request(session)
                 await ws.send_message(message)
                 reply: dict[str, Any] = {}
