@@ -338,7 +338,7 @@ async def test_page_origin_not_allowed_is_refused(
     assert "1006" in status
     assert await page.text("output") == ""
     refused = [r.getMessage() for r in caplog.records if "refused WebSocket" in r.getMessage()]
-    assert refused == [f"refused WebSocket from origin {page_origin!r}"]
+    assert refused == [f"refused WebSocket from origin {page_origin!r} to /http_over_websocket"]
 
 
 CLIENT_SCRIPT = """(async () => {

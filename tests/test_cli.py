@@ -126,8 +126,13 @@ async def test_one_structured_access_line_per_request_without_secrets(
     caplog.set_level("INFO", logger="trio_httpws.access")
     async with connect(proxy) as ws:
         await fetch(ws, "m1", "POST", "/api/sessions?token=secret123", body="x")
-    [record] = [r for r in caplog.records if r.name == "trio_httpws.access"]
+    [record] = [
+        r
+        for r in caplog.records
+        if r.name == "trio_httpws.access" and r.fields["kind"] == "tunnel"  # type: ignore[attr-defined]
+    ]
     fields = record.fields  # type: ignore[attr-defined]
+    assert fields["origin"] == "none"
     assert fields["method"] == "POST"
     assert fields["path"] == "/api/sessions"
     assert fields["status"] == 200

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 
-import h11
 import pytest
 import trio
 import trio_websocket
 
 import trio_httpws
 
+from ._http import http_request
 from .conftest import connect, running_proxy
 from .fake_backend import FakeBackend, pattern
 
@@ -24,32 +24,8 @@ async def http(
     headers: list[tuple[str, str]] | None = None,
     body_pieces: list[bytes] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 exchange with h11; a body is sent chunked, piece by piece."""
-    host, port = base.removeprefix("http://").split(":")
-    all_headers = [("Host", f"{host}:{port}"), *(headers or [])]
-    if body_pieces is not None:
-        all_headers.append(("Transfer-Encoding", "chunked"))
-    async with await trio.open_tcp_stream(host, int(port)) as stream:
-        conn = h11.Connection(h11.CLIENT)
-        await stream.send_all(
-            conn.send(h11.Request(method=method, target=target, headers=all_headers))
-        )
-        for piece in body_pieces or []:
-            await stream.send_all(conn.send(h11.Data(data=piece)))
-        await stream.send_all(conn.send(h11.EndOfMessage()))
-        status, response_headers, body = 0, {}, bytearray()
-        with trio.fail_after(30):
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(1 << 20))
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                    response_headers = {k.decode(): v.decode() for k, v in event.headers}
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                elif isinstance(event, h11.EndOfMessage):
-                    return status, response_headers, bytes(body)
+    response = await http_request(base, method, target, headers=headers, body_pieces=body_pieces)
+    return response.status, response.headers, response.body
 
 
 async def test_streamed_download(proxy: str) -> None:

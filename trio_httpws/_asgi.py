@@ -9,15 +9,13 @@ server running on trio).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import trio
-
 from ._config import Config
-from ._errors import BackendError, ClientDisconnected
-from ._protocol import first_header, strip_hop_by_hop
+from ._errors import ClientDisconnected
 from ._proxy import Proxy
+from ._reverse import reverse_http, server_host
 from ._socket import ClientSocket, Upgrade
 
 log = logging.getLogger("trio_httpws")
@@ -124,86 +122,7 @@ class TrioHttpWsApp:
         await self.proxy.handle_websocket(_AsgiPendingSocket(scope, receive, send), upgrade)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers: list[tuple[bytes, bytes]] = [(bytes(n), bytes(v)) for n, v in scope["headers"]]
-        host = first_header(headers, b"host")
-        if not self.proxy.host_allowed(host, _server_host(scope)):
-            log.warning("refused HTTP request with non-local Host %r (DNS rebinding?)", host)
-            await _plain_response(send, 403, "Host not allowed")
-            return
-        target = scope.get("raw_path") or scope["path"].encode()
-        if isinstance(target, bytes):
-            target = target.decode("latin-1")
-        if scope.get("query_string"):
-            target += "?" + scope["query_string"].decode("latin-1")
-        forward = strip_hop_by_hop(headers)
-        has_body = any(n.lower() in (b"content-length", b"transfer-encoding") for n, _ in headers)
-        body = _request_body(receive) if has_body else None
-        try:
-            async with self.proxy.pool.request(scope["method"], target, forward, body) as resp:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": resp.status,
-                        "headers": strip_hop_by_hop(resp.headers),
-                    }
-                )
-                async with trio.open_nursery() as nursery:
-                    # The request body is fully sent by now, so receive() is ours to watch.
-                    nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-                    try:
-                        async for chunk in resp.iter_chunks():
-                            await send(
-                                {"type": "http.response.body", "body": chunk, "more_body": True}
-                            )
-                    except BackendError as exc:
-                        # Mid-body: raising makes the server drop the connection, so the client
-                        # sees a truncated response instead of a short one that looks complete.
-                        log.warning("%s %s truncated: %s", scope["method"], scope["path"], exc)
-                        raise
-                    nursery.cancel_scope.cancel()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except BackendError as exc:
-            # Only failures before the response started arrive here; later ones are raised
-            # from inside the nursery above, wrapped in an exception group.
-            log.warning("%s %s: %s", scope["method"], scope["path"], exc)
-            await _plain_response(send, 502, f"Bad Gateway: {exc}")
-
-
-async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise BackendError("client disconnected while sending the request body")
-        body = message.get("body", b"")
-        if body:
-            yield body
-        if not message.get("more_body", False):
-            return
-
-
-async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
-    # A client that leaves mid-download would otherwise keep us reading the backend for nobody.
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
-            return
-
-
-async def _plain_response(send: Send, status: int, text: str) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-        }
-    )
-    await send({"type": "http.response.body", "body": text.encode(), "more_body": False})
-
-
-def _server_host(scope: Scope) -> str | None:
-    server = scope.get("server")
-    return str(server[0]) if server else None
+        await reverse_http(scope, receive, send, proxy=self.proxy)
 
 
 def _upgrade(scope: Scope) -> Upgrade:
@@ -214,7 +133,7 @@ def _upgrade(scope: Scope) -> Upgrade:
         raw_path=raw_path.split("?", 1)[0],
         query=scope.get("query_string", b"").decode("latin-1"),
         headers=[(bytes(n), bytes(v)) for n, v in scope["headers"]],
-        server_host=_server_host(scope),
+        server_host=server_host(scope),
     )
 
 

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
+from ._cors import OriginPolicy
 from ._errors import ConfigError
-from ._protocol import OriginPolicy
 
 DEFAULT_BACKEND = "http://127.0.0.1:8888"
 COLAB_ORIGIN = "https://colab.research.google.com"

@@ -163,6 +163,11 @@ _TARGET_RE = re.compile(r"^[\x21-\x7e]+\Z")
 _CONTROL_RE = re.compile(r"[\x00-\x20\x7f]")
 
 
+def is_token(text: str) -> bool:
+    """An RFC 9110 token: what a method or a header name is made of."""
+    return _TOKEN_RE.match(text) is not None
+
+
 def _is_message_id(value: object) -> bool:
     # Clients send strings; numbers are echoed back too, as the original did. Booleans are ints to
     # Python but never a sensible id.
@@ -368,39 +373,8 @@ def split_body(data: bytes, limit: int = MAX_FRAME_DATA) -> list[bytes]:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class OriginPolicy:
-    """Which browser origins may open our WebSockets.
-
-    Matching is exact, as browsers send origins in one canonical form: a trailing slash, other
-    case or extra labels are another origin. ``null`` (sandboxed frames, file:// pages) is refused
-    unless listed. A request without ``Origin`` comes from a non-browser client and is allowed,
-    as is a same-origin request (Origin equal to the request's own scheme and Host), as Jupyter
-    itself does.
-    """
-
-    origins: frozenset[str] = frozenset()
-    pattern: re.Pattern[str] | None = None
-
-    @classmethod
-    def build(cls, origins: Iterable[str], pattern: str | None) -> OriginPolicy:
-        return cls(frozenset(origins), re.compile(pattern) if pattern else None)
-
-    @property
-    def allow_all(self) -> bool:
-        return "*" in self.origins
-
-    def allows(self, origin: str | None, scheme: str = "", host: str = "") -> bool:
-        if origin is None or self.allow_all:
-            return True
-        if origin in self.origins:
-            return True
-        if host and origin == f"{_http_scheme(scheme)}://{host}":
-            return True
-        return self.pattern is not None and self.pattern.fullmatch(origin) is not None
-
-
-def _http_scheme(scheme: str) -> str:
+def http_scheme(scheme: str) -> str:
+    """The HTTP scheme of a WebSocket scheme (an HTTP scheme stays as it is)."""
     return {"ws": "http", "wss": "https"}.get(scheme, scheme)
 
 
@@ -454,7 +428,7 @@ def auth_url_target(auth_url: str, scheme: str, host: str) -> str:
         url_port = parts.port
     except ValueError as exc:
         raise AuthUrlError(f"auth URL is not a valid URL: {exc}") from None
-    want_scheme = _http_scheme(scheme)
+    want_scheme = http_scheme(scheme)
     want_name, want_port = split_host(host)
     if parts.scheme != want_scheme or parts.hostname is None or parts.username is not None:
         raise AuthUrlError(f"auth URL must be on {want_scheme}://{host}, got another origin")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import time
 from urllib.parse import unquote_plus
 
 import trio
 
+from ._access import log_access
 from ._backend import BackendPool, make_ssl_context
 from ._config import Config
+from ._cors import OriginClass
 from ._errors import ClientDisconnected
 from ._protocol import (
     AUTH_URL_PARAM,
@@ -24,6 +27,7 @@ from ._protocol import (
     header_values,
     is_local_host,
     parse_cookie_header,
+    validate_path,
 )
 from ._relay import relay
 from ._session import HttpOverWsSession
@@ -96,42 +100,75 @@ class Proxy:
 
     async def handle_websocket(self, pending: PendingSocket, upgrade: Upgrade) -> None:
         """Serve one client WebSocket handshake to its end."""
-        if not self.host_allowed(upgrade.host, upgrade.server_host):
-            log.warning("refused WebSocket with non-local Host %r (DNS rebinding?)", upgrade.host)
-            await pending.reject(403, "Host not allowed")
-            return
-        kind = self.route(upgrade.raw_path)
-        if kind is None:
-            # Any other WebSocket (the Jupyter UI's kernel channels, terminals, ...) is a
-            # transparent reverse proxy: the backend judges Origin and credentials itself.
-            await self._relay(pending, upgrade, _target(upgrade.raw_path, upgrade.query), False)
-            return
-        origin = upgrade.origin
-        if not self.config.origin_policy.allows(origin, upgrade.scheme, upgrade.host):
-            log.warning("refused WebSocket from origin %r", origin)
-            await pending.reject(403, "Origin not allowed")
-            return
-        if kind == "session":
-            await self._session(pending, upgrade)
-        elif kind == "diagnose":
-            await self._diagnose(pending, upgrade)
-        else:
-            rest = upgrade.raw_path[len(self.config.base_url) + len(PROXIED_WS_PREFIX) :]
-            target = _target(self.config.base_url + rest, _strip_auth_param(upgrade.query))
-            await self._relay(pending, upgrade, target, True)
-
-    async def _relay(
-        self, pending: PendingSocket, upgrade: Upgrade, target: str, tunnelled: bool
-    ) -> None:
-        await relay(
-            pending,
-            upgrade,
-            target,
-            self.config,
-            self.pool,
-            tunnelled=tunnelled,
-            shutdown=self.shutdown_event,
+        started = time.perf_counter()
+        origin_class = self.config.origin_policy.classify(
+            upgrade.origin, upgrade.scheme, upgrade.host
         )
+        status: int | None = None
+        nbytes = 0
+        try:
+            if not self.host_allowed(upgrade.host, upgrade.server_host):
+                log.warning(
+                    "refused WebSocket with non-local Host %r (DNS rebinding?)", upgrade.host
+                )
+                status = 403
+                await pending.reject(403, "Host not allowed")
+                return
+            if origin_class is OriginClass.REFUSED:
+                # Every path, the tunnel's and the plain relays' alike: the backend would let in
+                # any origin that holds the token, the proxy does not.
+                log.warning(
+                    "refused WebSocket from origin %r to %s", upgrade.origin, upgrade.raw_path
+                )
+                status = 403
+                await pending.reject(403, "Origin not allowed")
+                return
+            kind = self.route(upgrade.raw_path)
+            if kind == "session":
+                status = 101
+                await self._session(pending, upgrade)
+                return
+            if kind == "diagnose":
+                status = 101
+                await self._diagnose(pending, upgrade)
+                return
+            if kind is None:
+                # Any other WebSocket (the Jupyter UI's or Colab's kernel channels, terminals,
+                # ...) is relayed as it is, less the foreign Origin the proxy already judged.
+                target = _target(upgrade.raw_path, upgrade.query)
+                tunnelled = False
+            else:
+                rest = upgrade.raw_path[len(self.config.base_url) + len(PROXIED_WS_PREFIX) :]
+                target = _target(self.config.base_url + rest, _strip_auth_param(upgrade.query))
+                tunnelled = True
+            try:
+                target = validate_path(target)
+            except ValueError as exc:
+                # Origin-form only, as for tunnelled requests: "//host/..." could name a host.
+                log.warning("refused WebSocket %s: %s", upgrade.raw_path, exc)
+                status = 400
+                reason = f"Bad Request: request target must be a path: {exc}"
+                if tunnelled:
+                    sock = await pending.accept()
+                    await sock.close(close_code_for_status(400), reason)
+                else:
+                    await pending.reject(400, reason)
+                return
+            result = await relay(
+                pending,
+                upgrade,
+                target,
+                self.config,
+                self.pool,
+                tunnelled=tunnelled,
+                shutdown=self.shutdown_event,
+                origin_class=origin_class,
+            )
+            status, nbytes = result.status, result.bytes_to_client
+        finally:
+            log_access(
+                "ws", "GET", upgrade.raw_path, status, nbytes, started, origin=origin_class.value
+            )
 
     async def _session(self, pending: PendingSocket, upgrade: Upgrade) -> None:
         sock = await pending.accept()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -21,6 +22,7 @@ if sys.version_info < (3, 11):
 from ._auth import AuthCookies
 from ._backend import BackendPool
 from ._config import Config
+from ._cors import OriginClass, backend_request_headers
 from ._errors import AuthUrlError, BackendError, ClientDisconnected
 from ._protocol import (
     GOING_AWAY,
@@ -51,6 +53,16 @@ def sendable_close_code(code: int | None) -> int:
     return INTERNAL_ERROR
 
 
+@dataclass
+class RelayResult:
+    """What became of one relayed WebSocket, for the access line."""
+
+    #: 101 once the client was accepted, else the status (or 4000 + status) it was failed with.
+    status: int | None = None
+    #: Message payload relayed from the backend to the client (characters for text messages).
+    bytes_to_client: int = 0
+
+
 async def relay(
     pending: PendingSocket,
     upgrade: Upgrade,
@@ -60,15 +72,18 @@ async def relay(
     *,
     tunnelled: bool,
     shutdown: trio.Event | None = None,
-) -> None:
+    origin_class: OriginClass = OriginClass.NONE,
+) -> RelayResult:
     """Connect to ``target`` on the backend, then accept the client and copy both ways.
 
     ``tunnelled`` is True for ``/http_over_websocket/proxied_ws/...``: the browser's foreign
     Origin is not passed on, auth-URL cookies are added, and failures close the accepted socket
     with 4000 + status, as clients of the original expect. A plain reverse-proxied WebSocket
-    passes the handshake through as it is (the backend judges the Origin itself) and failures
-    reject the handshake with the HTTP status.
+    passes the handshake through (less the Origin of an allowed foreign page, see
+    ``_cors.backend_request_headers``) and failures reject the handshake with the HTTP status.
+    Returns what the access line reports.
     """
+    result = RelayResult()
     if tunnelled:
         try:
             cookies = await AuthCookies(pool, upgrade).get()
@@ -76,14 +91,17 @@ async def relay(
             log.error("%s: %s", UNCAUGHT_RELAY_TEXT, exc)
             sock = await pending.accept()
             await sock.close(close_code_for_status(500), UNCAUGHT_RELAY_TEXT)
-            return
+            result.status = 500
+            return result
         headers = upgrade_request_headers(upgrade.headers)
         if cookies:
             headers.append((b"cookie", cookie_header(cookies).encode("latin-1")))
     else:
         headers = [
             (name, value)
-            for name, value in strip_hop_by_hop(upgrade.headers)
+            for name, value in backend_request_headers(
+                strip_hop_by_hop(upgrade.headers), origin_class, upgrade.scheme, upgrade.host
+            )
             if name.lower() not in (b"host",) and not name.lower().startswith(b"sec-websocket-")
         ]
 
@@ -92,7 +110,8 @@ async def relay(
     except BackendError as exc:
         log.warning("WebSocket %s: %s", target, exc)
         await _fail(pending, tunnelled, 502, "Bad Gateway: backend unreachable")
-        return
+        result.status = 502
+        return result
     accepted = False
     try:
         async with trio.open_nursery() as nursery:
@@ -115,7 +134,8 @@ async def relay(
             try:
                 sock = await pending.accept(backend.subprotocol)
                 accepted = True
-                await _pump_both(sock, backend, shutdown)
+                result.status = 101
+                await _pump_both(sock, backend, shutdown, result)
             finally:
                 with trio.CancelScope(shield=True):
                     await backend.aclose()
@@ -128,14 +148,17 @@ async def relay(
             await trio.aclose_forcefully(stream)
         if accepted:
             log.warning("backend WebSocket %s failed: %r", target, failure)
-            return
+            return result
         if isinstance(failure, trio_websocket.ConnectionRejected):
             status = failure.status_code
             log.info("backend refused WebSocket %s with HTTP %d", target, status)
             await _fail(pending, tunnelled, status, f"backend refused: HTTP {status}")
+            result.status = status
         else:
             log.warning("WebSocket handshake with backend for %s failed: %r", target, failure)
             await _fail(pending, tunnelled, 502, "Bad Gateway: backend handshake failed")
+            result.status = 502
+    return result
 
 
 _HANDSHAKE_ERRORS = (
@@ -169,6 +192,7 @@ async def _pump_both(
     sock: ClientSocket,
     backend: trio_websocket.WebSocketConnection,
     shutdown: trio.Event | None,
+    result: RelayResult,
 ) -> None:
     async def client_to_backend(cancel: trio.CancelScope) -> None:
         try:
@@ -186,6 +210,7 @@ async def _pump_both(
             while True:
                 message: Any = await backend.get_message()
                 await sock.send(message)
+                result.bytes_to_client += len(message)
         except trio_websocket.ConnectionClosed as exc:
             reason = exc.reason
             code = reason.code if reason else None

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import trio
 
+from ._access import log_access
 from ._auth import AuthCookies
 from ._backend import BackendPool
 from ._config import Config
@@ -47,7 +48,6 @@ from ._protocol import (
 from ._socket import ClientSocket, Upgrade
 
 log = logging.getLogger("trio_httpws.session")
-access_log = logging.getLogger("trio_httpws.access")
 
 #: Frames waiting for the socket, across all requests of one session. Each is at most ~87 KB of
 #: base64: the queue holds about 1.4 MB, and each request blocked on it holds one more frame and
@@ -80,6 +80,9 @@ class HttpOverWsSession:
         self._pool = pool
         self._shutdown = shutdown
         self._auth = AuthCookies(pool, upgrade)
+        self._origin_class = config.origin_policy.classify(
+            upgrade.origin, upgrade.scheme, upgrade.host
+        ).value
         host = upgrade.host.encode("latin-1")
         self._base_headers = [(b"host", host), *upgrade_request_headers(upgrade.headers)]
         self._flights: dict[str, _Flight] = {}
@@ -249,22 +252,16 @@ class HttpOverWsSession:
                     error_frame(502, f"Bad Gateway: response truncated: {exc}", mid)
                 )
         finally:
-            if access_log.isEnabledFor(logging.INFO):
-                # The path without its query: a query may carry a token (?token=...).
-                fields = {
-                    "method": request.method,
-                    "path": request.path.split("?", 1)[0],
-                    "status": status or None,
-                    "bytes": sent,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                    "message_id": json.loads(mid),
-                }
-                access_log.info(
-                    "%(method)s %(path)s %(status)s %(bytes)d bytes %(duration_ms).1f ms "
-                    "message_id=%(message_id)s",
-                    fields,
-                    extra={"fields": fields},
-                )
+            log_access(
+                "tunnel",
+                request.method,
+                request.path,
+                status or None,
+                sent,
+                started,
+                message_id=json.loads(mid),
+                origin=self._origin_class,
+            )
 
     async def _emit(
         self,

@@ -1,0 +1,66 @@
+"""A plain HTTP/1.1 client with h11 for tests: nothing between the test and the proxy's bytes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import h11
+import trio
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    #: Every header line as sent (names lower-cased by h11), repeats included.
+    raw_headers: list[tuple[str, str]]
+    body: bytes
+
+    def all(self, name: str) -> list[str]:
+        return [v for n, v in self.raw_headers if n == name.lower()]
+
+    def get(self, name: str) -> str | None:
+        values = self.all(name)
+        return values[0] if values else None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(self.raw_headers)
+
+
+async def http_request(
+    base: str,
+    method: str,
+    target: str,
+    *,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes | None = None,
+    body_pieces: list[bytes] | None = None,
+) -> HttpResponse:
+    """One exchange on a new connection; ``body_pieces`` are sent chunked, piece by piece."""
+    host, port = base.removeprefix("http://").split(":")
+    all_headers = [("Host", f"{host}:{port}"), *(headers or [])]
+    if body_pieces is not None:
+        all_headers.append(("Transfer-Encoding", "chunked"))
+    elif body is not None:
+        all_headers.append(("Content-Length", str(len(body))))
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        conn = h11.Connection(h11.CLIENT)
+        await stream.send_all(
+            conn.send(h11.Request(method=method, target=target, headers=all_headers))
+        )
+        for piece in body_pieces or ([body] if body else []):
+            await stream.send_all(conn.send(h11.Data(data=piece)))
+        await stream.send_all(conn.send(h11.EndOfMessage()))
+        status, raw, data = 0, [], bytearray()
+        with trio.fail_after(30):
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(1 << 20))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                    raw = [(k.decode(), v.decode()) for k, v in event.headers]
+                elif isinstance(event, h11.Data):
+                    data += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    return HttpResponse(status, raw, bytes(data))

@@ -1,0 +1,237 @@
+"""The reverse proxy for plain HTTP: every request that is not a WebSocket goes to the backend.
+
+The order of the checks is the guarantee of this room: the Host check, the origin verdict and
+the request's framing are all decided before a byte reaches the backend, so a refused origin or a
+malformed request never costs the backend anything, whatever token or cookie it carries. The
+answers for an allowed foreign origin (preflights, the backend's answers and our own errors) come
+from the pure rules of ``_cors``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._access import log_access
+from ._cors import (
+    Answer,
+    OriginClass,
+    backend_request_headers,
+    is_preflight,
+    preflight_answer,
+    refused_answer,
+    text_answer,
+    with_cors,
+)
+from ._errors import BackendError
+from ._protocol import first_header, strip_hop_by_hop, validate_path
+
+if TYPE_CHECKING:
+    from ._proxy import Proxy
+
+log = logging.getLogger("trio_httpws")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: Response headers the server in front of us writes itself (hypercorn adds Date and Server to
+#: every response): the backend's copies would make two of each.
+_SERVER_WRITTEN = frozenset({b"date", b"server"})
+
+#: What a send to a client that already left raises under hypercorn's trio worker: the
+#: connection is closed (or being closed by the server's own task) under us.
+_CLIENT_GONE = (trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError)
+
+
+class _Exchange:
+    """One request's state: what the access line reports, and how answers are decorated."""
+
+    def __init__(self, scope: Scope, send: Send) -> None:
+        self.send = send
+        self.method: str = scope["method"]
+        self.target = _target(scope)
+        self.started = time.perf_counter()
+        self.status: int | None = None
+        self.sent = 0
+        self.origin: str | None = None
+        self.origin_class = OriginClass.NONE
+        self.truncated = False
+
+    @property
+    def path(self) -> str:
+        """The target without its query, which may carry a token: what log lines may show."""
+        return self.target.split("?", 1)[0]
+
+    def response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        if self.origin_class is OriginClass.ALLOWED and self.origin is not None:
+            return with_cors(headers, self.origin)
+        return headers
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status = status
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": self.response_headers(headers),
+            }
+        )
+
+    async def body(self, data: bytes, more: bool) -> None:
+        self.sent += len(data)
+        await self.send({"type": "http.response.body", "body": data, "more_body": more})
+
+    async def answer(self, answer: Answer) -> None:
+        await self.start(answer.status, answer.headers)
+        await self.body(answer.body, False)
+
+
+async def reverse_http(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    proxy: Proxy,
+) -> None:
+    """Serve one plain HTTP request (an ASGI ``http`` scope) through ``proxy``'s backend pool."""
+    exchange = _Exchange(scope, send)
+    try:
+        await _serve(exchange, scope, receive, proxy)
+    except _CLIENT_GONE:
+        # The client left (or hypercorn is closing the connection, as it does after its 1000th
+        # keep-alive request when the client pipelines one more): nobody to answer, nothing to log
+        # beyond the access line.
+        log.debug("%s %s: client connection gone", exchange.method, exchange.path)
+    finally:
+        log_access(
+            "http",
+            exchange.method,
+            exchange.target,
+            exchange.status,
+            exchange.sent,
+            exchange.started,
+            origin=exchange.origin_class.value,
+        )
+
+
+async def _serve(exchange: _Exchange, scope: Scope, receive: Receive, proxy: Proxy) -> None:
+    headers: list[tuple[bytes, bytes]] = [(bytes(n), bytes(v)) for n, v in scope["headers"]]
+    host = first_header(headers, b"host")
+    if not proxy.host_allowed(host, server_host(scope)):
+        log.warning("refused HTTP request with non-local Host %r (DNS rebinding?)", host)
+        await exchange.answer(text_answer(403, "Host not allowed"))
+        return
+    origin = first_header(headers, b"origin")
+    scheme = scope.get("scheme", "http")
+    origin_class = proxy.config.origin_policy.classify(origin, scheme, host or "")
+    exchange.origin, exchange.origin_class = origin, origin_class
+    if origin_class is OriginClass.REFUSED:
+        log.warning("refused %s %s from origin %r", exchange.method, exchange.path, origin)
+        await exchange.answer(refused_answer())
+        return
+    if origin_class is OriginClass.ALLOWED and is_preflight(exchange.method, headers):
+        assert origin is not None
+        answer = preflight_answer(origin, headers)
+        if answer.status != 204:
+            log.warning("bad preflight from %r: %s", origin, answer.body.decode())
+        # with_cors would add the CORS headers a second time: the preflight has them already.
+        exchange.status = answer.status
+        await exchange.send(
+            {"type": "http.response.start", "status": answer.status, "headers": answer.headers}
+        )
+        await exchange.body(answer.body, False)
+        return
+    problem = _framing_problem(exchange.target, headers)
+    if problem is not None:
+        log.warning("refused %s request: %s", exchange.method, problem)
+        await exchange.answer(text_answer(400, f"Bad Request: {problem}"))
+        return
+
+    forward = backend_request_headers(strip_hop_by_hop(headers), origin_class, scheme, host or "")
+    has_body = any(n.lower() in (b"content-length", b"transfer-encoding") for n, _ in headers)
+    body = _request_body(receive) if has_body else None
+    try:
+        async with proxy.pool.request(exchange.method, exchange.target, forward, body) as resp:
+            await exchange.start(resp.status, _response_headers(resp.headers))
+            async with trio.open_nursery() as nursery:
+                # The request body is fully sent by now, so receive() is ours to watch.
+                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+                try:
+                    async for chunk in resp.iter_chunks():
+                        await exchange.body(chunk, True)
+                except BackendError as exc:
+                    # Mid-body: returning without the final body makes hypercorn drop the
+                    # connection, so the client sees a truncated response instead of a short one
+                    # that looks complete (raising would do the same, plus a traceback).
+                    log.warning("%s %s truncated: %s", exchange.method, exchange.path, exc)
+                    exchange.truncated = True
+                nursery.cancel_scope.cancel()
+    except BackendError as exc:
+        log.warning("%s %s: %s", exchange.method, exchange.path, exc)
+        await exchange.answer(text_answer(502, f"Bad Gateway: {exc}"))
+        return
+    if not exchange.truncated:
+        await exchange.body(b"", False)
+
+
+def _framing_problem(target: str, headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Why this request must not be forwarded, or None.
+
+    The target must be origin-form, like a tunnelled path: an absolute-form
+    (``http://host/...``) or authority-like (``//host/...``) target could make the backend or an
+    intermediate treat it as another host. Content-Length with Transfer-Encoding is the classic
+    request-smuggling shape (RFC 9112 6.3): refuse it rather than pick one.
+    """
+    try:
+        validate_path(target)
+    except ValueError as exc:
+        return f"request target must be a path: {exc}"
+    names = {name.lower() for name, _ in headers}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        return "both Content-Length and Transfer-Encoding"
+    return None
+
+
+def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(n, v) for n, v in strip_hop_by_hop(headers) if n.lower() not in _SERVER_WRITTEN]
+
+
+def _target(scope: Scope) -> str:
+    target = scope.get("raw_path") or scope["path"].encode()
+    if isinstance(target, bytes):
+        target = target.decode("latin-1")
+    if scope.get("query_string"):
+        target += "?" + scope["query_string"].decode("latin-1")
+    return str(target)
+
+
+def server_host(scope: Scope) -> str | None:
+    server = scope.get("server")
+    return str(server[0]) if server else None
+
+
+async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BackendError("client disconnected while sending the request body")
+        body = message.get("body", b"")
+        if body:
+            yield body
+        if not message.get("more_body", False):
+            return
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+    # A client that leaves mid-download would otherwise keep us reading the backend for nobody.
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
