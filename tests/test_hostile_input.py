@@ -752,7 +752,9 @@ async def test_auth_url_elsewhere_refused(
             assert await ask(ws, request_json("m", "GET", "/api/sessions")) == expected
         await assert_accepts_new_sockets(proxy)
     assert not [hit for hit in fake_backend.auth_hits if t in hit]
-    assert warned(caplog, "Uncaught error when proxying request")
+    # An expected refusal: a warning naming it, not an error-level "uncaught" line.
+    assert warned(caplog, "auth URL refused")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_auth_url_redirect_to_other_origin_not_followed(

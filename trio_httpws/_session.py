@@ -211,7 +211,8 @@ class HttpOverWsSession:
         try:
             cookies = await self._auth.get()
         except AuthUrlError as exc:
-            log.error("Uncaught error when proxying request %s: %s", mid, exc)
+            # A refusal we expect (another origin, a failing fetch), not a bug: a warning.
+            log.warning("request %s: auth URL refused: %s", mid, exc)
             await self._frames_in.send(error_frame(500, UNCAUGHT_ERROR_TEXT, mid))
             return
         headers = list(self._base_headers)
