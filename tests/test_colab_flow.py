@@ -621,3 +621,21 @@ async def test_a_send_to_a_closing_connection_is_a_quiet_end(
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     [line] = await access_lines(caplog, 1)
     assert line.fields["status"] == 200  # type: ignore[attr-defined]
+
+
+async def test_handler_applies_the_same_policy(fake_backend: FakeBackend) -> None:
+    """``handler()`` under the program's own ``serve_websocket``: the same WebSocket door."""
+    config = trio_httpws.Config(backend=fake_backend.url, allow_origins=(COLAB,))
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            trio_websocket.serve_websocket, trio_httpws.handler(config), "127.0.0.1", 0, None
+        )
+        url = f"http://127.0.0.1:{server.port}"
+        with pytest.raises(trio_websocket.ConnectionRejected) as info:
+            async with connect(url, "/headers-ws", headers=[("Origin", EVIL)]):
+                pass  # pragma: no cover - refused
+        assert info.value.status_code == 403
+        async with connect(url, "/headers-ws", headers=[("Origin", COLAB)]) as ws:
+            seen = dict(json.loads(await ws.get_message()))
+        assert "Origin" not in seen
+        nursery.cancel_scope.cancel()

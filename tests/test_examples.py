@@ -26,6 +26,7 @@ import trio
 import trio_httpws
 from trio_httpws._jupyter import free_port
 
+from ._http import http_request
 from .conftest import Jupyter, running_proxy
 from .test_jupyter_e2e import http_get
 
@@ -171,6 +172,34 @@ async def test_serve_hypercorn_then_run_cell(jupyter: Jupyter) -> None:
         # The same port is Jupyter's, for plain HTTP too.
         status, _, _ = await http_get(url, f"/api/status?token={jupyter.token}")
         assert status == 200
+        # The same origin policy as every other entry point: Colab's preflight is answered,
+        # a foreign origin is refused, and hypercorn's Date and Server are the only ones.
+        colab = "https://colab.research.google.com"
+        preflight = await http_request(
+            url,
+            "OPTIONS",
+            "/api/kernelspecs",
+            headers=[
+                ("Origin", colab),
+                ("Access-Control-Request-Method", "GET"),
+                ("Access-Control-Request-Private-Network", "true"),
+            ],
+        )
+        assert preflight.status == 204
+        assert preflight.all("access-control-allow-private-network") == ["true"]
+        specs = await http_request(
+            url, "GET", f"/api/kernelspecs?token={jupyter.token}", headers=[("Origin", colab)]
+        )
+        assert specs.status == 200
+        assert specs.all("access-control-allow-origin") == [colab]
+        assert len(specs.all("date")) == len(specs.all("server")) == 1
+        refused = await http_request(
+            url,
+            "GET",
+            f"/api/kernelspecs?token={jupyter.token}",
+            headers=[("Origin", "https://evil.example")],
+        )
+        assert refused.status == 403
         await stop(process)
         assert process.returncode == 0, log_path.read_text()
 
