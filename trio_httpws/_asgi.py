@@ -15,7 +15,7 @@ from typing import Any
 from ._config import Config
 from ._errors import ClientDisconnected
 from ._proxy import Proxy
-from ._reverse import reverse_http, server_host
+from ._reverse import local_address, reverse_http
 from ._socket import ClientSocket, Upgrade
 
 log = logging.getLogger("trio_httpws")
@@ -133,7 +133,7 @@ def _upgrade(scope: Scope) -> Upgrade:
         raw_path=raw_path.split("?", 1)[0],
         query=scope.get("query_string", b"").decode("latin-1"),
         headers=[(bytes(n), bytes(v)) for n, v in scope["headers"]],
-        server_host=server_host(scope),
+        local_address=local_address(scope),
     )
 
 

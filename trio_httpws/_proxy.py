@@ -35,7 +35,7 @@ from ._socket import PendingSocket, Upgrade
 
 log = logging.getLogger("trio_httpws")
 
-_LOOPBACK_BINDS = ("127.", "::1", "localhost")
+_LOOPBACK_ADDRESSES = ("127.", "::1", "localhost")
 
 
 class Proxy:
@@ -76,9 +76,9 @@ class Proxy:
 
     # -- checks shared by every entry point -----------------------------------------------------
 
-    def host_allowed(self, host: str | None, server_host: str | None) -> bool:
+    def host_allowed(self, host: str | None, local_address: str | None) -> bool:
         """DNS-rebinding check: on a loopback listener the Host must name this machine."""
-        if server_host is None or not server_host.startswith(_LOOPBACK_BINDS):
+        if local_address is None or not local_address.startswith(_LOOPBACK_ADDRESSES):
             return True
         return is_local_host(host, self.config.allow_hosts)
 
@@ -107,7 +107,7 @@ class Proxy:
         status: int | None = None
         nbytes = 0
         try:
-            if not self.host_allowed(upgrade.host, upgrade.server_host):
+            if not self.host_allowed(upgrade.host, upgrade.local_address):
                 log.warning(
                     "refused WebSocket with non-local Host %r (DNS rebinding?)", upgrade.host
                 )

@@ -31,7 +31,7 @@ from ._protocol import (
     strip_hop_by_hop,
     upgrade_request_headers,
 )
-from ._socket import ClientSocket, PendingSocket, Upgrade
+from ._socket import ClientSocket, PendingSocket, Upgrade, close_of
 
 log = logging.getLogger("trio_httpws.relay")
 
@@ -215,9 +215,8 @@ async def _pump_both(
                 await sock.send(message)
                 result.bytes_to_client += len(message)
         except trio_websocket.ConnectionClosed as exc:
-            reason = exc.reason
-            code = reason.code if reason else None
-            await sock.close(sendable_close_code(code), (reason and reason.reason) or "")
+            code, reason = close_of(exc)
+            await sock.close(sendable_close_code(code), reason)
         except ClientDisconnected:
             await backend.aclose()
         cancel.cancel()

@@ -123,7 +123,7 @@ async def reverse_http(
 async def _serve(exchange: _Exchange, scope: Scope, receive: Receive, proxy: Proxy) -> None:
     headers: list[tuple[bytes, bytes]] = [(bytes(n), bytes(v)) for n, v in scope["headers"]]
     host = first_header(headers, b"host")
-    if not proxy.host_allowed(host, server_host(scope)):
+    if not proxy.host_allowed(host, local_address(scope)):
         log.warning("refused HTTP request with non-local Host %r (DNS rebinding?)", host)
         await exchange.answer(text_answer(403, "Host not allowed"))
         return
@@ -211,7 +211,8 @@ def _target(scope: Scope) -> str:
     return str(target)
 
 
-def server_host(scope: Scope) -> str | None:
+def local_address(scope: Scope) -> str | None:
+    """The address the client reached us on (ASGI's ``server``), for the DNS-rebinding check."""
     server = scope.get("server")
     return str(server[0]) if server else None
 

@@ -18,7 +18,7 @@ import trio_websocket
 from ._config import Config
 from ._errors import ClientDisconnected
 from ._proxy import Proxy
-from ._socket import ClientSocket, Upgrade
+from ._socket import ClientSocket, Upgrade, close_of
 
 log = logging.getLogger("trio_httpws")
 
@@ -46,8 +46,7 @@ class _TrioWsClientSocket:
 
 
 def _disconnected(exc: trio_websocket.ConnectionClosed) -> ClientDisconnected:
-    reason = exc.reason
-    return ClientDisconnected(reason.code if reason else None, (reason and reason.reason) or "")
+    return ClientDisconnected(*close_of(exc))
 
 
 class _TrioWsPendingSocket:
@@ -72,7 +71,7 @@ def handler(config: Config, *, proxy: Proxy | None = None, tls: bool = False) ->
     async def handle(request: trio_websocket.WebSocketRequest) -> None:
         path, _, query = request.path.partition("?")
         local = request.local
-        server_host = getattr(local, "address", None)
+        local_address = getattr(local, "address", None)
         # wsproto takes Host and Sec-WebSocket-Protocol out of the headers it hands on (they are
         # fields of its Request event): put them back, for the Host check and the relay.
         headers = list(request.headers)
@@ -87,7 +86,7 @@ def handler(config: Config, *, proxy: Proxy | None = None, tls: bool = False) ->
             raw_path=path,
             query=query,
             headers=headers,
-            server_host=str(server_host) if server_host is not None else None,
+            local_address=str(local_address) if local_address is not None else None,
         )
         await shared.handle_websocket(_TrioWsPendingSocket(request), upgrade)
 

@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import parse_qsl
 
+import trio_websocket
+
 from ._protocol import first_header
+
+
+def close_of(exc: trio_websocket.ConnectionClosed) -> tuple[int | None, str]:
+    """The close code (None when none was received) and reason text of a closed trio-websocket."""
+    reason = exc.reason
+    return (reason.code if reason else None), (reason and reason.reason) or ""
 
 
 class ClientSocket(Protocol):
@@ -48,8 +56,9 @@ class Upgrade:
     #: The raw query string (no leading "?").
     query: str
     headers: Sequence[tuple[bytes, bytes]]
-    #: The address the server listens on, when known: used for the DNS-rebinding check.
-    server_host: str | None = None
+    #: The local address of the client's connection (the address it reached us on), when known:
+    #: the DNS-rebinding check applies on loopback only.
+    local_address: str | None = None
     params: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
