@@ -14,6 +14,7 @@ from trio_httpws._cors import (
     backend_request_headers,
     cors_headers,
     is_preflight,
+    judge_http,
     preflight_answer,
     refused_answer,
     with_cors,
@@ -262,3 +263,48 @@ def test_allowed_foreign_requests_lose_their_origin_and_referer() -> None:
 def test_other_requests_pass_unchanged(origin_class: OriginClass) -> None:
     headers: H = [(b"origin", b"http://127.0.0.1:8889"), (b"referer", b"http://x/")]
     assert backend_request_headers(headers, origin_class, "http", "127.0.0.1:8889") == headers
+
+
+# -- the HTTP door's decision, for every class and every method ---------------------------------
+
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND"]
+HOST = "127.0.0.1:8889"
+ORIGINS = {
+    OriginClass.NONE: None,
+    OriginClass.SAME: f"http://{HOST}",
+    OriginClass.ALLOWED: COLAB,
+    OriginClass.REFUSED: "https://evil.example",
+}
+
+
+@pytest.mark.parametrize("origin_class", list(OriginClass))
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("asks", [False, True])
+def test_judge_http(origin_class: OriginClass, method: str, asks: bool) -> None:
+    origin = ORIGINS[origin_class]
+    headers: H = [(b"host", HOST.encode())]
+    if origin is not None:
+        headers.append((b"origin", origin.encode()))
+    if asks:
+        headers += [
+            (b"access-control-request-method", b"PUT"),
+            (b"access-control-request-private-network", b"true"),
+        ]
+    verdict = judge_http(OriginPolicy.build([COLAB], None), method, headers, "http", HOST)
+    assert verdict.origin_class is origin_class
+    if origin_class is OriginClass.REFUSED:
+        assert verdict.answer == refused_answer()
+        assert verdict.cors_origin is None
+    elif origin_class is OriginClass.ALLOWED and asks and method == "OPTIONS":
+        assert verdict.answer is not None
+        assert verdict.answer.status == 204
+        assert get(verdict.answer.headers, b"access-control-allow-origin") == [COLAB.encode()]
+        assert get(verdict.answer.headers, b"access-control-allow-private-network") == [b"true"]
+        assert verdict.cors_origin is None  # the answer has its CORS headers already
+    elif origin_class is OriginClass.ALLOWED:
+        assert verdict.answer is None
+        assert verdict.cors_origin == COLAB
+    else:
+        # No Origin or the proxy's own: forwarded, answers passed on as they are.
+        assert verdict.answer is None
+        assert verdict.cors_origin is None

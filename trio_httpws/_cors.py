@@ -152,6 +152,39 @@ def preflight_answer(origin: str, headers: Sequence[tuple[bytes, bytes]]) -> Ans
     return Answer(204, out)
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What the HTTP door does with one request."""
+
+    origin_class: OriginClass
+    #: The proxy's own answer (a refused origin, a preflight), or None: forward the request.
+    answer: Answer | None
+    #: The origin that every further answer names in its CORS headers (:func:`with_cors`), or
+    #: None: answers are passed on as they are.
+    cors_origin: str | None
+
+
+def judge_http(
+    policy: OriginPolicy,
+    method: str,
+    headers: Sequence[tuple[bytes, bytes]],
+    scheme: str,
+    host: str,
+) -> Verdict:
+    """Decide one plain HTTP request from its method, headers, scheme and Host."""
+    origin = first_header(headers, b"origin")
+    origin_class = policy.classify(origin, scheme, host)
+    if origin_class is OriginClass.REFUSED:
+        return Verdict(origin_class, refused_answer(), None)
+    if origin_class is OriginClass.ALLOWED:
+        assert origin is not None
+        if is_preflight(method, headers):
+            # The preflight answer carries its CORS headers already.
+            return Verdict(origin_class, preflight_answer(origin, headers), None)
+        return Verdict(origin_class, None, origin)
+    return Verdict(origin_class, None, None)
+
+
 def with_cors(headers: Sequence[tuple[bytes, bytes]], origin: str) -> Headers:
     """``headers`` of an answer to an allowed origin, with our CORS headers in place of any.
 

@@ -21,9 +21,7 @@ from ._cors import (
     Answer,
     OriginClass,
     backend_request_headers,
-    is_preflight,
-    preflight_answer,
-    refused_answer,
+    judge_http,
     text_answer,
     with_cors,
 )
@@ -59,8 +57,8 @@ class _Exchange:
         self.started = time.perf_counter()
         self.status: int | None = None
         self.sent = 0
-        self.origin: str | None = None
         self.origin_class = OriginClass.NONE
+        self.cors_origin: str | None = None
         self.truncated = False
 
     @property
@@ -69,8 +67,8 @@ class _Exchange:
         return self.target.split("?", 1)[0]
 
     def response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        if self.origin_class is OriginClass.ALLOWED and self.origin is not None:
-            return with_cors(headers, self.origin)
+        if self.cors_origin is not None:
+            return with_cors(headers, self.cors_origin)
         return headers
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -127,25 +125,17 @@ async def _serve(exchange: _Exchange, scope: Scope, receive: Receive, proxy: Pro
         log.warning("refused HTTP request with non-local Host %r (DNS rebinding?)", host)
         await exchange.answer(text_answer(403, "Host not allowed"))
         return
-    origin = first_header(headers, b"origin")
     scheme = scope.get("scheme", "http")
-    origin_class = proxy.config.origin_policy.classify(origin, scheme, host or "")
-    exchange.origin, exchange.origin_class = origin, origin_class
-    if origin_class is OriginClass.REFUSED:
-        log.warning("refused %s %s from origin %r", exchange.method, exchange.path, origin)
-        await exchange.answer(refused_answer())
-        return
-    if origin_class is OriginClass.ALLOWED and is_preflight(exchange.method, headers):
-        assert origin is not None
-        answer = preflight_answer(origin, headers)
-        if answer.status != 204:
+    verdict = judge_http(proxy.config.origin_policy, exchange.method, headers, scheme, host or "")
+    exchange.origin_class, exchange.cors_origin = verdict.origin_class, verdict.cors_origin
+    if verdict.answer is not None:
+        answer = verdict.answer
+        origin = first_header(headers, b"origin")
+        if verdict.origin_class is OriginClass.REFUSED:
+            log.warning("refused %s %s from origin %r", exchange.method, exchange.path, origin)
+        elif answer.status >= 400:
             log.warning("bad preflight from %r: %s", origin, answer.body.decode())
-        # with_cors would add the CORS headers a second time: the preflight has them already.
-        exchange.status = answer.status
-        await exchange.send(
-            {"type": "http.response.start", "status": answer.status, "headers": answer.headers}
-        )
-        await exchange.body(answer.body, False)
+        await exchange.answer(answer)
         return
     problem = _framing_problem(exchange.target, headers)
     if problem is not None:
@@ -153,7 +143,9 @@ async def _serve(exchange: _Exchange, scope: Scope, receive: Receive, proxy: Pro
         await exchange.answer(text_answer(400, f"Bad Request: {problem}"))
         return
 
-    forward = backend_request_headers(strip_hop_by_hop(headers), origin_class, scheme, host or "")
+    forward = backend_request_headers(
+        strip_hop_by_hop(headers), verdict.origin_class, scheme, host or ""
+    )
     has_body = any(n.lower() in (b"content-length", b"transfer-encoding") for n, _ in headers)
     body = _request_body(receive) if has_body else None
     try:
