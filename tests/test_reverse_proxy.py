@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
+import h11
 import pytest
 import trio
 import trio_websocket
@@ -12,8 +14,9 @@ import trio_websocket
 import trio_httpws
 
 from ._http import http_request
-from .conftest import connect, running_proxy
+from .conftest import connect, running_proxy, wait_until
 from .fake_backend import FakeBackend, pattern
+from .test_colab_flow import access_lines
 
 
 async def http(
@@ -91,3 +94,23 @@ async def test_plain_websocket_refused_by_backend_is_refused_with_its_status(pro
         async with connect(proxy, "/no-such-websocket"):
             pass
     assert info.value.status_code == 404
+
+
+async def test_client_leaving_before_the_response_cancels_the_backend_request(
+    proxy: str, fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Waiting for the backend's answer, a client that leaves frees the backend at once."""
+    caplog.set_level("INFO", logger="trio_httpws.access")
+    tag = "left-" + os.urandom(4).hex()
+    host, port = proxy.removeprefix("http://").split(":")
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        conn = h11.Connection(h11.CLIENT)
+        request = h11.Request(
+            method="GET", target=f"/slow?delay=30&tag={tag}", headers=[("Host", host)]
+        )
+        await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
+        await wait_until(lambda: fake_backend.slow_active(tag) == 1)
+    # The backend sees its connection closed, well before its 30 s answer.
+    await wait_until(lambda: fake_backend.slow_active(tag) == 0, within=5)
+    [line] = await access_lines(caplog, 1)
+    assert line.fields["status"] == 499  # type: ignore[attr-defined]

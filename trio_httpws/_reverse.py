@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._access import log_access
+from ._backend import Body
 from ._cors import (
     Answer,
     OriginClass,
@@ -59,7 +60,7 @@ class _Exchange:
         self.sent = 0
         self.origin_class = OriginClass.NONE
         self.cors_origin: str | None = None
-        self.truncated = False
+        self.client_left = False
 
     @property
     def path(self) -> str:
@@ -111,7 +112,8 @@ async def reverse_http(
             "http",
             exchange.method,
             exchange.target,
-            exchange.status,
+            # 499: the client left before an answer (nginx's code for it).
+            499 if exchange.client_left and exchange.status is None else exchange.status,
             exchange.sent,
             exchange.started,
             origin=exchange.origin_class.value,
@@ -147,29 +149,39 @@ async def _serve(exchange: _Exchange, scope: Scope, receive: Receive, proxy: Pro
         strip_hop_by_hop(headers), verdict.origin_class, scheme, host or ""
     )
     has_body = any(n.lower() in (b"content-length", b"transfer-encoding") for n, _ in headers)
-    body = _request_body(receive) if has_body else None
+    body_read = trio.Event()
+    body = _request_body(receive, body_read) if has_body else None
+    if body is None:
+        body_read.set()
+    async with trio.open_nursery() as nursery:
+        # From the moment the request body is read, receive() is ours to watch: a client that
+        # leaves while the backend thinks or streams would otherwise keep the backend busy (and
+        # us reading it) for nobody.
+        nursery.start_soon(_cancel_on_disconnect, receive, body_read, exchange, nursery)
+        await _exchange(exchange, proxy, forward, body)
+        nursery.cancel_scope.cancel()
+
+
+async def _exchange(
+    exchange: _Exchange, proxy: Proxy, forward: list[tuple[bytes, bytes]], body: Body
+) -> None:
     try:
         async with proxy.pool.request(exchange.method, exchange.target, forward, body) as resp:
             await exchange.start(resp.status, _response_headers(resp.headers))
-            async with trio.open_nursery() as nursery:
-                # The request body is fully sent by now, so receive() is ours to watch.
-                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-                try:
-                    async for chunk in resp.iter_chunks():
-                        await exchange.body(chunk, True)
-                except BackendError as exc:
-                    # Mid-body: returning without the final body makes hypercorn drop the
-                    # connection, so the client sees a truncated response instead of a short one
-                    # that looks complete (raising would do the same, plus a traceback).
-                    log.warning("%s %s truncated: %s", exchange.method, exchange.path, exc)
-                    exchange.truncated = True
-                nursery.cancel_scope.cancel()
+            try:
+                async for chunk in resp.iter_chunks():
+                    await exchange.body(chunk, True)
+            except BackendError as exc:
+                # Mid-body: returning without the final body makes hypercorn drop the
+                # connection, so the client sees a truncated response instead of a short one
+                # that looks complete (raising would do the same, plus a traceback).
+                log.warning("%s %s truncated: %s", exchange.method, exchange.path, exc)
+                return
     except BackendError as exc:
         log.warning("%s %s: %s", exchange.method, exchange.path, exc)
         await exchange.answer(text_answer(502, f"Bad Gateway: {exc}"))
         return
-    if not exchange.truncated:
-        await exchange.body(b"", False)
+    await exchange.body(b"", False)
 
 
 def _framing_problem(target: str, headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -209,22 +221,29 @@ def local_address(scope: Scope) -> str | None:
     return str(server[0]) if server else None
 
 
-async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
+async def _request_body(receive: Receive, done: trio.Event) -> AsyncIterator[bytes]:
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BackendError("client disconnected while sending the request body")
+            body = message.get("body", b"")
+            if body:
+                yield body
+            if not message.get("more_body", False):
+                return
+    finally:
+        done.set()
+
+
+async def _cancel_on_disconnect(
+    receive: Receive, body_read: trio.Event, exchange: _Exchange, nursery: trio.Nursery
+) -> None:
+    await body_read.wait()
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise BackendError("client disconnected while sending the request body")
-        body = message.get("body", b"")
-        if body:
-            yield body
-        if not message.get("more_body", False):
-            return
-
-
-async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
-    # A client that leaves mid-download would otherwise keep us reading the backend for nobody.
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
+            log.info("%s %s: client left; cancelled", exchange.method, exchange.path)
+            exchange.client_left = True
+            nursery.cancel_scope.cancel()
             return
