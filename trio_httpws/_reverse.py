@@ -52,7 +52,7 @@ class _Exchange:
     """One request's state: what the access line reports, and how answers are decorated."""
 
     def __init__(self, scope: Scope, send: Send) -> None:
-        self.send = send
+        self._send = send
         self.method: str = scope["method"]
         self.target = _target(scope)
         self.started = time.perf_counter()
@@ -61,6 +61,8 @@ class _Exchange:
         self.origin_class = OriginClass.NONE
         self.cors_origin: str | None = None
         self.client_left = False
+        #: Cancelled when the client is gone: the scope of the exchange with the backend.
+        self.scope: trio.CancelScope | None = None
 
     @property
     def path(self) -> str:
@@ -71,6 +73,19 @@ class _Exchange:
         if self.cors_origin is not None:
             return with_cors(headers, self.cors_origin)
         return headers
+
+    async def send(self, message: Message) -> None:
+        try:
+            await self._send(message)
+        except _CLIENT_GONE:
+            # The client left, or hypercorn closes the connection under us (as it does when a
+            # client pipelines a request past its keep-alive limit): nobody to answer. Stop the
+            # exchange quietly; the access line still says what happened.
+            log.debug("%s %s: client connection gone", self.method, self.path)
+            self.client_left = True
+            if self.scope is not None:
+                self.scope.cancel()
+                await trio.lowlevel.checkpoint()  # raises Cancelled: unwind to the scope
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
@@ -102,11 +117,6 @@ async def reverse_http(
     exchange = _Exchange(scope, send)
     try:
         await _serve(exchange, scope, receive, proxy)
-    except _CLIENT_GONE:
-        # The client left (or hypercorn is closing the connection, as it does after its 1000th
-        # keep-alive request when the client pipelines one more): nobody to answer, nothing to log
-        # beyond the access line.
-        log.debug("%s %s: client connection gone", exchange.method, exchange.path)
     finally:
         log_access(
             "http",
@@ -154,6 +164,7 @@ async def _serve(exchange: _Exchange, scope: Scope, receive: Receive, proxy: Pro
     if body is None:
         body_read.set()
     async with trio.open_nursery() as nursery:
+        exchange.scope = nursery.cancel_scope
         # From the moment the request body is read, receive() is ours to watch: a client that
         # leaves while the backend thinks or streams would otherwise keep the backend busy (and
         # us reading it) for nobody.
