@@ -5,58 +5,79 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
+from typing import NoReturn
 
 import trio
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-from ._config import COLAB_ORIGIN, Config
-from ._errors import HttpOverWsError
+from ._config import (
+    COLAB_ORIGIN,
+    SETTINGS,
+    Config,
+    Setting,
+    redact,
+    settings_from_env,
+    with_origin_default,
+)
+from ._errors import ConfigError, HttpOverWsError
 from ._jupyter import running_jupyter
 from ._serve import serve
 
 log = logging.getLogger("trio_httpws")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # A mistyped command line often holds a token URL: never print it back.
+        super().error(redact(message))
+
+
+def _flag_type(setting: Setting) -> Callable[[str], object]:
+    def parse(raw: str) -> object:
+        try:
+            return setting.parse(raw)
+        except ValueError as exc:  # argparse would print its own "invalid value 'raw'"
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = setting.name
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="trio-httpws",
         description=(
             "Serve the jupyter_http_over_ws protocol in front of a Jupyter server, so a web page "
-            "on another origin (Google Colab) can use it. Without --backend, starts a Jupyter "
-            "Server of its own."
+            "on another origin (Google Colab) can use it. Without --backend (or "
+            "TRIO_HTTPWS_BACKEND), starts a Jupyter Server of its own."
+        ),
+        epilog=(
+            "Each proxy setting can also be given as the environment variable in brackets, as "
+            "for `hypercorn trio_httpws:app`; a flag wins over its variable."
         ),
     )
-    parser.add_argument(
-        "--backend", metavar="URL", help="Jupyter server, e.g. http://127.0.0.1:8888"
-    )
-    parser.add_argument(
-        "--allow-origin",
-        action="append",
-        metavar="ORIGIN",
-        help=f"allowed browser origin (repeatable; '*' for any). Default: {COLAB_ORIGIN}",
-    )
-    parser.add_argument("--allow-origin-pat", metavar="REGEX", help="regex of allowed origins")
-    parser.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="extra Host name accepted on a loopback listener (DNS-rebinding guard)",
-    )
+    for setting in SETTINGS:
+        parser.add_argument(
+            setting.flag,
+            dest=setting.name,
+            type=_flag_type(setting),
+            action="append" if setting.repeatable else "store",
+            metavar=setting.metavar,
+            help=f"{setting.help}{' (repeatable)' if setting.repeatable else ''} [{setting.env}]",
+        )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8889, help="port to listen on (0: any free)")
-    parser.add_argument("--base-url", default="/", help="the backend's Jupyter base_url")
     parser.add_argument("--certfile", help="serve https/wss with this certificate (PEM)")
     parser.add_argument("--keyfile", help="private key for --certfile")
-    parser.add_argument("--backend-ca", metavar="PEM", help="CA bundle for an https backend")
     parser.add_argument(
         "--jupyter-root-dir", metavar="DIR", help="root_dir of the Jupyter we start"
     )
@@ -97,23 +118,22 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
 
 
-def config_from_args(args: argparse.Namespace, backend: str) -> Config:
-    origins: tuple[str, ...]
-    if args.allow_origin:
-        origins = tuple(args.allow_origin)
-    elif args.allow_origin_pat:
-        origins = ()
-    else:
-        origins = (COLAB_ORIGIN,)
-        log.info("no --allow-origin given: allowing %s (the default)", COLAB_ORIGIN)
-    return Config(
-        backend=backend,
-        allow_origins=origins,
-        allow_origin_pat=args.allow_origin_pat,
-        allow_hosts=tuple(args.allow_host),
-        base_url=args.base_url,
-        backend_ca=args.backend_ca,
-    )
+def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Config:
+    """The Config of ``TRIO_HTTPWS_*`` variables overridden by flags. Without a backend in
+    either, ``backend`` is the default one: :func:`run` then starts Jupyter and replaces it."""
+    values = settings_from_env(environ)
+    for setting in SETTINGS:
+        value = getattr(args, setting.name, None)
+        if value is not None:
+            values[setting.name] = tuple(value) if setting.repeatable else value
+    values = with_origin_default(values)
+    if "allow_origins" not in values:
+        log.info("no origin given: allowing %s (the default)", COLAB_ORIGIN)
+    return Config(**values)  # type: ignore[arg-type]
+
+
+def _starts_jupyter(args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
+    return args.backend is None and not environ.get("TRIO_HTTPWS_BACKEND")
 
 
 async def _watch_signals(cancel_scope: trio.CancelScope) -> None:
@@ -124,19 +144,17 @@ async def _watch_signals(cancel_scope: trio.CancelScope) -> None:
             return
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace, config: Config, start_jupyter: bool) -> None:
     async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, nursery.cancel_scope)
         token: str | None = None
-        if args.backend:
-            backend = args.backend
-        else:
+        if start_jupyter:
             log.info("no --backend given: starting a Jupyter Server")
             jupyter = await stack.enter_async_context(
                 running_jupyter(root_dir=args.jupyter_root_dir)
             )
-            backend, token = jupyter.url, jupyter.token
-        config = config_from_args(args, backend)
+            config = config.replace(backend=jupyter.url)
+            token = jupyter.token
         port = await nursery.start(
             partial(
                 serve, config, args.host, args.port, certfile=args.certfile, keyfile=args.keyfile
@@ -163,12 +181,19 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if bool(args.certfile) != bool(args.keyfile):
-        build_parser().error("--certfile and --keyfile go together")
+        parser.error("--certfile and --keyfile go together")
+    # Every setting is checked before anything starts: a bad one exits with status 2 and the
+    # one sentence, as a bad flag does.
+    try:
+        config = config_from_args(args, os.environ)
+    except ConfigError as exc:
+        parser.error(str(exc))
     configure_logging(args.log_level, args.log_format)
     try:
-        trio.run(run, args)
+        trio.run(run, args, config, _starts_jupyter(args, os.environ))
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down
         return 130
     except BaseException as exc:
@@ -178,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if expected is None:
             raise
         for error in expected:
-            log.error("%s", error)
+            log.error("%s", redact(str(error)))
         return 1
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
@@ -41,13 +41,17 @@ class BackendURL:
             parts = urlsplit(url)
             port = parts.port
         except ValueError as exc:
-            raise ConfigError(f"backend URL {url!r} is invalid: {exc}") from None
+            raise ConfigError(redact(f"backend URL {url!r} is invalid: {exc}")) from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"backend URL {url!r} must be http://host[:port] or https://...")
+            raise ConfigError(
+                redact(f"backend URL {url!r} must be http://host[:port] or https://...")
+            )
         if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
             raise ConfigError(
-                f"backend URL {url!r} must be scheme://host[:port] only; request paths "
-                "(including a Jupyter base_url) pass through unchanged"
+                redact(
+                    f"backend URL {url!r} must be scheme://host[:port] only; request paths "
+                    "(including a Jupyter base_url) pass through unchanged"
+                )
             )
         default = 443 if parts.scheme == "https" else 80
         return cls(parts.scheme, parts.hostname, port or default)
@@ -118,33 +122,131 @@ class Config:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         """Build a Config from ``TRIO_HTTPWS_*`` variables (see the README's table)."""
-        env = os.environ if environ is None else environ
-        kwargs: dict[str, object] = {}
-        if backend := env.get("TRIO_HTTPWS_BACKEND"):
-            kwargs["backend"] = backend
-        origins = env.get("TRIO_HTTPWS_ALLOW_ORIGIN")
-        pattern = env.get("TRIO_HTTPWS_ALLOW_ORIGIN_PAT")
-        if origins is not None or pattern:
-            kwargs["allow_origins"] = tuple(
-                o.strip() for o in (origins or "").split(",") if o.strip()
-            )
-            kwargs["allow_origin_pat"] = pattern or None
-        if hosts := env.get("TRIO_HTTPWS_ALLOW_HOSTS"):
-            kwargs["allow_hosts"] = tuple(h.strip() for h in hosts.split(",") if h.strip())
-        if base_url := env.get("TRIO_HTTPWS_BASE_URL"):
-            kwargs["base_url"] = base_url
-        if ca := env.get("TRIO_HTTPWS_BACKEND_CA"):
-            kwargs["backend_ca"] = ca
-        for key, name, kind in (
-            ("TRIO_HTTPWS_MAX_MESSAGE_SIZE", "max_message_size", int),
-            ("TRIO_HTTPWS_MAX_IN_FLIGHT", "max_in_flight", int),
-            ("TRIO_HTTPWS_MAX_CONNECTIONS", "max_connections", int),
-            ("TRIO_HTTPWS_CONNECT_TIMEOUT", "connect_timeout", float),
-            ("TRIO_HTTPWS_READ_TIMEOUT", "read_timeout", float),
-        ):
-            if (raw := env.get(key)) is not None:
-                try:
-                    kwargs[name] = kind(raw)
-                except ValueError:
-                    raise ConfigError(f"{key}={raw!r} is not a valid {kind.__name__}") from None
-        return cls(**kwargs)  # type: ignore[arg-type]
+        return cls(**with_origin_default(settings_from_env(environ)))  # type: ignore[arg-type]
+
+
+# -- one table for the environment and the command line -----------------------------------------
+
+_SECRET = re.compile(r"(?i)((?:token|password|passwd|secret|key|_xsrf|auth[a-z_]*)=)[^&\s'\"]*")
+_USERINFO = re.compile(r"(//)[^/@\s'\"]*@")
+_URL_QUERY = re.compile(r"(://[^\s'\"?#]*[?#])[^\s'\"]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with URL queries, URL credentials and ``token=``-like values blanked, for error
+    messages: a mistyped command line often holds a token URL."""
+    text = _URL_QUERY.sub(r"\1…", text)
+    return _USERINFO.sub(r"\1…@", _SECRET.sub(r"\1…", text))
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _backend(raw: str) -> str:
+    BackendURL.parse(raw)
+    return raw
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a whole number") from None
+    if value < 1:
+        raise ValueError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"must be a positive number of seconds, not {raw.strip()!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One ``Config`` field as an environment variable and a command-line flag."""
+
+    name: str
+    parse: Callable[[str], object]  # one value from text; ValueError says what is wrong
+    help: str
+    metavar: str = "N"
+    #: A tuple field: the flag repeats, the variable holds comma-separated values.
+    repeatable: bool = False
+    env_name: str = ""  # default: TRIO_HTTPWS_<NAME>
+    flag_name: str = ""  # default: --<name-with-dashes>
+
+    @property
+    def env(self) -> str:
+        return self.env_name or "TRIO_HTTPWS_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return self.flag_name or "--" + self.name.replace("_", "-")
+
+
+#: Every setting a user may need, in the order ``--help`` lists them. A new Config field a user
+#: may want to set is one line here (and one row in the README's table).
+SETTINGS: tuple[Setting, ...] = (
+    Setting("backend", _backend, "Jupyter server, e.g. http://127.0.0.1:8888", "URL"),
+    Setting(
+        "allow_origins",
+        _text,
+        f"allowed browser origin ('*' for any; default {COLAB_ORIGIN})",
+        "ORIGIN",
+        repeatable=True,
+        env_name="TRIO_HTTPWS_ALLOW_ORIGIN",
+        flag_name="--allow-origin",
+    ),
+    Setting("allow_origin_pat", _text, "regular expression (full match) of allowed origins", "RE"),
+    Setting(
+        "allow_hosts",
+        _text,
+        "extra Host name accepted on a loopback listener (DNS-rebinding guard)",
+        "NAME",
+        repeatable=True,
+        flag_name="--allow-host",
+    ),
+    Setting("base_url", _text, "the backend's Jupyter base_url (default /)", "PATH"),
+    Setting("max_message_size", _positive_int, "largest WebSocket message in bytes", "BYTES"),
+    Setting("max_in_flight", _positive_int, "requests running at once per client socket"),
+    Setting("max_connections", _positive_int, "requests at the backend at once, all sockets"),
+    Setting("max_idle_connections", _positive_int, "idle keep-alive connections to the backend"),
+    Setting("connect_timeout", _positive_float, "seconds to connect to the backend", "S"),
+    Setting("read_timeout", _positive_float, "seconds to wait for each backend read", "S"),
+    Setting("shutdown_timeout", _positive_float, "grace for in-flight work at shutdown", "S"),
+    Setting("backend_ca", _text, "CA bundle (PEM) for an https backend", "PEM"),
+)
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, object]:
+    """The ``Config`` fields set by ``TRIO_HTTPWS_*`` variables (an empty one counts as unset,
+    except for a list, where it means an empty list)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for setting in SETTINGS:
+        raw = env.get(setting.env)
+        if raw is None or (raw == "" and not setting.repeatable):
+            continue
+        try:
+            if setting.repeatable:
+                values[setting.name] = tuple(
+                    setting.parse(item.strip()) for item in raw.split(",") if item.strip()
+                )
+            else:
+                values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(redact(f"{setting.env}: {exc}")) from None
+    return values
+
+
+def with_origin_default(values: dict[str, object]) -> dict[str, object]:
+    """An origin pattern given without origins allows only what it matches (no Colab)."""
+    if "allow_origins" not in values and values.get("allow_origin_pat"):
+        return {**values, "allow_origins": ()}
+    return values
