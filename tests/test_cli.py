@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -9,8 +10,12 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlencode
 
+import psutil
 import pytest
 import trio
 
@@ -18,69 +23,158 @@ from trio_httpws import Config
 from trio_httpws._cli import JsonFormatter, build_parser, config_from_args
 from trio_httpws._config import SETTINGS
 
-from .conftest import connect, fetch
+from .conftest import connect, fetch, wait_until
 
 COLAB = "https://colab.research.google.com"
 
 
-def _processes_with(text: str) -> list[int]:
+def _processes_with(text: str) -> list[psutil.Process]:
     found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(int(pid))
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if text in " ".join(process.cmdline()):
+                found.append(process)
     return found
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-async def test_cli_starts_jupyter_serves_and_stops_cleanly(
-    tmp_path: object, stop_signal: signal.Signals
-) -> None:
+@dataclasses.dataclass
+class Cli:
+    process: trio.Process
+    stdout: str
+    base: str
+    token: str
+    jupyter: psutil.Process
+    stderr: bytearray
+
+    @property
+    def log(self) -> str:
+        return self.stderr.decode(errors="replace")
+
+    async def wait_for_log(self, text: str, within: float = 30) -> None:
+        await wait_until(lambda: text in self.log, within=within)
+
+
+@contextlib.asynccontextmanager
+async def running_cli(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[Cli]:
+    """``trio-httpws`` with a Jupyter of its own, as a real process; killed if still running."""
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trio_httpws", "--port", "0"],
+        [sys.executable, "-m", "trio_httpws", "--port", "0", "--log-level", "debug", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     assert process.stdout is not None
     assert process.stderr is not None
-    try:
-        output = b""
-        with trio.fail_after(60):
-            while b"Press Ctrl-C" not in output:
-                chunk = await process.stdout.receive_some(4096)
-                assert chunk, f"CLI exited early: {output.decode()}"
-                output += chunk
-        text = output.decode()
-        match = re.search(r"(http://127\.0\.0\.1:(\d+))/\?token=([0-9a-f]+)", text)
-        assert match, text
-        base, token = match.group(1), match.group(3)
-        assert f"Allowed origins: {COLAB}" in text
-        assert len(_processes_with(token)) == 1  # the Jupyter server we started
+    stderr = bytearray()
 
-        auth = urlencode({"jupyter_http_over_ws_auth_url": f"{base}/?token={token}"})
-        async with connect(base, "/http_over_websocket?" + auth, headers=[("Origin", COLAB)]) as ws:
+    async def drain(stream: trio.abc.ReceiveStream) -> None:
+        async for chunk in stream:
+            stderr.extend(chunk)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain, process.stderr)
+        try:
+            output = b""
+            with trio.fail_after(60):
+                while b"Press Ctrl-C" not in output:
+                    chunk = await process.stdout.receive_some(4096)
+                    assert chunk, f"CLI exited early: {output.decode()} {stderr.decode()}"
+                    output += chunk
+            text = output.decode()
+            match = re.search(r"(http://127\.0\.0\.1:(\d+))/\?token=([0-9a-f]+)", text)
+            assert match, text
+            [jupyter] = _processes_with(match.group(3))  # the Jupyter server it started
+            assert f"started Jupyter Server (pid {jupyter.pid})" in stderr.decode()
+            yield Cli(process, text, match.group(1), match.group(3), jupyter, stderr)
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+            # A Jupyter that outlived us would hold the pipe open: stop reading after a moment.
+            nursery.cancel_scope.deadline = trio.current_time() + 5
+
+
+async def start_kernel(cli: Cli, name: str) -> psutil.Process:
+    """Start a kernel through the proxy's reverse HTTP; its process, once it runs."""
+
+    def post() -> str:
+        request = urllib.request.Request(
+            f"{cli.base}/api/kernels",
+            data=json.dumps({"name": name}).encode(),
+            headers={"Authorization": f"token {cli.token}"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            kernel_id: str = json.load(response)["id"]
+            return kernel_id
+
+    kernel_id = await trio.to_thread.run_sync(post)
+    found: list[psutil.Process] = []
+
+    def running() -> bool:
+        found[:] = _processes_with(f"kernel-{kernel_id}.json")
+        return len(found) == 1
+
+    await wait_until(running, within=30)
+    return found[0]
+
+
+def orphan_prone_kernelspec(root: Path) -> dict[str, str]:
+    """A Python kernel that does not watch its parent: killed with Jupyter, it would live on
+    (as do kernels of most other languages). The environment that makes Jupyter offer it."""
+    spec = root / "share" / "jupyter" / "kernels" / "orphan"
+    spec.mkdir(parents=True)
+    argv = ["env", "-u", "JPY_PARENT_PID", sys.executable, "-m", "ipykernel_launcher"]
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [*argv, "-f", "{connection_file}"],
+                "display_name": "orphan-prone Python",
+                "language": "python",
+            }
+        )
+    )
+    return {"JUPYTER_PATH": str(root / "share" / "jupyter")}
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+async def test_cli_starts_jupyter_serves_and_stops_cleanly(stop_signal: signal.Signals) -> None:
+    async with running_cli() as cli:
+        assert f"Allowed origins: {COLAB}" in cli.stdout
+        auth = urlencode({"jupyter_http_over_ws_auth_url": f"{cli.base}/?token={cli.token}"})
+        path = "/http_over_websocket?" + auth
+        async with connect(cli.base, path, headers=[("Origin", COLAB)]) as ws:
             response = await fetch(ws, "1", "GET", "/api/sessions")
         assert response.status == 200
         assert json.loads(response.body) == []
+        kernel = await start_kernel(cli, "python3")
 
-        process.send_signal(stop_signal)
+        cli.process.send_signal(stop_signal)
         with trio.fail_after(30):
-            await process.wait()
-        errors = (await process.stderr.receive_some(1 << 20)).decode()
-        assert process.returncode == 0, errors
+            await cli.process.wait()
+        assert cli.process.returncode == 0, cli.log
         # The startup log names the default origin.
-        assert f"allowing {COLAB} (the default)" in errors
-        assert _processes_with(token) == []  # nothing left behind
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        assert f"allowing {COLAB} (the default)" in cli.log, cli.log
+        # Jupyter stopped, and stopped its kernel itself: nothing was left for us to stop.
+        assert not cli.jupyter.is_running()
+        assert not kernel.is_running()
+        assert "left running" not in cli.log
+        assert _processes_with(cli.token) == []
+
+
+async def test_cli_stops_the_kernels_jupyter_left_behind(tmp_path: Path) -> None:
+    async with running_cli(env=orphan_prone_kernelspec(tmp_path)) as cli:
+        kernel = await start_kernel(cli, "orphan")
+        await cli.wait_for_log(f"Jupyter started process {kernel.pid}")
+        # Jupyter dies without stopping its kernel, which lives on on its own.
+        cli.jupyter.kill()
+        with trio.fail_after(30):
+            await cli.process.wait()
+        # The proxy in front of a dead Jupyter stops, says why, and stops the kernel.
+        assert cli.process.returncode == 1, cli.log
+        assert "Jupyter Server exited unexpectedly (code -9)" in cli.log
+        assert f"the Jupyter Server left running: pid {kernel.pid}" in cli.log
+        assert not kernel.is_running()
 
 
 def test_cli_settings_become_a_config() -> None:

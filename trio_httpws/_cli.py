@@ -30,6 +30,7 @@ from ._config import (
 )
 from ._errors import ConfigError, HttpOverWsError
 from ._jupyter import running_jupyter
+from ._platform import STOP_SIGNALS
 from ._serve import serve
 
 log = logging.getLogger("trio_httpws")
@@ -137,7 +138,7 @@ def _starts_jupyter(args: argparse.Namespace, environ: Mapping[str, str]) -> boo
 
 
 async def _watch_signals(cancel_scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async for signum in signals:
             log.info("received %s; shutting down", signal.Signals(signum).name)
             cancel_scope.cancel()
@@ -145,8 +146,10 @@ async def _watch_signals(cancel_scope: trio.CancelScope) -> None:
 
 
 async def run(args: argparse.Namespace, config: Config, start_jupyter: bool) -> None:
-    async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_signals, nursery.cancel_scope)
+    # Signals are watched from the start (a SIGTERM while Jupyter starts still stops it); the
+    # server's nursery nests inside Jupyter's lifetime, so Jupyter stops after the proxy did.
+    async with trio.open_nursery() as signals, AsyncExitStack() as stack:
+        signals.start_soon(_watch_signals, signals.cancel_scope)
         token: str | None = None
         if start_jupyter:
             log.info("no --backend given: starting a Jupyter Server")
@@ -155,6 +158,7 @@ async def run(args: argparse.Namespace, config: Config, start_jupyter: bool) -> 
             )
             config = config.replace(backend=jupyter.url)
             token = jupyter.token
+        nursery = await stack.enter_async_context(trio.open_nursery())
         port = await nursery.start(
             partial(
                 serve, config, args.host, args.port, certfile=args.certfile, keyfile=args.keyfile
@@ -187,11 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--certfile and --keyfile go together")
     # Every setting is checked before anything starts: a bad one exits with status 2 and the
     # one sentence, as a bad flag does.
+    configure_logging(args.log_level, args.log_format)
     try:
         config = config_from_args(args, os.environ)
     except ConfigError as exc:
         parser.error(str(exc))
-    configure_logging(args.log_level, args.log_format)
     try:
         trio.run(run, args, config, _starts_jupyter(args, os.environ))
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down

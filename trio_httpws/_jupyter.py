@@ -5,17 +5,20 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import signal
 import socket
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
 from ._errors import HttpOverWsError
+from ._platform import open_detached_process, runs_as_root
+
+if TYPE_CHECKING:
+    import psutil
 
 log = logging.getLogger("trio_httpws.jupyter")
 
@@ -54,7 +57,7 @@ def jupyter_command(port: int, token: str, root_dir: str | None = None) -> list[
     ]
     if root_dir is not None:
         command.append(f"--ServerApp.root_dir={root_dir}")
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
+    if runs_as_root():
         # Jupyter refuses to start as root without it (containers and CI run as root).
         command.append("--allow-root")
     return command
@@ -74,13 +77,76 @@ async def _answers(port: int) -> bool:
         return head.startswith(b"HTTP/1.1 200")
 
 
+class JupyterExited(HttpOverWsError):
+    """The Jupyter server we started exited while we were serving in front of it."""
+
+
+class ProcessTree:
+    """The descendants of one process, remembered while it runs.
+
+    Jupyter starts each kernel in a session of its own, so the kernels are outside Jupyter's
+    process group; and once Jupyter is gone (killed, crashed) they belong to init and nothing
+    leads from Jupyter's pid to them. So we look at Jupyter's children while it runs and stop
+    whatever of them outlives it. psutil remembers each process's start time, so a pid reused
+    by an unrelated process is never signalled.
+    """
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._root = psutil.Process(pid)
+        self._seen: dict[int, psutil.Process] = {}
+
+    def refresh(self) -> list[psutil.Process]:
+        """Look at the tree now (blocking: a walk over the system's processes); the new ones."""
+        try:
+            children = self._root.children(recursive=True)
+        except self._psutil.Error:
+            return []
+        new = [child for child in children if child.pid not in self._seen]
+        for child in new:
+            self._seen[child.pid] = child
+        return new
+
+    async def watch(self, interval: float) -> None:
+        while True:
+            for child in await trio.to_thread.run_sync(self.refresh):
+                log.debug("Jupyter started process %d", child.pid)
+            await trio.sleep(interval)
+
+    def survivors(self) -> list[psutil.Process]:
+        return [child for child in self._seen.values() if child.is_running()]
+
+    def stop_survivors(self, grace: float) -> list[psutil.Process]:
+        """Terminate what is left, kill what does not stop within ``grace``; what was left."""
+        left = self.survivors()
+        for child in left:
+            with suppress(self._psutil.Error):
+                child.terminate()
+        _, alive = self._psutil.wait_procs(left, timeout=grace)
+        for child in alive:
+            with suppress(self._psutil.Error):
+                child.kill()
+        self._psutil.wait_procs(alive, timeout=grace)
+        return left
+
+
 @asynccontextmanager
 async def running_jupyter(
-    *, root_dir: str | None = None, startup_timeout: float = 60.0, stop_timeout: float = 10.0
+    *,
+    root_dir: str | None = None,
+    startup_timeout: float = 60.0,
+    stop_timeout: float = 10.0,
+    watch_interval: float = 1.0,
 ) -> AsyncIterator[JupyterServer]:
-    """Start a Jupyter Server with a fresh random token; stop it (and its kernels) on exit."""
+    """Start a Jupyter Server with a fresh random token; stop it and its kernels on exit.
+
+    If it exits while in use, the body is cancelled and :class:`JupyterExited` raised.
+    """
     try:
         import jupyter_server  # noqa: F401
+        import psutil  # noqa: F401
     except ImportError:
         raise JupyterStartError(
             "no --backend given and jupyter_server is not installed: "
@@ -88,14 +154,11 @@ async def running_jupyter(
         ) from None
     port = free_port()
     token = secrets.token_hex(24)
-    process = await trio.lowlevel.open_process(
-        jupyter_command(port, token, root_dir),
-        stdin=subprocess.DEVNULL,
-        # Its own session: a Ctrl-C in our terminal must not reach Jupyter directly (it would ask
-        # "Shutdown this Jupyter server?" on a terminal); we stop it ourselves with SIGTERM.
-        start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    process = await open_detached_process(
+        jupyter_command(port, token, root_dir), env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
+    tree = ProcessTree(process.pid)
+    server = JupyterServer(f"http://127.0.0.1:{port}", port, token, process)
     try:
         with trio.move_on_after(startup_timeout) as waiting:
             while not await _answers(port):
@@ -107,21 +170,61 @@ async def running_jupyter(
         if waiting.cancelled_caught:
             raise JupyterStartError(f"Jupyter Server did not answer within {startup_timeout:g}s")
         log.info("started Jupyter Server (pid %d) on 127.0.0.1:%d", process.pid, port)
-        yield JupyterServer(f"http://127.0.0.1:{port}", port, token, process)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tree.watch, watch_interval)
+            nursery.start_soon(_fail_when_exits, process)
+            try:
+                yield server
+            finally:
+                nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
-            await stop_process(process, stop_timeout)
+            await stop_jupyter(server, tree, stop_timeout)
 
 
-async def stop_process(process: trio.Process, grace: float) -> None:
-    """SIGTERM (Jupyter then shuts its kernels down), then SIGKILL the group if it lingers."""
+async def _fail_when_exits(process: trio.Process) -> None:
+    await process.wait()
+    raise JupyterExited(f"Jupyter Server exited unexpectedly (code {process.returncode})")
+
+
+async def _ask_to_shut_down(server: JupyterServer) -> bool:
+    """``POST /api/shutdown``: Jupyter shuts its kernels down, then exits (on every platform,
+    unlike a signal). False if it could not be asked."""
+    request = (
+        "POST /api/shutdown HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
+        f"Authorization: token {server.token}\r\nConnection: close\r\n\r\n"
+    )
+    with trio.move_on_after(5):
+        try:
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            async with stream:
+                await stream.send_all(request.encode())
+                head = await stream.receive_some(64)
+                return head.startswith(b"HTTP/1.1 2")
+        except (OSError, trio.BrokenResourceError):
+            pass
+    return False
+
+
+async def stop_jupyter(server: JupyterServer, tree: ProcessTree, grace: float) -> None:
+    """Ask Jupyter to shut down, terminate it if it does not, then stop whatever it started
+    that is still running (kernels it failed to stop, or outlived it)."""
+    process = server.process
+    # The latest children (a kernel started a moment ago) while Jupyter still leads to them.
+    await trio.to_thread.run_sync(tree.refresh)
     if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
+        if not await _ask_to_shut_down(server):
+            process.terminate()
         with trio.move_on_after(grace):
             await process.wait()
-    if process.returncode is None:
-        log.warning("Jupyter Server did not stop in %gs; killing it", grace)
-    # Whatever is left of its process group (kernels it failed to stop) goes too.
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    await process.wait()
+        if process.returncode is None:
+            log.warning("Jupyter Server did not stop in %gs; killing it", grace)
+            process.kill()
+            await process.wait()
+    left = await trio.to_thread.run_sync(tree.stop_survivors, grace)
+    if left:
+        log.warning(
+            "stopped %d process(es) the Jupyter Server left running: pid %s",
+            len(left),
+            ", ".join(str(child.pid) for child in left),
+        )
