@@ -35,6 +35,7 @@ def pattern_digest(n: int) -> str:
     return hashlib.sha256(pattern(n)).hexdigest()
 
 
+@pytest.mark.timeout(300)
 async def test_streamed_body_over_150_mb_arrives_whole(proxy: str) -> None:
     size = 160 * 1000 * 1000
     digest = hashlib.sha256()
