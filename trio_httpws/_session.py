@@ -221,6 +221,7 @@ class HttpOverWsSession:
         target = add_xsrf_query(request.path, request.method, xsrf_cookie_value(cookies))
 
         first = True
+        pending: bytes | None = None
         try:
             async with self._pool.request(request.method, target, headers, request.body) as resp:
                 status = resp.status
@@ -228,7 +229,6 @@ class HttpOverWsSession:
                 # The frame carrying the last body bytes must say done:true, and we only know a
                 # chunk was the last once the next read says so: hold one chunk back, as the
                 # original did, so existing clients see the same frames.
-                pending: bytes | None = None
                 async for chunk in resp.iter_chunks():
                     if pending is not None:
                         sent += len(pending)
@@ -237,9 +237,8 @@ class HttpOverWsSession:
                         )
                     pending = chunk
                 sent += len(pending or b"")
-                await self._emit(
-                    mid, resp.status, resp.reason, frame_headers, pending or b"", True, first
-                )
+                last, pending = pending or b"", None
+                await self._emit(mid, resp.status, resp.reason, frame_headers, last, True, first)
         except BackendError as exc:
             if first:
                 status = 502
@@ -247,7 +246,13 @@ class HttpOverWsSession:
                 await self._frames_in.send(error_frame(502, f"Bad Gateway: {exc}", mid))
             else:
                 # Headers and some of the body went out already: the only honest ending is a final
-                # frame with an error status, so the client knows the body is truncated.
+                # frame with an error status, so the client knows the body is truncated. The
+                # chunk held back arrived whole: it goes out first.
+                if pending:
+                    sent += len(pending)
+                    await self._emit(
+                        mid, resp.status, resp.reason, frame_headers, pending, False, first
+                    )
                 log.warning("response %s truncated after %d bytes: %s", mid, sent, exc)
                 await self._frames_in.send(
                     error_frame(502, f"Bad Gateway: response truncated: {exc}", mid)
