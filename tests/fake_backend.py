@@ -265,8 +265,9 @@ def make_app() -> tornado.web.Application:
 class FakeBackend:
     """The tornado app above, served on 127.0.0.1 from a daemon thread."""
 
-    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None, port: int = 0) -> None:
         self.app = make_app()
+        self._port = port
         self._ssl_context = ssl_context
         self._ports: queue.Queue[int] = queue.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -283,7 +284,7 @@ class FakeBackend:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+        sockets = tornado.netutil.bind_sockets(self._port, "127.0.0.1")
         server = tornado.httpserver.HTTPServer(
             self.app, max_body_size=512 * 1024 * 1024, ssl_options=self._ssl_context
         )

@@ -85,6 +85,13 @@ def backend_log(fake_backend: FakeBackend) -> Iterator[list[tuple[str, str]]]:
     fake_backend.app.settings.pop("log_function", None)
 
 
+async def backend_saw_only(log: list[tuple[str, str]], request: tuple[str, str]) -> None:
+    """The backend got ``request`` (the follow-up that shows the socket still serves), and
+    nothing else. The backend logs a request just after answering it: wait for the line."""
+    await wait_until(lambda: request in log)
+    assert set(log) == {request}
+
+
 def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
 
@@ -362,7 +369,7 @@ async def test_method_with_bad_characters(
     message = request_json("m", method, "/headers")
     expected = {"done": True, "status": 400, "statusText": BAD_METHOD, "message_id": "m"}
     await assert_refused_then_serves(proxy, caplog, message, expected)
-    assert all(seen == ("GET", "/api/sessions") for seen in backend_log)
+    await backend_saw_only(backend_log, ("GET", "/api/sessions"))
 
 
 @pytest.mark.parametrize(
@@ -387,7 +394,7 @@ async def test_path_with_bad_characters(
     message = request_json("m", "GET", path)
     expected = {"done": True, "status": 400, "statusText": BAD_PATH_CHARS, "message_id": "m"}
     await assert_refused_then_serves(proxy, caplog, message, expected)
-    assert all(seen == ("GET", "/api/sessions") for seen in backend_log)
+    await backend_saw_only(backend_log, ("GET", "/api/sessions"))
 
 
 async def test_lone_surrogate_in_path(proxy: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -457,7 +464,7 @@ async def test_path_naming_another_host(
     expected = {"done": True, "status": 400, "statusText": f"Invalid request: {text}"}
     await assert_refused_then_serves(proxy, caplog, message, {**expected, "message_id": "m"})
     # Refused before any connection: the backend saw only the follow-up requests.
-    assert all(seen == ("GET", "/api/sessions") for seen in backend_log)
+    await backend_saw_only(backend_log, ("GET", "/api/sessions"))
 
 
 # -- limits ---------------------------------------------------------------------------------
@@ -644,7 +651,13 @@ async def colab_proxy(fake_backend: FakeBackend) -> AsyncIterator[str]:
     ],
 )
 @pytest.mark.parametrize(
-    "path", ["/http_over_websocket", "/http_over_websocket/diagnose"], ids=["session", "diagnose"]
+    "path",
+    [
+        "/http_over_websocket",
+        "/http_over_websocket/diagnose",
+        "/http_over_websocket/proxied_ws/plain-echo-ws",
+    ],
+    ids=["session", "diagnose", "proxied_ws"],
 )
 async def test_spoofed_origin_refused(
     colab_proxy: str, caplog: pytest.LogCaptureFixture, origin: str, path: str
@@ -774,6 +787,8 @@ async def test_auth_url_redirect_to_other_origin_not_followed(
             }
         await assert_accepts_new_sockets(proxy)
     assert fake_backend.auth_hits.count(path) == 1
+    # The log works (it has the auth URL's hit), and the redirect's target is not in it.
+    await wait_until(lambda: ("GET", path) in backend_log)
     assert not [uri for _, uri in backend_log if "steal" in uri]
     assert warned(caplog, "redirected to another origin")
 
