@@ -208,6 +208,16 @@ class PlainEchoWebSocket(_AnyOriginWebSocket):
         self.write_message(message, binary=isinstance(message, bytes))
 
 
+class CountedEchoWebSocket(PlainEchoWebSocket):
+    """An echo that counts its open connections (``FakeBackend.websockets_open``)."""
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        self.settings["websockets_open"] += 1
+
+    def on_close(self) -> None:
+        self.settings["websockets_open"] -= 1
+
+
 class CookiesWebSocket(_AnyOriginWebSocket):
     def on_message(self, message: str | bytes) -> None:
         self.write_message(
@@ -251,6 +261,7 @@ def make_app() -> tornado.web.Application:
             (r"/die-mid-body", DieMidBodyHandler),
             (r"/echoing-ws", EchoWebSocket),
             (r"/plain-echo-ws", PlainEchoWebSocket),
+            (r"/counted-echo-ws", CountedEchoWebSocket),
             (r"/headers-ws", HeadersWebSocket),
             (r"/close-on-first-message-ws", CloseOnFirstMessageWebSocket),
             (r"/subprotocol-ws", SubprotocolWebSocket),
@@ -258,6 +269,7 @@ def make_app() -> tornado.web.Application:
         ],
         auth_hits=[],
         slow_active={},
+        websockets_open=0,
         websocket_max_message_size=256 * 1024 * 1024,
     )
 
@@ -293,6 +305,12 @@ class FakeBackend:
         await self._stop.wait()
         server.stop()
         await server.close_all_connections()
+
+    @property
+    def websockets_open(self) -> int:
+        """Connections to /counted-echo-ws open right now."""
+        count: int = self.app.settings["websockets_open"]
+        return count
 
     def slow_active(self, tag: str) -> int:
         """How many /slow requests with this tag the backend is serving right now."""
