@@ -1,17 +1,27 @@
-"""Graceful shutdown: cancelling serve() lets in-flight work finish, then closes with 1001."""
+"""Graceful shutdown: cancelling serve() lets in-flight work finish, then closes with 1001.
+
+Also with a real kernel running a cell, its output flowing through both kinds of relay.
+"""
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from functools import partial
+from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import trio
 import trio_websocket
 
 import trio_httpws
+from trio_httpws.client import execute_request
 
-from .conftest import connect, read_frame, request_json, wait_until
+from .conftest import Jupyter, connect, fetch, read_frame, request_json, wait_until
 from .fake_backend import FakeBackend
+
+COLAB = "https://colab.research.google.com"
 
 
 async def test_cancelling_serve_finishes_requests_then_closes_with_1001(
@@ -78,3 +88,93 @@ async def test_shutdown_deadline_cancels_stuck_requests(fake_backend: FakeBacken
             assert info.value.reason.code == 1001
         # The stuck backend request was cancelled, its connection closed.
         await wait_until(lambda: fake_backend.slow_active("sd2") == 0, within=2)
+
+
+# -- with a real kernel running a cell ---------------------------------------------------------
+
+
+def jupyter_api(jupyter: Jupyter, method: str, path: str, body: Any = None) -> Any:
+    """One Jupyter REST call with the token, straight to Jupyter (blocking: run in a thread)."""
+    request = urllib.request.Request(
+        f"{jupyter.url}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"token {jupyter.token}"},
+        method=method,
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        text = response.read()
+    return json.loads(text) if text else None
+
+
+async def output_of(ws: trio_websocket.WebSocketConnection, msg_id: str) -> str:
+    """The first stdout text the cell ``msg_id`` printed, as seen on this socket."""
+    while True:
+        message = json.loads(await ws.get_message())
+        if (
+            message.get("parent_header", {}).get("msg_id") == msg_id
+            and message["msg_type"] == "stream"
+        ):
+            text: str = message["content"]["text"]
+            return text
+
+
+async def close_code(ws: trio_websocket.WebSocketConnection) -> int | None:
+    """Read (and drop) messages until the server closes the socket; its close code."""
+    with pytest.raises(trio_websocket.ConnectionClosed) as info:
+        await drain(ws)
+    return info.value.reason.code if info.value.reason is not None else None
+
+
+LONG_CELL = (
+    "import time\nfor i in range(1200):\n    print('tick', i, flush=True)\n    time.sleep(0.05)"
+)
+
+
+async def test_shutdown_with_a_kernel_running_a_cell(jupyter: Jupyter) -> None:
+    config = trio_httpws.Config(backend=jupyter.url, shutdown_timeout=1)
+    kernel = await trio.to_thread.run_sync(jupyter_api, jupyter, "POST", "/api/kernels", {})
+    channels = f"/api/kernels/{kernel['id']}/channels"
+    try:
+        async with trio.open_nursery() as outer:
+            server = trio.CancelScope()
+
+            async def run_server(task_status: trio.TaskStatus[int]) -> None:
+                with server:
+                    await trio_httpws.serve(config, task_status=task_status)
+
+            port = await outer.start(run_server)
+            base = f"http://127.0.0.1:{port}"
+            auth = urlencode({"jupyter_http_over_ws_auth_url": f"{base}/?token={jupyter.token}"})
+            colab = [("Origin", COLAB)]
+            async with (
+                connect(base, f"/http_over_websocket?{auth}", headers=colab) as tunnel,
+                connect(base, f"/http_over_websocket/proxied_ws{channels}?{auth}") as proxied,
+                connect(base, f"{channels}?token={jupyter.token}") as plain,
+            ):
+                # A cell printing for a minute: both relays carry its output.
+                msg_id, message = execute_request(LONG_CELL)
+                await proxied.send_message(message)
+                with trio.fail_after(60):
+                    assert (await output_of(proxied, msg_id)).startswith("tick")
+                    assert (await output_of(plain, msg_id)).startswith("tick")
+                response = await fetch(tunnel, "k", "GET", f"/api/kernels/{kernel['id']}")
+                assert json.loads(response.body)["execution_state"] == "busy"
+
+                server.cancel()
+                # Busy relays do not hold the shutdown: every socket closes as "going away"
+                # after the 1 s grace, while the cell still runs.
+                with trio.fail_after(10):
+                    for ws in (tunnel, proxied, plain):
+                        assert await close_code(ws) == 1001
+        with pytest.raises(OSError, match="connect"):
+            await trio.open_tcp_stream("127.0.0.1", port)
+        # The proxy stopping is not Jupyter stopping: the kernel lives on, still running it.
+        model = await trio.to_thread.run_sync(
+            jupyter_api, jupyter, "GET", f"/api/kernels/{kernel['id']}"
+        )
+        assert model["execution_state"] == "busy"
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(
+                jupyter_api, jupyter, "DELETE", f"/api/kernels/{kernel['id']}"
+            )
