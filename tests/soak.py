@@ -29,9 +29,9 @@ Checks (``evaluate``): no lost response (none without ``done`` within the per-re
 no mis-tagged frame, every body right, every kernel socket and reverse-proxy request kind
 answering. Resources: under load the proxy's fds never exceed what the work in flight can hold
 (a socket per client, a backend connection per request, two per kernel relay, the idle pool);
-the samples are cut in thirds (``resource_checks``): the first is the warm-up, and the last
-third's median RSS stays within 5 MB of the middle third's, its peak within 16 MB of the middle
-third's peak, its median fd count within 16; after the run the fds are back to the baseline
+the samples are cut in thirds (``resource_checks``): the first is the warm-up, the last
+third's second half has a median RSS within 2 MB of its first half's, and its RSS peak is
+within 16 MB and its fd peak within 16 of the middle third's; after the run the fds are back to the baseline
 plus the pool's idle keep-alive connections; the proxy exits 0 on SIGTERM. The samples are taken until every response is in, so
 the drain after the deadline counts as load too.
 """
@@ -94,14 +94,14 @@ class SoakConfig:
     #: Samples in each third of the load needed to judge flatness; fewer: not judged (a failure).
     min_third: int = 5
     interval: float = 1.0
-    #: The load's samples in thirds: the first is the warm-up (buffers and pools filling), not
-    #: judged; the last third's median RSS may exceed the middle third's by at most
-    #: rss_growth_mb (a leak keeps rising: it fails this; a plateau does not)...
-    rss_growth_mb: float = 5.0
-    #: ...and its peak the middle third's peak by at most rss_peak_mb (one late step, e.g. while
-    #: the last requests drain, is fine; a runaway at the end is not).
+    #: The load's samples in thirds (see resource_checks): the first is the warm-up, not
+    #: judged; the median RSS of the last third's second half may exceed its first half's by
+    #: at most this much...
+    rss_growth_mb: float = 2.0
+    #: ...and its peak may exceed the middle third's peak by at most this much (one late step,
+    #: e.g. while the last requests drain, is fine; a runaway at the end is not).
     rss_peak_mb: float = 16.0
-    #: fds: the last third's median minus the middle third's.
+    #: fds: the last third's peak may exceed the middle third's by at most this many.
     fd_trend: int = 16
     #: fds after the run: at most baseline + POOL_IDLE + this.
     fd_slack: int = 8
@@ -1026,39 +1026,44 @@ async def _settled(pid: int, baseline: Sample, cfg: SoakConfig) -> Sample:
 
 
 def resource_checks(samples: list[Sample], cfg: SoakConfig) -> list[Check]:
-    """RSS and fds under load: flat in the last third compared with the middle third.
+    """RSS and fds under load, judged on the last third of the samples.
 
-    The first third is the warm-up (the pool, hypercorn's and our buffers, the allocator's
-    arenas filling up to what the load needs), not judged. A plateau reached by the middle
-    third passes; a leak keeps growing through the last third, which then sits higher than the
-    middle one (by its growth rate times a third of the run), and fails.
+    The first third is mostly warm-up (the pool, hypercorn's and our buffers, the allocator's
+    arenas filling to what the load needs); on a slow machine the filling may go on through the
+    middle third. Judged: the median RSS of the last third's second half is within
+    ``rss_growth_mb`` of its first half's (a plateau reached before the last third passes at
+    any level, noise and one late step included; growth faster than ``rss_growth_mb`` per
+    sixth of the run fails: 0.2 MB/s in a 60 s run, 0.04 MB/s in 300 s), and the last third's
+    RSS and fd peaks are within a step of the middle third's.
     """
-    names = ("RSS flat in the last third", "RSS peak bounded", "fds flat in the last third")
+    names = ("RSS flat through the last third", "RSS peak bounded", "fds bounded")
     n = len(samples) // 3
     if n < cfg.min_third:
         detail = f"not judged: {len(samples)} samples, fewer than 3 x {cfg.min_third}"
         return [Check(name, None, detail) for name in names]
     middle, last = samples[n : 2 * n], samples[2 * n :]
-    span = f"middle third {middle[0].t:.0f}-{middle[-1].t:.0f} s, last {last[0].t:.0f}-{last[-1].t:.0f} s"
-    mid_rss, last_rss = median(x.rss_mb for x in middle), median(x.rss_mb for x in last)
+    half = len(last) // 2
+    early, late = median(x.rss_mb for x in last[:half]), median(x.rss_mb for x in last[half:])
     mid_peak, last_peak = max(x.rss_mb for x in middle), max(x.rss_mb for x in last)
-    mid_fds, last_fds = median(x.fds for x in middle), median(x.fds for x in last)
+    mid_fds, last_fds = max(x.fds for x in middle), max(x.fds for x in last)
     return [
         Check(
             names[0],
-            last_rss <= mid_rss + cfg.rss_growth_mb,
-            f"median {last_rss:.1f} MB vs {mid_rss:.1f} MB (allowed +{cfg.rss_growth_mb:g}); "
-            + span,
+            late <= early + cfg.rss_growth_mb,
+            f"median {late:.1f} MB in {last[half].t:.0f}-{last[-1].t:.0f} s vs {early:.1f} MB "
+            f"in {last[0].t:.0f}-{last[half - 1].t:.0f} s (allowed +{cfg.rss_growth_mb:g})",
         ),
         Check(
             names[1],
             last_peak <= mid_peak + cfg.rss_peak_mb,
-            f"peak {last_peak:.1f} MB vs {mid_peak:.1f} MB (allowed +{cfg.rss_peak_mb:g})",
+            f"last third's peak {last_peak:.1f} MB vs the middle third's {mid_peak:.1f} MB "
+            f"({middle[0].t:.0f}-{middle[-1].t:.0f} s; allowed +{cfg.rss_peak_mb:g})",
         ),
         Check(
             names[2],
             last_fds <= mid_fds + cfg.fd_trend,
-            f"median {last_fds:.0f} vs {mid_fds:.0f} (allowed +{cfg.fd_trend})",
+            f"last third's peak {last_fds} vs the middle third's {mid_fds} "
+            f"(allowed +{cfg.fd_trend})",
         ),
     ]
 

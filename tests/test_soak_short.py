@@ -5,6 +5,8 @@ The full soak (200 sockets x 10 in flight for 60 s, RSS and fd flatness) is ``no
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from .conftest import Jupyter
@@ -59,9 +61,9 @@ def verdict(rss_mb: list[float], fds: int | list[int] = 300) -> dict[str, bool |
 
 
 ALL_PASS = {
-    "RSS flat in the last third": True,
+    "RSS flat through the last third": True,
     "RSS peak bounded": True,
-    "fds flat in the last third": True,
+    "fds bounded": True,
 }
 
 
@@ -70,29 +72,39 @@ def test_a_plateau_passes() -> None:
     # noise, and a one-time step while the last requests drain, which the old "peak within 10 MB
     # of the warm-up's end" check failed.
     climb = [100 + 65 * t / 15 for t in range(15)]
-    plateau = [165 + (t % 3) - 1 for t in range(40)]
-    assert verdict(climb + plateau + [176] * 5) == ALL_PASS
+    noise = random.Random(1)
+    plateau = [165 + noise.uniform(-1.5, 1.5) for _ in range(40)]
+    assert verdict(climb + plateau + [176] * 3) == ALL_PASS
 
 
-@pytest.mark.parametrize("mb_per_s", [0.5, 2.0])
+def test_a_slow_warm_up_then_a_plateau_passes() -> None:
+    # A real run on a loaded machine (50 sockets x 4 in flight, 30 s of load, 60 s with the
+    # drain): RSS still rose through the middle third and was flat for the last 25 samples.
+    rss = [44] * 7 + [45, 48, 53, 55, 58, 63, 67, 71, 76, 82, 86, 89, 92, 95, 96, 99, 101, 104]
+    rss += [105, 107, 108, 109, 110, 112, 113, 115, 116, 118] + [120] * 25
+    assert verdict(rss) == ALL_PASS
+
+
+@pytest.mark.parametrize("mb_per_s", [0.25, 0.5, 2.0])
 def test_steady_growth_fails(mb_per_s: float) -> None:
-    # A leak of half a MB a second: 10 MB between the thirds' medians.
     result = verdict([100 + mb_per_s * t for t in range(60)])
-    assert result["RSS flat in the last third"] is False
-    assert result["fds flat in the last third"] is True
+    assert result["RSS flat through the last third"] is False
+    assert result["fds bounded"] is True
+
+
+def test_growth_that_continues_after_a_plateau_fails() -> None:
+    # Flat for a while, then a leak starts: 0.3 MB/s through the last third.
+    result = verdict([150.0] * 40 + [150 + 0.3 * t for t in range(1, 21)])
+    assert result["RSS flat through the last third"] is False
 
 
 def test_a_late_runaway_fails_on_its_peak() -> None:
     result = verdict([165.0] * 55 + [165 + 10 * t for t in range(1, 6)])
-    assert result["RSS flat in the last third"] is True  # the median does not see it...
-    assert result["RSS peak bounded"] is False  # ...the peak does
+    assert result["RSS peak bounded"] is False
 
 
 def test_growing_fds_fail() -> None:
-    assert (
-        verdict([165.0] * 60, fds=[300 + t for t in range(60)])["fds flat in the last third"]
-        is False
-    )
+    assert verdict([165.0] * 60, fds=[300 + t for t in range(60)])["fds bounded"] is False
 
 
 def test_too_short_a_run_is_not_judged() -> None:

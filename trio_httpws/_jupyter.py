@@ -96,7 +96,8 @@ class ProcessTree:
 
         self._psutil = psutil
         self._root = psutil.Process(pid)
-        self._seen: dict[int, psutil.Process] = {}
+        # psutil.Process compares by pid and start time: a reused pid is a new process.
+        self._seen: set[psutil.Process] = set()
 
     def refresh(self) -> list[psutil.Process]:
         """Look at the tree now (blocking: a walk over the system's processes); the new ones."""
@@ -104,9 +105,8 @@ class ProcessTree:
             children = self._root.children(recursive=True)
         except self._psutil.Error:
             return []
-        new = [child for child in children if child.pid not in self._seen]
-        for child in new:
-            self._seen[child.pid] = child
+        new = [child for child in children if child not in self._seen]
+        self._seen.update(new)
         return new
 
     async def watch(self, interval: float) -> None:
@@ -116,7 +116,7 @@ class ProcessTree:
             await trio.sleep(interval)
 
     def survivors(self) -> list[psutil.Process]:
-        return [child for child in self._seen.values() if child.is_running()]
+        return [child for child in self._seen if child.is_running()]
 
     def stop_survivors(self, grace: float) -> list[psutil.Process]:
         """Terminate what is left, kill what does not stop within ``grace``; what was left."""
@@ -149,7 +149,7 @@ async def running_jupyter(
         import psutil  # noqa: F401
     except ImportError:
         raise JupyterStartError(
-            "no --backend given and jupyter_server is not installed: "
+            "no --backend given and jupyter_server (or psutil) is not installed: "
             "pip install 'trio_httpws[jupyter]', or pass --backend URL"
         ) from None
     port = free_port()
