@@ -159,7 +159,7 @@ async def test_reverse_http_leaves_no_task_socket_or_fd(fake_backend: FakeBacken
 @pytest.mark.xfail(
     strict=True,
     reason="bug: the reverse proxy watches for the client leaving only once the backend's "
-    "response has started (trio_httpws/_asgi.py), so a request waiting for its response runs "
+    "response has started (trio_httpws/_reverse.py), so a request waiting for its response runs "
     "on at the backend until the backend answers or read_timeout",
 )
 async def test_reverse_http_client_leaving_before_the_response_cancels_it(
