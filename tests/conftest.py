@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import functools
+import inspect
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -24,6 +27,52 @@ import trio_httpws
 from trio_httpws._jupyter import free_port, jupyter_command
 
 from .fake_backend import FakeBackend
+
+# -- a hung test fails alone ------------------------------------------------------------------
+#
+# pytest-timeout (pyproject.toml) stops a hung test, but its exception arrives from a signal in
+# the middle of trio's run loop, which leaves trio unusable for every later test. So each trio
+# test also gets a watchdog that fails it through trio (cancelling it cleanly) a little before:
+# pytest-timeout, set to kill the process, is only the backstop for a loop that is blocked.
+
+
+def timeout_of(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    return float(item.config.getini("timeout"))
+
+
+def with_watchdog(test: Callable[..., Awaitable[None]], limit: float) -> Callable[..., Any]:
+    """``test``, failed with TimeoutError (its tasks cancelled) after ``limit`` real seconds."""
+
+    @functools.wraps(test)
+    async def watched(*args: Any, **kwargs: Any) -> None:
+        finished = threading.Event()
+
+        async def watchdog() -> None:
+            # Real seconds, in a thread: a test on trio's autojump clock skips virtual time.
+            if not await trio.to_thread.run_sync(finished.wait, limit, abandon_on_cancel=True):
+                raise TimeoutError(f"test still running after {limit:g} s: cancelled")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watchdog)
+            try:
+                await test(*args, **kwargs)
+            finally:
+                finished.set()
+
+    return watched
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if (
+            isinstance(item, pytest.Function)
+            and inspect.iscoroutinefunction(item.obj)
+            and not hasattr(item.obj, "hypothesis")  # pytest-trio unwraps those itself
+        ):
+            item.obj = with_watchdog(item.obj, 0.9 * timeout_of(item))
 
 
 @pytest.fixture(scope="session")
