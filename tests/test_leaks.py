@@ -156,12 +156,6 @@ async def test_reverse_http_leaves_no_task_socket_or_fd(fake_backend: FakeBacken
         assert (s.proxy.pool.opened, s.proxy.pool.idle_count) == (1, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the reverse proxy watches for the client leaving only once the backend's "
-    "response has started (trio_httpws/_reverse.py), so a request waiting for its response runs "
-    "on at the backend until the backend answers or read_timeout",
-)
 async def test_reverse_http_client_leaving_before_the_response_cancels_it(
     fake_backend: FakeBackend,
 ) -> None:
