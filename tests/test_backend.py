@@ -6,16 +6,19 @@ the wire is ours to script; no sockets involved.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
 
 import h11
 import pytest
 import trio
 import trio.testing
 
-from trio_httpws._backend import BackendPool
+from trio_httpws._backend import BackendPool, Body, _ConnectionLost, _socket_readable, may_replay
 from trio_httpws._config import BackendURL
-from trio_httpws._errors import BackendError, BackendTimeout
+from trio_httpws._errors import BackendBusy, BackendError, BackendTimeout
 
 BACKEND = BackendURL("http", "backend.test", 80)
 Server = Callable[[trio.abc.Stream], Awaitable[None]]
@@ -319,4 +322,288 @@ async def test_requests_beyond_max_connections_wait_for_a_slot() -> None:
             release.set()
         assert results == [(200, b"done")] * 8
         assert peak == 3
+        nursery.cancel_scope.cancel()
+
+
+# -- never replayed (issue 9) ---------------------------------------------------------------
+
+
+async def test_post_that_times_out_is_sent_once(autojump_clock: trio.testing.MockClock) -> None:
+    """With idle connections in the pool, a POST without an answer is still sent only once."""
+    received: list[bytes] = []
+
+    async def serve(stream: trio.abc.Stream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                conn.receive_data(data)
+            elif isinstance(event, h11.ConnectionClosed):
+                return
+            elif isinstance(event, h11.Request):
+                received.append(event.method)
+            elif isinstance(event, h11.EndOfMessage):
+                if received[-1] == b"POST":
+                    await trio.sleep_forever()  # the handler hangs
+                for out in ok(b"fine"):
+                    await stream.send_all(conn.send(out) or b"")
+                conn.start_next_cycle()
+
+    async with trio.open_nursery() as nursery:
+        pool = BackendPool(BACKEND, opener=Opener(nursery, serve), read_timeout=1)
+        # Four idle keep-alive connections, as a busy socket leaves behind.
+        async with trio.open_nursery() as warm:
+            for _ in range(4):
+                warm.start_soon(get, pool)
+        assert pool.idle_count == 4
+        start = trio.current_time()
+        with pytest.raises(BackendTimeout, match="sent nothing for 1s"):
+            await get(pool, "/api/contents", b"payload")
+        assert trio.current_time() - start == pytest.approx(1)
+        assert received.count(b"POST") == 1
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"])
+async def test_idempotent_request_on_a_reset_connection_is_retried_once(method: str) -> None:
+    """The backend closes a kept-alive connection as our request arrives: sent again, once."""
+    seen: list[tuple[int, bytes]] = []  # (connection number, method)
+
+    async def serve(stream: trio.abc.Stream) -> None:
+        number = len(opener.client_streams)
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(65536))
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+                elif isinstance(event, h11.Request):
+                    seen.append((number, event.method))
+                elif isinstance(event, h11.EndOfMessage):
+                    if len(seen) == 2:
+                        return  # the second request on connection 1: closed, nothing answered
+                    answer = [h11.Response(status_code=200, headers=[("Content-Length", "2")])]
+                    if seen[-1][1] != b"HEAD":
+                        answer += [h11.Data(data=b"ok")]
+                    for out in [*answer, h11.EndOfMessage()]:
+                        await stream.send_all(conn.send(out) or b"")
+                    conn.start_next_cycle()
+        finally:
+            await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        opener = Opener(nursery, serve)
+        pool = BackendPool(BACKEND, opener=opener)
+        async with pool.request("GET", "/", [(b"host", b"b")]) as resp:
+            await resp.read()
+        body = b"same again" if method in ("PUT", "DELETE") else None
+        async with pool.request(method, "/", [(b"host", b"b")], body) as resp:
+            assert resp.status == 200
+            await resp.read()
+        assert [m for _, m in seen] == [b"GET", method.encode(), method.encode()]
+        assert [n for n, _ in seen] == [1, 1, 2]
+        assert pool.opened == 2
+        await pool.aclose()
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH", "PUT-streamed", "CUSTOM"])
+async def test_other_requests_on_a_reset_connection_are_not_retried(method: str) -> None:
+    seen: list[bytes] = []
+
+    async def serve(stream: trio.abc.Stream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(65536))
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+                elif isinstance(event, h11.Request):
+                    seen.append(event.method)
+                elif isinstance(event, h11.EndOfMessage):
+                    if len(seen) == 2:
+                        return
+                    for out in ok(b"ok"):
+                        await stream.send_all(conn.send(out) or b"")
+                    conn.start_next_cycle()
+        finally:
+            await stream.aclose()
+
+    async def streamed() -> AsyncIterator[bytes]:
+        yield b"piece"
+
+    async with trio.open_nursery() as nursery:
+        pool = BackendPool(BACKEND, opener=Opener(nursery, serve))
+        assert await get(pool) == (200, b"ok")
+        name = method.split("-")[0]
+        body: Body = streamed() if method.endswith("streamed") else b"body"
+        with pytest.raises(BackendError, match="without a response"):
+            async with pool.request(name, "/", [(b"host", b"b")], body):
+                pass
+        assert seen == [b"GET", name.encode()]
+        assert pool.opened == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_get_with_response_bytes_before_the_reset_is_not_retried() -> None:
+    seen: list[bytes] = []
+
+    async def serve(stream: trio.abc.Stream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.ConnectionClosed):
+                return
+            elif isinstance(event, h11.Request):
+                seen.append(event.method)
+            elif isinstance(event, h11.EndOfMessage):
+                if len(seen) == 2:
+                    await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Le")
+                    await stream.aclose()
+                    return
+                for out in ok(b"ok"):
+                    await stream.send_all(conn.send(out) or b"")
+                conn.start_next_cycle()
+
+    async with trio.open_nursery() as nursery:
+        pool = BackendPool(BACKEND, opener=Opener(nursery, serve))
+        await get(pool)
+        with pytest.raises(BackendError) as info:
+            await get(pool)
+        assert not info.value.before_response
+        assert seen == [b"GET", b"GET"]
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def tcp_backend(
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+) -> AsyncIterator[BackendURL]:
+    """``handler`` serving each connection of a real listener on 127.0.0.1."""
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        yield BackendURL("http", "127.0.0.1", port)
+        nursery.cancel_scope.cancel()
+
+
+async def test_idle_connection_closed_by_the_backend_is_dropped_before_sending() -> None:
+    """Found by looking at the socket, not by losing a request: even a streamed POST works."""
+    requests_per_connection: list[int] = []
+    closed = trio.Event()
+
+    async def one_request_then_close(stream: trio.SocketStream) -> None:
+        requests_per_connection.append(0)
+        conn = h11.Connection(h11.SERVER)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(65536)
+                if not data:
+                    break
+                conn.receive_data(data)
+            elif isinstance(event, h11.ConnectionClosed):
+                return
+            elif isinstance(event, h11.Request):
+                requests_per_connection[-1] += 1
+            elif isinstance(event, h11.EndOfMessage):
+                for out in ok(b"ok"):  # keep-alive, yet closed right after
+                    await stream.send_all(conn.send(out) or b"")
+                break
+        await stream.aclose()
+        closed.set()
+
+    async def streamed() -> AsyncIterator[bytes]:
+        yield b"cannot be sent twice"
+
+    async with tcp_backend(one_request_then_close) as url:
+        pool = BackendPool(url)
+        assert await get(pool) == (200, b"ok")
+        await closed.wait()
+        assert pool.idle_count == 1
+        async with pool.request("POST", "/", [(b"host", b"b")], streamed()) as resp:
+            assert (resp.status, await resp.read()) == (200, b"ok")
+        assert requests_per_connection == [1, 1]
+        assert pool.opened == 2
+        await pool.aclose()
+
+
+async def test_socket_readable_sees_through_tls() -> None:
+    a, b = trio.socket.socketpair()
+    stream = trio.SSLStream(trio.SocketStream(a), ssl.create_default_context())
+    assert not _socket_readable(stream)
+    b.close()
+    assert _socket_readable(stream)
+    a.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "reused", "lost", "expected"),
+    [
+        ("GET", None, True, True, True),
+        ("PUT", b"x", True, True, True),
+        ("GET", None, False, True, False),  # a fresh connection failing is not the race
+        ("POST", b"x", True, True, False),
+        ("GET", None, True, False, False),  # a timeout
+    ],
+)
+def test_may_replay(
+    method: str, body: bytes | None, reused: bool, lost: bool, expected: bool
+) -> None:
+    exc = _ConnectionLost("x", before_response=True) if lost else BackendTimeout("t")
+    assert may_replay(method, body, reused, exc) is expected
+
+
+# -- deadlines (issue 9) ----------------------------------------------------------------------
+
+
+async def test_backend_that_stops_reading_the_body_times_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def reads_headers_only(stream: trio.abc.Stream) -> None:
+        await stream.receive_some(100)
+        await trio.sleep_forever()
+
+    async def lockstep_opener(backend: BackendURL) -> trio.abc.Stream:
+        client, server = trio.testing.lockstep_stream_pair()
+        nursery.start_soon(reads_headers_only, server)
+        return client
+
+    async with trio.open_nursery() as nursery:
+        pool = BackendPool(BACKEND, opener=lockstep_opener, write_timeout=9)
+        start = trio.current_time()
+        with pytest.raises(BackendTimeout, match="stopped reading the request for 9s"):
+            await get(pool, "/upload", b"x" * 1_000_000)
+        assert trio.current_time() - start == pytest.approx(9)
+        assert pool.idle_count == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_waiting_for_a_connection_slot_ends_in_backend_busy(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def never_answers(stream: trio.abc.Stream) -> None:
+        await stream.receive_some(65536)
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        pool = BackendPool(
+            BACKEND, opener=Opener(nursery, never_answers), max_connections=1, pool_timeout=4
+        )
+        nursery.start_soon(get, pool)  # holds the only slot
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        with pytest.raises(BackendBusy, match=r"all 1 connections .* stayed busy for 4s") as info:
+            await get(pool)
+        assert trio.current_time() - start == pytest.approx(4)
+        assert info.value.status == 503
         nursery.cancel_scope.cancel()

@@ -13,6 +13,7 @@ from ._asgi import TrioHttpWsApp, create_app
 from ._config import Config
 from ._errors import (
     AuthUrlError,
+    BackendBusy,
     BackendError,
     BackendTimeout,
     ClientDisconnected,
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PROTOCOL_VERSION",
     "AuthUrlError",
+    "BackendBusy",
     "BackendError",
     "BackendTimeout",
     "ClientDisconnected",

@@ -4,11 +4,18 @@ A connection goes back to the pool only after a request and its response were bo
 exchanged. Anything else (an exception, a cancellation, a half-read body, a protocol error) means
 we no longer know what is on the wire, so the connection is closed instead: it is never reused
 half-read.
+
+A request reaches the backend at most once unless replaying it is harmless: an idle connection
+the backend already closed is found (its socket is readable) and dropped before anything is sent
+on it, and a failed request is sent again only when it is idempotent, its body is still in hand,
+the pooled connection was lost before a single byte of a response came back, and no timeout
+was involved.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -17,7 +24,7 @@ import h11
 import trio
 
 from ._config import BackendURL
-from ._errors import BackendError, BackendTimeout
+from ._errors import BackendBusy, BackendError, BackendTimeout
 
 log = logging.getLogger("trio_httpws.backend")
 
@@ -28,18 +35,70 @@ Body = bytes | AsyncIterable[bytes] | None
 #: Bytes asked of the socket per read. 64 KiB matches the frame size, so a busy download fills
 #: each frame from one read without a second copy into a join.
 READ_SIZE = 65536
+#: Bytes handed to the socket under one write deadline: ``write_timeout`` bounds the time the
+#: backend may take to accept this much, so a large body is not one all-or-nothing deadline.
+WRITE_SIZE = 256 * 1024
+
+#: Methods whose repetition has the effect of one request (RFC 9110 9.2.2).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 def make_ssl_context(cafile: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile)
 
 
+class _ConnectionLost(BackendError):
+    """The connection was reset or closed by the backend (not a timeout, not invalid HTTP)."""
+
+
+def may_replay(method: str, body: Body, reused: bool, exc: BaseException) -> bool:
+    """Whether a request that failed with ``exc`` may be sent again on a fresh connection.
+
+    Only the race of a keep-alive connection the backend closed just as we reused it: anything
+    else (a timeout, a response already begun, a streamed body we no longer hold, a method whose
+    repetition has effects) could run the request twice or cannot be repeated at all.
+    """
+    return (
+        reused
+        and method in IDEMPOTENT_METHODS
+        and (body is None or isinstance(body, bytes))
+        and isinstance(exc, _ConnectionLost)
+        and exc.before_response
+    )
+
+
+def _socket_readable(stream: trio.abc.Stream) -> bool:
+    """True when an idle connection's socket has something to read: EOF, a reset, or stray bytes.
+
+    An idle keep-alive connection should have nothing to say; when it has, the backend closed it
+    (or broke the protocol) and sending a request on it would be lost. Streams that are not
+    sockets (memory streams in tests) cannot be checked and count as not readable.
+    """
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return False
+    fd = stream.socket.fileno()
+    if fd < 0:
+        return True
+    if hasattr(select, "poll"):
+        # poll, not select: select cannot watch a descriptor above FD_SETSIZE (1024), which a
+        # proxy holding many sockets reaches.
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)  # Windows: select takes any socket
+    return bool(readable)
+
+
 class _Connection:
-    __slots__ = ("h11", "stream")
+    __slots__ = ("h11", "response_bytes", "stream")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.h11 = h11.Connection(h11.CLIENT)
+        #: Whether any byte arrived since the current request was sent.
+        self.response_bytes = False
 
     def reusable(self) -> bool:
         return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
@@ -108,6 +167,8 @@ class BackendPool:
         max_connections: int = 100,
         connect_timeout: float = 10.0,
         read_timeout: float = 300.0,
+        write_timeout: float = 60.0,
+        pool_timeout: float = 60.0,
     ) -> None:
         self.backend = backend
         self._opener = opener or self._open_stream
@@ -115,10 +176,14 @@ class BackendPool:
         self._max_idle = max_idle
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self.pool_timeout = pool_timeout
+        self._max_connections = max_connections
         self._idle: list[_Connection] = []
         # Requests beyond this many at once wait for a slot instead of opening ever more
         # connections: 2000 requests in flight must not become a burst of 2000 connects that
         # overflows the backend's listen queue (measured in the soak: connect timeouts, 502s).
+        # The wait is bounded by pool_timeout, then answered with a 503.
         self._active = trio.Semaphore(max_connections)
         #: Connections opened so far: a test hook to check reuse and discard.
         self.opened = 0
@@ -160,9 +225,23 @@ class BackendPool:
         return stream
 
     async def _acquire(self) -> tuple[_Connection, bool]:
-        if self._idle:
-            return self._idle.pop(), True
+        while self._idle:
+            conn = self._idle.pop()
+            if not _socket_readable(conn.stream):
+                return conn, True
+            log.debug("idle connection to %s was closed by the backend; dropped", self.backend)
+            await _discard(conn)
         return _Connection(await self.open_stream()), False
+
+    async def _acquire_slot(self) -> None:
+        with trio.move_on_after(self.pool_timeout):
+            await self._active.acquire()
+            return
+        raise BackendBusy(
+            f"all {self._max_connections} connections to backend {self.backend} stayed busy "
+            f"for {self.pool_timeout:g}s",
+            before_response=True,
+        )
 
     async def _release(self, conn: _Connection) -> None:
         if conn.reusable() and len(self._idle) < self._max_idle:
@@ -184,15 +263,30 @@ class BackendPool:
     # -- wire --------------------------------------------------------------------------------
 
     async def _send(self, conn: _Connection, *events: h11.Event) -> None:
-        data = b"".join(conn.h11.send(event) or b"" for event in events)
-        if data:
-            try:
-                await conn.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise BackendError(
-                    f"connection to backend {self.backend} lost while sending: {exc}",
+        # h11 hands a body back uncopied (passthrough); joining only small pieces keeps a small
+        # request to one write without copying a large body on the event loop.
+        pieces = [p for e in events for p in conn.h11.send_with_data_passthrough(e) or ()]
+        if sum(map(len, pieces)) <= WRITE_SIZE:
+            pieces = [b"".join(pieces)]
+        for piece in pieces:
+            await self._send_piece(conn, memoryview(piece))
+
+    async def _send_piece(self, conn: _Connection, view: memoryview) -> None:
+        for start in range(0, len(view), WRITE_SIZE):
+            with trio.CancelScope(deadline=trio.current_time() + self.write_timeout) as scope:
+                try:
+                    await conn.stream.send_all(view[start : start + WRITE_SIZE])
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    raise _ConnectionLost(
+                        f"connection to backend {self.backend} lost while sending: {exc}",
+                        before_response=True,
+                    ) from exc
+            if scope.cancelled_caught:
+                raise BackendTimeout(
+                    f"backend {self.backend} stopped reading the request for "
+                    f"{self.write_timeout:g}s",
                     before_response=True,
-                ) from exc
+                )
 
     async def _feed(self, conn: _Connection) -> None:
         # A bare CancelScope rather than trio.fail_after: this runs for every read, and the
@@ -202,9 +296,17 @@ class BackendPool:
             try:
                 data = await conn.stream.receive_some(READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise BackendError(f"connection to backend {self.backend} lost: {exc}") from exc
+                raise _ConnectionLost(f"connection to backend {self.backend} lost: {exc}") from exc
         if scope.cancelled_caught:
             raise BackendTimeout(f"backend {self.backend} sent nothing for {self.read_timeout:g}s")
+        if data:
+            conn.response_bytes = True
+        elif not conn.response_bytes:
+            # h11 calls this invalid HTTP; it is the backend closing a kept-alive connection.
+            raise _ConnectionLost(
+                f"backend {self.backend} closed the connection without a response",
+                before_response=True,
+            )
         conn.h11.receive_data(bytes(data))
 
     def _next_buffered_event(self, conn: _Connection) -> h11.Event | type[h11.NEED_DATA]:
@@ -227,6 +329,7 @@ class BackendPool:
     async def _exchange(
         self, conn: _Connection, request: h11.Request, body: Body
     ) -> BackendResponse:
+        conn.response_bytes = False
         if body is None or isinstance(body, bytes):
             # One write for the whole request: a small request costs one syscall, not three.
             data = [h11.Data(data=body)] if body else []
@@ -241,16 +344,14 @@ class BackendPool:
             try:
                 event = await self._next_event(conn)
             except BackendError as exc:
-                # Nothing of a response yet: the request may be retried on a fresh connection
-                # when the failure was a pooled connection the backend had already closed.
-                exc.before_response = True
+                exc.before_response = not conn.response_bytes
                 raise
             if type(event) is h11.Response:
                 return BackendResponse(self, conn, event)
             if type(event) is h11.InformationalResponse:
                 continue  # 100 Continue and friends: the final response follows
             if type(event) is h11.ConnectionClosed:
-                raise BackendError(
+                raise _ConnectionLost(
                     f"backend {self.backend} closed the connection without a response",
                     before_response=True,
                 )
@@ -275,25 +376,24 @@ class BackendPool:
             request = h11.Request(method=method, target=target, headers=all_headers)
         except h11.LocalProtocolError as exc:
             raise BackendError(f"cannot send this request: {exc}") from exc
-        # A pooled connection may have been closed by the backend while idle; that is only
-        # known once we use it. Retrying is safe when the body can be sent again.
-        replayable = isinstance(body, bytes) or body is None
-        await self._active.acquire()
+        await self._acquire_slot()
         try:
-            while True:
-                conn, reused = await self._acquire()
+            conn, reused = await self._acquire()
+            try:
                 try:
                     response = await self._exchange(conn, request, body)
                 except BackendError as exc:
+                    # The backend may close an idle connection just after our readability
+                    # check: the one case where sending the request again is right.
+                    if not may_replay(method, body, reused, exc):
+                        raise
+                    log.debug("pooled connection to %s was lost; retrying once", self.backend)
                     await _discard(conn)
-                    if reused and replayable and exc.before_response:
-                        log.debug("pooled connection to %s was stale; retrying", self.backend)
-                        continue
-                    raise
-                except BaseException:
-                    await _discard(conn)
-                    raise
-                break
+                    conn = _Connection(await self.open_stream())
+                    response = await self._exchange(conn, request, body)
+            except BaseException:
+                await _discard(conn)
+                raise
             try:
                 yield response
             except BaseException:

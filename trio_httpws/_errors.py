@@ -18,14 +18,23 @@ class AuthUrlError(HttpOverWsError):
 class BackendError(HttpOverWsError):
     """The backend could not be reached, or broke the HTTP protocol or the connection."""
 
+    #: The HTTP status the client gets for this failure.
+    status = 502
+
     def __init__(self, message: str, *, before_response: bool = False) -> None:
         super().__init__(message)
-        #: True when nothing of a response had arrived: the request may be retried elsewhere.
+        #: True when no byte of a response had arrived.
         self.before_response = before_response
 
 
 class BackendTimeout(BackendError):
-    """The backend did not connect or answer within the configured timeout."""
+    """The backend did not connect, answer or read our request within the configured timeout."""
+
+
+class BackendBusy(BackendError):
+    """Every connection to the backend (``max_connections``) stayed busy for ``pool_timeout``."""
+
+    status = 503
 
 
 class ClientDisconnected(HttpOverWsError):
