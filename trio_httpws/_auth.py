@@ -34,8 +34,9 @@ class AuthCookies:
     the next request tries again, so a backend restart does not poison the socket.
     """
 
-    def __init__(self, pool: BackendPool, upgrade: Upgrade) -> None:
+    def __init__(self, pool: BackendPool, upgrade: Upgrade, timeout: float) -> None:
         self._pool = pool
+        self._timeout = timeout
         self._upgrade = upgrade
         self._auth_url = upgrade.params.get(AUTH_URL_PARAM) or None
         self._own = parse_cookie_header(header_values(upgrade.headers, b"cookie"))
@@ -49,7 +50,13 @@ class AuthCookies:
         async with self._lock:
             if self._cookies is None:
                 assert self._auth_url is not None
-                fetched = await self._fetch(self._auth_url)
+                # One deadline for the whole fetch: a backend that trickles a byte per
+                # read_timeout, or redirects slowly, must not hold the socket's requests forever.
+                fetched: dict[str, str] | None = None
+                with trio.move_on_after(self._timeout):
+                    fetched = await self._fetch(self._auth_url)
+                if fetched is None:
+                    raise AuthUrlError(f"fetching the auth URL took over {self._timeout:g}s")
                 self._cookies = {**self._own, **fetched}
         return self._cookies
 

@@ -75,9 +75,22 @@ class Config:
     max_message_size: int = 64 * MiB
     #: Requests running at once per client socket; further ones wait for a slot.
     max_in_flight: int = 64
-    #: Seconds to connect to the backend, and to wait for each read from it.
+    #: Request body bytes one client socket may hold (waiting or being sent); past it the socket
+    #: is not read until requests finish. One message larger than this still runs, alone.
+    max_pending_bytes: int = 128 * MiB
+    #: Messages above this size are parsed and base64-decoded in a worker thread, so one huge
+    #: message does not stall every other socket.
+    thread_parse_threshold: int = 1 * MiB
+    #: Seconds to connect to the backend, and to wait for each read from it (a response, its
+    #: next bytes, a WebSocket handshake's answer).
     connect_timeout: float = 10.0
     read_timeout: float = 300.0
+    #: Seconds the backend may take to accept each 256 KiB of a request.
+    write_timeout: float = 60.0
+    #: Seconds a request may wait for one of the ``max_connections`` slots before a 503.
+    pool_timeout: float = 60.0
+    #: Seconds the whole auth-URL fetch (redirects included) may take.
+    auth_timeout: float = 30.0
     #: Idle keep-alive connections kept to the backend.
     max_idle_connections: int = 32
     #: Requests sent to the backend at once (over all client sockets); more wait for a slot.
@@ -107,13 +120,23 @@ class Config:
         for name in (
             "max_message_size",
             "max_in_flight",
+            "max_pending_bytes",
             "max_idle_connections",
             "max_connections",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
-        for name in ("connect_timeout", "read_timeout", "shutdown_timeout"):
-            if getattr(self, name) <= 0:
+        if self.thread_parse_threshold < 0:
+            raise ConfigError("thread_parse_threshold must be 0 or more")
+        for name in (
+            "connect_timeout",
+            "read_timeout",
+            "write_timeout",
+            "pool_timeout",
+            "auth_timeout",
+            "shutdown_timeout",
+        ):
+            if not getattr(self, name) > 0:  # "not >": NaN is refused too
                 raise ConfigError(f"{name} must be positive")
 
     def replace(self, **changes: object) -> Config:
@@ -215,10 +238,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("base_url", _text, "the backend's Jupyter base_url (default /)", "PATH"),
     Setting("max_message_size", _positive_int, "largest WebSocket message in bytes", "BYTES"),
     Setting("max_in_flight", _positive_int, "requests running at once per client socket"),
+    Setting(
+        "max_pending_bytes",
+        _positive_int,
+        "request body bytes one client socket may hold before it is not read",
+        "BYTES",
+    ),
     Setting("max_connections", _positive_int, "requests at the backend at once, all sockets"),
     Setting("max_idle_connections", _positive_int, "idle keep-alive connections to the backend"),
     Setting("connect_timeout", _positive_float, "seconds to connect to the backend", "S"),
     Setting("read_timeout", _positive_float, "seconds to wait for each backend read", "S"),
+    Setting("write_timeout", _positive_float, "seconds for the backend to take 256 KiB", "S"),
+    Setting("pool_timeout", _positive_float, "seconds to wait for a backend slot (then 503)", "S"),
+    Setting("auth_timeout", _positive_float, "seconds for the whole auth-URL fetch", "S"),
     Setting("shutdown_timeout", _positive_float, "grace for in-flight work at shutdown", "S"),
     Setting("backend_ca", _text, "CA bundle (PEM) for an https backend", "PEM"),
 )

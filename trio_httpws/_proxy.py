@@ -57,6 +57,8 @@ class Proxy:
             max_connections=config.max_connections,
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
+            write_timeout=config.write_timeout,
+            pool_timeout=config.pool_timeout,
         )
         self._shutdown: trio.Event | None = None
 

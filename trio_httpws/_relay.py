@@ -40,6 +40,12 @@ UNCAUGHT_RELAY_TEXT = "Uncaught error when proxying request"
 #: Messages trio-websocket may hold from the backend before we forward them.
 BACKEND_QUEUE = 4
 RELAY_READ_SIZE = 256 * 1024
+#: Seconds the backend gets to answer our close frame; then its stream is closed regardless.
+CLOSE_TIMEOUT = 5.0
+
+
+class _HandshakeTimeout(Exception):
+    """The backend accepted the connection but did not answer the WebSocket handshake."""
 
 
 def sendable_close_code(code: int | None) -> int:
@@ -88,7 +94,7 @@ async def relay(
     shown = target.split("?", 1)[0]
     if tunnelled:
         try:
-            cookies = await AuthCookies(pool, upgrade).get()
+            cookies = await AuthCookies(pool, upgrade, config.auth_timeout).get()
         except AuthUrlError as exc:
             # A refusal we expect (another origin, a failing fetch), not a bug: a warning.
             log.warning("WebSocket %s: auth URL refused: %s", shown, exc)
@@ -120,19 +126,22 @@ async def relay(
         async with trio.open_nursery() as nursery:
             # trio-websocket reports a refused handshake from its reader task, i.e. through
             # this nursery, which is why the failure is handled around it below.
-            backend = await trio_websocket.wrap_client_stream(
-                nursery,
-                stream,  # type: ignore[arg-type]  # any trio Stream works; the hint is narrow
-                upgrade.host,
-                target,
-                subprotocols=upgrade.subprotocols or None,
-                extra_headers=headers,
-                message_queue_size=BACKEND_QUEUE,
-                max_message_size=config.max_message_size,
-                # trio-websocket reads 4 KiB at a time by default; 1 MB kernel messages then cost
-                # 256 reads each (measured: 1 MB echo 16-23 -> 29-38 MB/s with 256 KiB).
-                receive_buffer_size=RELAY_READ_SIZE,
-            )
+            with trio.move_on_after(config.read_timeout) as handshake:
+                backend = await trio_websocket.wrap_client_stream(
+                    nursery,
+                    stream,  # type: ignore[arg-type]  # any trio Stream works; the hint is narrow
+                    upgrade.host,
+                    target,
+                    subprotocols=upgrade.subprotocols or None,
+                    extra_headers=headers,
+                    message_queue_size=BACKEND_QUEUE,
+                    max_message_size=config.max_message_size,
+                    # trio-websocket reads 4 KiB at a time by default; 1 MB kernel messages then cost
+                    # 256 reads each (measured: 1 MB echo 16-23 -> 29-38 MB/s with 256 KiB).
+                    receive_buffer_size=RELAY_READ_SIZE,
+                )
+            if handshake.cancelled_caught:
+                raise _HandshakeTimeout(f"no handshake answer in {config.read_timeout:g}s")
             log.info("proxying WebSocket connection to %s", shown)
             try:
                 sock = await pending.accept(backend.subprotocol)
@@ -140,8 +149,7 @@ async def relay(
                 result.status = 101
                 await _pump_both(sock, backend, shutdown, result)
             finally:
-                with trio.CancelScope(shield=True):
-                    await backend.aclose()
+                await _close_backend(backend)
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         failure = _handshake_failure(group)
@@ -157,6 +165,10 @@ async def relay(
             log.info("backend refused WebSocket %s with HTTP %d", shown, status)
             await _fail(pending, tunnelled, status, f"backend refused: HTTP {status}")
             result.status = status
+        elif isinstance(failure, _HandshakeTimeout):
+            log.warning("WebSocket handshake with backend for %s: %s", shown, failure)
+            await _fail(pending, tunnelled, 504, "Gateway Timeout: backend handshake timed out")
+            result.status = 504
         else:
             log.warning("WebSocket handshake with backend for %s failed: %r", shown, failure)
             await _fail(pending, tunnelled, 502, "Bad Gateway: backend handshake failed")
@@ -165,6 +177,7 @@ async def relay(
 
 
 _HANDSHAKE_ERRORS = (
+    _HandshakeTimeout,
     trio_websocket.HandshakeError,
     trio_websocket.ConnectionClosed,
     trio.BrokenResourceError,
@@ -181,6 +194,16 @@ def _handshake_failure(group: BaseExceptionGroup[BaseException]) -> BaseExceptio
     while isinstance(leaf, BaseExceptionGroup):
         leaf = leaf.exceptions[0]
     return leaf
+
+
+async def _close_backend(
+    backend: trio_websocket.WebSocketConnection, code: int = 1000, reason: str | None = None
+) -> None:
+    # Shielded, so a cancelled relay still closes its backend socket; bounded, so a backend that
+    # never answers the close frame cannot hold the relay (or the server's shutdown) forever.
+    # trio-websocket closes the stream itself when its closing handshake is cut short.
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+        await backend.aclose(code, reason)
 
 
 async def _fail(pending: PendingSocket, tunnelled: bool, status: int, reason: str) -> None:
@@ -203,7 +226,7 @@ async def _pump_both(
                 message = await sock.receive()
                 await backend.send_message(message)
         except ClientDisconnected as exc:
-            await backend.aclose(sendable_close_code(exc.code), exc.reason or None)
+            await _close_backend(backend, sendable_close_code(exc.code), exc.reason or None)
         except trio_websocket.ConnectionClosed:
             return  # the backend is closing; the other pump passes its close on
         cancel.cancel()
@@ -218,14 +241,14 @@ async def _pump_both(
             code, reason = close_of(exc)
             await sock.close(sendable_close_code(code), reason)
         except ClientDisconnected:
-            await backend.aclose()
+            await _close_backend(backend)
         cancel.cancel()
 
     async def going_away(cancel: trio.CancelScope) -> None:
         assert shutdown is not None
         await shutdown.wait()
         await sock.close(GOING_AWAY, "server shutting down")
-        await backend.aclose(GOING_AWAY, "proxy shutting down")
+        await _close_backend(backend, GOING_AWAY, "proxy shutting down")
         cancel.cancel()
 
     async with trio.open_nursery() as nursery:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -190,7 +191,7 @@ async def _exchange(
                 return
     except BackendError as exc:
         log.warning("%s %s: %s", exchange.method, exchange.path, exc)
-        await exchange.answer(text_answer(502, f"Bad Gateway: {exc}"))
+        await exchange.answer(text_answer(exc.status, f"{HTTPStatus(exc.status).phrase}: {exc}"))
         return
     await exchange.body(b"", False)
 

@@ -12,6 +12,11 @@ The reader never waits on the backend. Every request task pushes its frames into
 channel that a single writer drains into the socket, so a client that reads slowly fills the
 channel, the request tasks block on it, stop reading from their backend connections, and TCP
 pushes back on the backend: memory stays bounded whatever the body size.
+
+The other direction is bounded too: the request bodies a socket holds (parsed, waiting for a slot
+or being sent) are counted, and the reader stops reading the socket while one more message would
+take them past ``max_pending_bytes``. A message above ``thread_parse_threshold`` is parsed in a
+worker thread, in steps that let the event loop (every other socket) run in between.
 """
 
 from __future__ import annotations
@@ -20,16 +25,19 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import trio
+from trio.lowlevel import RunVar
 
 from ._access import log_access
 from ._auth import AuthCookies
-from ._backend import BackendPool
+from ._backend import READ_SIZE, BackendPool
 from ._config import Config
 from ._errors import AuthUrlError, BackendError, ClientDisconnected
 from ._protocol import (
     GOING_AWAY,
+    MAX_FRAME_DATA,
     UNCAUGHT_ERROR_TEXT,
     CancelRequest,
     ErrorFrame,
@@ -40,6 +48,7 @@ from ._protocol import (
     error_frame,
     first_frame,
     parse_client_message,
+    parse_large_client_message,
     response_headers,
     split_body,
     upgrade_request_headers,
@@ -49,19 +58,43 @@ from ._socket import ClientSocket, Upgrade
 
 log = logging.getLogger("trio_httpws.session")
 
-#: Frames waiting for the socket, across all requests of one session. Each is at most ~87 KB of
-#: base64: the queue holds about 1.4 MB, and each request blocked on it holds one more frame and
-#: one held-back chunk, so a session's buffered output is bounded by roughly
-#: (16 + 2 x max_in_flight) x 87 KB (a few MB when many downloads run at once).
+#: Frames waiting for the socket, across all requests of one session (see response_buffer_bound).
 FRAME_QUEUE = 16
+
+
+def response_buffer_bound(max_in_flight: int) -> int:
+    """The most response body bytes one session holds, whatever the client's reading speed.
+
+    The frame queue plus the frame being written (64 KiB of body each), and per request the
+    held-back chunk and the chunk being framed (one backend read each). As base64 in frames this
+    is 4/3 as much: about 9.4 MB with the default 64 requests in flight.
+    """
+    return (FRAME_QUEUE + 1) * MAX_FRAME_DATA + max_in_flight * 2 * READ_SIZE
+
+
+#: Large messages parsed at once, over all sockets: each parse holds about twice its message.
+PARSE_THREADS = 2
+_parse_limiter: RunVar[trio.CapacityLimiter] = RunVar("trio_httpws_parse_limiter")
+
+
+def _limiter() -> trio.CapacityLimiter:
+    try:
+        return _parse_limiter.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(PARSE_THREADS)
+        _parse_limiter.set(limiter)
+        return limiter
 
 
 @dataclass
 class _Flight:
     """One request in flight."""
 
+    message_id_json: str
     scope: trio.CancelScope
     cancelled_by_client: bool = False
+    #: Response body bytes read from the backend and not yet queued for the socket.
+    held: int = 0
 
 
 class HttpOverWsSession:
@@ -79,7 +112,7 @@ class HttpOverWsSession:
         self._config = config
         self._pool = pool
         self._shutdown = shutdown
-        self._auth = AuthCookies(pool, upgrade)
+        self._auth = AuthCookies(pool, upgrade, config.auth_timeout)
         self._origin_class = config.origin_policy.classify(
             upgrade.origin, upgrade.scheme, upgrade.host
         ).value
@@ -91,9 +124,35 @@ class HttpOverWsSession:
         # a client cannot make us hold an unbounded number of parsed requests.
         self._queued = trio.Semaphore(config.max_in_flight * 4)
         # None is the writer's cue to close the socket as "going away", after the frames before it.
-        self._frames_in, self._frames_out = trio.open_memory_channel[str | None](FRAME_QUEUE)
+        # Each frame travels with the number of body bytes it carries, for the accounting below.
+        self._frames_in, self._frames_out = trio.open_memory_channel[tuple[str, int] | None](
+            FRAME_QUEUE
+        )
+        #: Request body bytes held (parsed and not finished); the reader waits above the budget.
+        self.pending_request_bytes = 0
+        self.peak_pending_request_bytes = 0
+        self._request_bytes_freed = trio.Event()
+        # Response body bytes queued for the socket (see buffered_response_bytes).
+        self._queued_bytes = 0
+        self.peak_buffered_response_bytes = 0
+        #: Messages parsed in a worker thread (a test hook).
+        self.thread_parses = 0
         #: Set once shutdown began and the last request finished.
         self._drained: trio.Event | None = None
+
+    @property
+    def buffered_response_bytes(self) -> int:
+        """Response body bytes read from the backend and not yet handed to the client socket."""
+        return self._queued_bytes + sum(f.held for f in self._flights.values())
+
+    def _note_response_bytes(self) -> None:
+        self.peak_buffered_response_bytes = max(
+            self.peak_buffered_response_bytes, self.buffered_response_bytes
+        )
+
+    async def _send_frame(self, frame: str, body_bytes: int = 0) -> None:
+        await self._frames_in.send((frame, body_bytes))
+        self._queued_bytes += body_bytes
 
     async def run(self) -> None:
         try:
@@ -119,17 +178,17 @@ class HttpOverWsSession:
                 if self._flights:
                     log.info("client went away; cancelling %d request(s)", len(self._flights))
                 return
-            parsed = parse_client_message(message)
+            parsed = await self._parse(message)
             if isinstance(parsed, ErrorFrame):
                 log.warning(
                     "refused message (id %s): %s", parsed.message_id_json, parsed.status_text
                 )
-                await self._frames_in.send(parsed.encode())
+                await self._send_frame(parsed.encode())
             elif isinstance(parsed, CancelRequest):
                 self._cancel(parsed.message_id_json)
             elif parsed.message_id_json in self._flights:
                 log.warning("refused duplicate in-flight message_id %s", parsed.message_id_json)
-                await self._frames_in.send(
+                await self._send_frame(
                     error_frame(
                         400,
                         "Invalid request: this message_id is already in flight.",
@@ -138,17 +197,51 @@ class HttpOverWsSession:
                 )
             else:
                 await self._queued.acquire()
-                flight = _Flight(trio.CancelScope())
+                size = len(parsed.body or b"")
+                await self._wait_for_budget(size)
+                self.pending_request_bytes += size
+                self.peak_pending_request_bytes = max(
+                    self.peak_pending_request_bytes, self.pending_request_bytes
+                )
+                flight = _Flight(parsed.message_id_json, trio.CancelScope())
                 self._flights[parsed.message_id_json] = flight
                 nursery.start_soon(self._request_task, parsed, flight)
 
+    async def _parse(self, message: str | bytes) -> ProxyRequest | CancelRequest | ErrorFrame:
+        if len(message) < self._config.thread_parse_threshold:
+            return parse_client_message(message)
+        # json.loads and base64 decoding hold the GIL for their whole run: a 40 MiB message in one
+        # call would stall the event loop (every socket) ~0.2 s even in a thread. The large-message
+        # parser works in ~1 MiB steps, so in a thread the loop gets the GIL between steps.
+        self.thread_parses += 1
+        return await trio.to_thread.run_sync(
+            parse_large_client_message, message, limiter=_limiter()
+        )
+
+    async def _wait_for_budget(self, size: int) -> None:
+        """Wait until ``size`` more request bytes fit in ``max_pending_bytes``.
+
+        A message larger than the budget waits until nothing else is held, then runs alone: the
+        socket then holds max(max_pending_bytes, max_message_size) at most.
+        """
+        budget = self._config.max_pending_bytes
+        while self.pending_request_bytes and self.pending_request_bytes + size > budget:
+            await self._request_bytes_freed.wait()
+
+    def _free_request_bytes(self, size: int) -> None:
+        self.pending_request_bytes -= size
+        self._request_bytes_freed.set()
+        self._request_bytes_freed = trio.Event()
+
     async def _writer(self, session_scope: trio.CancelScope) -> None:
         try:
-            async for frame in self._frames_out:
-                if frame is None:
+            async for item in self._frames_out:
+                if item is None:
                     await self._sock.close(GOING_AWAY, "server shutting down")
                     break
+                frame, body_bytes = item
                 await self._sock.send(frame)
+                self._queued_bytes -= body_bytes
         except ClientDisconnected:
             pass
         session_scope.cancel()
@@ -186,24 +279,25 @@ class HttpOverWsSession:
             with flight.scope:
                 async with self._slots:
                     try:
-                        await self._proxy(request)
+                        await self._proxy(request, flight)
                     except Exception:
                         # A bug of ours must cost this one request, not the socket's others.
                         log.exception("Uncaught error when proxying request %s", mid)
-                        await self._frames_in.send(error_frame(500, UNCAUGHT_ERROR_TEXT, mid))
+                        await self._send_frame(error_frame(500, UNCAUGHT_ERROR_TEXT, mid))
             # cancelled_caught: the cancel really cut the request short. A cancel that arrives as
             # the final frame is being queued finds nothing left to stop; a 499 then would be a
             # second final frame for this message_id.
             if flight.cancelled_by_client and flight.scope.cancelled_caught:
                 log.info("request %s cancelled by the client", mid)
-                await self._frames_in.send(error_frame(499, "Request cancelled by the client", mid))
+                await self._send_frame(error_frame(499, "Request cancelled by the client", mid))
         finally:
             del self._flights[mid]
+            self._free_request_bytes(len(request.body or b""))
             self._queued.release()
             if not self._flights and self._drained is not None:
                 self._drained.set()
 
-    async def _proxy(self, request: ProxyRequest) -> None:
+    async def _proxy(self, request: ProxyRequest, flight: _Flight) -> None:
         mid = request.message_id_json
         started = time.perf_counter()
         status = 0
@@ -213,7 +307,7 @@ class HttpOverWsSession:
         except AuthUrlError as exc:
             # A refusal we expect (another origin, a failing fetch), not a bug: a warning.
             log.warning("request %s: auth URL refused: %s", mid, exc)
-            await self._frames_in.send(error_frame(500, UNCAUGHT_ERROR_TEXT, mid))
+            await self._send_frame(error_frame(500, UNCAUGHT_ERROR_TEXT, mid))
             return
         headers = list(self._base_headers)
         if cookies:
@@ -230,20 +324,23 @@ class HttpOverWsSession:
                 # chunk was the last once the next read says so: hold one chunk back, as the
                 # original did, so existing clients see the same frames.
                 async for chunk in resp.iter_chunks():
+                    flight.held += len(chunk)
+                    self._note_response_bytes()
                     if pending is not None:
                         sent += len(pending)
                         first = await self._emit(
-                            mid, resp.status, resp.reason, frame_headers, pending, False, first
+                            flight, resp.status, resp.reason, frame_headers, pending, False, first
                         )
                     pending = chunk
                 sent += len(pending or b"")
                 last, pending = pending or b"", None
-                await self._emit(mid, resp.status, resp.reason, frame_headers, last, True, first)
+                await self._emit(flight, resp.status, resp.reason, frame_headers, last, True, first)
         except BackendError as exc:
             if first:
-                status = 502
+                status = exc.status
                 log.warning("request %s %s failed: %s", mid, request.method, exc)
-                await self._frames_in.send(error_frame(502, f"Bad Gateway: {exc}", mid))
+                text = f"{HTTPStatus(status).phrase}: {exc}"
+                await self._send_frame(error_frame(status, text, mid))
             else:
                 # Headers and some of the body went out already: the only honest ending is a final
                 # frame with an error status, so the client knows the body is truncated. The
@@ -251,10 +348,10 @@ class HttpOverWsSession:
                 if pending:
                     sent += len(pending)
                     await self._emit(
-                        mid, resp.status, resp.reason, frame_headers, pending, False, first
+                        flight, resp.status, resp.reason, frame_headers, pending, False, first
                     )
                 log.warning("response %s truncated after %d bytes: %s", mid, sent, exc)
-                await self._frames_in.send(
+                await self._send_frame(
                     error_frame(502, f"Bad Gateway: response truncated: {exc}", mid)
                 )
         finally:
@@ -271,7 +368,7 @@ class HttpOverWsSession:
 
     async def _emit(
         self,
-        mid: str,
+        flight: _Flight,
         status: int,
         reason: str,
         headers: dict[str, str],
@@ -280,6 +377,7 @@ class HttpOverWsSession:
         first: bool,
     ) -> bool:
         """Send ``data`` as one or more frames; returns the new value of ``first``."""
+        mid = flight.message_id_json
         pieces = split_body(data)
         last = len(pieces) - 1
         for i, piece in enumerate(pieces):
@@ -289,5 +387,6 @@ class HttpOverWsSession:
                 first = False
             else:
                 frame = data_frame(mid, piece, is_done)
-            await self._frames_in.send(frame)
+            await self._send_frame(frame, len(piece))
+            flight.held -= len(piece)
         return first
