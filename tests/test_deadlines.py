@@ -337,3 +337,40 @@ async def test_large_message_parsed_in_a_thread_is_byte_exact(fake_backend: Fake
     frames = [f for f in sock.sent if f["message_id"] == "big"]
     assert frames[0]["status"] == 200
     assert b"".join(base64.b64decode(f.get("data", "")) for f in frames) == body
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def test_issue9_settings_from_the_environment() -> None:
+    config = trio_httpws.Config.from_env(
+        {
+            "TRIO_HTTPWS_MAX_PENDING_BYTES": "1000",
+            "TRIO_HTTPWS_WRITE_TIMEOUT": "2.5",
+            "TRIO_HTTPWS_POOL_TIMEOUT": "3",
+            "TRIO_HTTPWS_AUTH_TIMEOUT": "4",
+        }
+    )
+    assert (
+        config.max_pending_bytes,
+        config.write_timeout,
+        config.pool_timeout,
+        config.auth_timeout,
+    ) == (1000, 2.5, 3.0, 4.0)
+    with pytest.raises(trio_httpws.ConfigError, match="TRIO_HTTPWS_POOL_TIMEOUT='soon'"):
+        trio_httpws.Config.from_env({"TRIO_HTTPWS_POOL_TIMEOUT": "soon"})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_pending_bytes", 0, "max_pending_bytes must be at least 1"),
+        ("write_timeout", 0, "write_timeout must be positive"),
+        ("pool_timeout", -1, "pool_timeout must be positive"),
+        ("auth_timeout", float("nan"), "auth_timeout must be positive"),
+        ("thread_parse_threshold", -1, "thread_parse_threshold must be 0 or more"),
+    ],
+)
+def test_issue9_settings_are_validated(field: str, value: float, message: str) -> None:
+    with pytest.raises(trio_httpws.ConfigError, match=message):
+        trio_httpws.Config(**{field: value})  # type: ignore[arg-type]

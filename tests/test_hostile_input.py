@@ -8,6 +8,7 @@ crashed (hypercorn's "Error in ASGI Framework").
 
 from __future__ import annotations
 
+import base64
 import collections
 import json
 import logging
@@ -40,7 +41,7 @@ from .conftest import (
     running_proxy,
     wait_until,
 )
-from .fake_backend import XSRF_VALUE, FakeBackend
+from .fake_backend import XSRF_VALUE, FakeBackend, pattern
 
 #: Bound on every test's waits: generous, as a hang is the failure we guard against.
 TIMEOUT = 10
@@ -506,6 +507,51 @@ async def test_duplicate_in_flight_message_id(proxy: str, caplog: pytest.LogCapt
             assert (again.status, again.body) == (200, b"ok")
             await assert_still_serves(ws)
     assert warned(caplog, "refused duplicate in-flight message_id")
+
+
+async def test_hostile_input_with_other_requests_in_flight(proxy: str) -> None:
+    """Refusals on a socket whose other requests are mid-flight: those finish byte-exact."""
+    hostile = [
+        ("invalid json", BAD_JSON),
+        ("[1, 2]", BAD_JSON),
+        (b"\x00binary", None),
+        (request_json("bad-path", "GET", "//evil.example/x"), 400),
+        (request_json("bad-method", "G ET", "/"), 400),
+        (request_json("slow-0", "GET", "/api/sessions"), 400),  # a duplicate in-flight id
+        (request_json("bad-b64", "POST", "/echo", body_base64="!!"), 400),
+    ]
+    with trio.fail_after(TIMEOUT):
+        async with connect(proxy) as ws:
+            for i in range(4):
+                await ws.send_message(request_json(f"slow-{i}", "GET", "/slow?delay=0.5"))
+            await ws.send_message(request_json("download", "GET", "/bytes?n=3000000&delay=0.02"))
+            for message, _ in hostile:
+                await ws.send_message(message)
+            finals: dict[str, dict[str, Any]] = {}
+            errors: list[dict[str, Any]] = []
+            body = b""
+            while len(finals) < 5 or len(errors) < len(hostile):
+                frame = await read_frame(ws)
+                mid = frame.get("message_id")
+                if frame.get("status", 200) >= 400:
+                    errors.append(frame)
+                    continue
+                if mid == "download":
+                    body += base64.b64decode(frame.get("data", ""))
+                if frame["done"]:
+                    finals[mid] = frame
+            await assert_still_serves(ws)
+    assert sorted(finals) == ["download", "slow-0", "slow-1", "slow-2", "slow-3"]
+    assert all(finals[f"slow-{i}"]["status"] == 200 for i in range(4))
+    assert body == pattern(3_000_000)
+    assert [e["status"] for e in errors] == [400] * len(hostile)
+    assert errors[0] == errors[1] == BAD_JSON
+    assert {e.get("message_id") for e in errors[3:]} == {
+        "bad-path",
+        "bad-method",
+        "slow-0",
+        "bad-b64",
+    }
 
 
 async def test_more_requests_than_in_flight_limit(fake_backend: FakeBackend) -> None:
