@@ -66,8 +66,8 @@ def response_buffer_bound(max_in_flight: int) -> int:
     """The most response body bytes one session holds, whatever the client's reading speed.
 
     The frame queue plus the frame being written (64 KiB of body each), and per request the
-    held-back chunk and the chunk being framed (one backend read each). As base64 in frames this
-    is 4/3 as much: about 9.4 MB with the default 64 requests in flight.
+    held-back chunk and the chunk being framed (one backend read each): 9.1 MiB with the default
+    64 requests in flight (4/3 as much once base64-encoded in frames).
     """
     return (FRAME_QUEUE + 1) * MAX_FRAME_DATA + max_in_flight * 2 * READ_SIZE
 

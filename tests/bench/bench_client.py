@@ -130,7 +130,7 @@ class HttpOverWs:
                 channel.close()
 
     async def _send(
-        self, method: str, path: str, body: bytes | None
+        self, method: str, path: str, body: bytes | None, as_base64: bool = False
     ) -> tuple[str, trio.MemoryReceiveChannel[dict[str, Any]]]:
         if self._broken:
             raise BenchFailure(self._broken)
@@ -138,7 +138,9 @@ class HttpOverWs:
         send, receive = trio.open_memory_channel[dict[str, Any]](FRAMES_PER_REQUEST)
         self._waiting[mid] = send
         message: dict[str, Any] = {"message_id": mid, "method": method, "path": path}
-        if body is not None:
+        if body is not None and as_base64:
+            message["body_base64"] = base64.b64encode(body).decode("ascii")
+        elif body is not None:
             # Text bodies: the original decodes body_base64 as UTF-8, so the bench sends text.
             message["body"] = body.decode()
         try:
@@ -163,8 +165,11 @@ class HttpOverWs:
         finally:
             self._waiting.pop(mid, None)
 
-    async def request(self, method: str, path: str, body: bytes | None = None) -> Reply:
-        mid, receive = await self._send(method, path, body)
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, as_base64: bool = False
+    ) -> Reply:
+        """``as_base64``: send the body as body_base64 (the original then decodes it as UTF-8)."""
+        mid, receive = await self._send(method, path, body, as_base64)
         status = 0
         parts: list[bytes] = []
         async for frame, data in self._frames(mid, receive):

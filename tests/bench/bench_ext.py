@@ -8,6 +8,7 @@ so each target pays the same auth cost it pays for ``/api/...``:
 - ``GET  /bench/bytes?n=N``  streams N bytes (Content-Length set) in 64 KiB writes, flushing
   after each, so the server never holds more than one block for a slow reader;
 - ``POST /bench/echo``       answers with the request body;
+- ``POST /bench/sink``       answers with the length of the request body;
 - ``WS   /bench/ws-echo``    echoes every message, text as text and binary as binary, reading
   the next message only once the echo was written (backpressure both ways).
 """
@@ -54,6 +55,12 @@ class EchoHandler(APIHandler):  # type: ignore[misc]
         self.write(self.request.body)
 
 
+class SinkHandler(APIHandler):  # type: ignore[misc]
+    @web.authenticated  # type: ignore[misc]
+    def post(self) -> None:
+        self.write(str(len(self.request.body)))
+
+
 class WsEchoHandler(websocket.WebSocketHandler, IPythonHandler):  # type: ignore[misc]
     def check_origin(self, origin: str) -> bool:
         # NotebookApp.allow_origin decides, as for the kernel channels.
@@ -76,7 +83,8 @@ def load_jupyter_server_extension(nb_app: Any) -> None:
         [
             (url_path_join(base, "/bench/bytes"), BytesHandler),
             (url_path_join(base, "/bench/echo"), EchoHandler),
+            (url_path_join(base, "/bench/sink"), SinkHandler),
             (url_path_join(base, "/bench/ws-echo"), WsEchoHandler),
         ],
     )
-    nb_app.log.info("bench_ext: /bench/bytes, /bench/echo, /bench/ws-echo")
+    nb_app.log.info("bench_ext: /bench/bytes, /bench/echo, /bench/sink, /bench/ws-echo")

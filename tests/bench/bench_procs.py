@@ -125,10 +125,16 @@ def start_proxy(backend: str, workdir: Path, app: str = "trio_httpws:app") -> Pr
     port = free_port()
     env = dict(os.environ)
     env.update(TRIO_HTTPWS_BACKEND=backend, TRIO_HTTPWS_ALLOW_ORIGIN="*")
+    # hypercorn's own limit is 16 MiB; scenario 7 sends a 53 MiB message (trio_httpws's 64 MiB
+    # default, as the trio-httpws command and trio_httpws.serve set it).
+    config = workdir / "hypercorn.toml"
+    config.write_text(f"websocket_max_message_size = {64 * 1024 * 1024}\n")
     command = [
         sys.executable,
         "-m",
         "hypercorn",
+        "--config",
+        str(config),
         "--worker-class",
         "trio",
         app,

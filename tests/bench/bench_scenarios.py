@@ -1,4 +1,4 @@
-"""The six scenarios of issue 3, each run against one target at a time.
+"""The scenarios of issues 3 and 9, each run against one target at a time.
 
 A scenario returns ``{metric_key: value}`` or raises (``BenchFailure``, a trio timeout, an
 ``OSError`` ...): the driver turns that into a ``fails (reason)`` cell.
@@ -6,10 +6,13 @@ A scenario returns ``{metric_key: value}`` or raises (``BenchFailure``, a trio t
 
 from __future__ import annotations
 
+import json
 import statistics
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import trio
@@ -45,6 +48,7 @@ class Settings:
     ws_big: int = 1 * MB
     ws_big_window: int = 4
     idle_sockets: int = 1000  # scenario 6
+    big_message: int = 40 * MiB  # scenario 7: the body of one POST (4/3 as much as base64)
     stall: float = 15.0  # a download with no data for this long fails as stalled
 
     @classmethod
@@ -414,3 +418,94 @@ async def idle_sockets(t: Target, s: Settings) -> dict[str, float]:
                 await close_all()
             nursery.cancel_scope.cancel()
     return {"s6_kb": (held - baseline) / s.idle_sockets / 1024}
+
+
+# -- 7: one huge message next to small requests ------------------------------------------------
+
+BIG_SENDER = Path(__file__).with_name("bench_bigsend.py")
+
+
+async def big_message(t: Target, s: Settings) -> dict[str, float]:
+    """Small requests on one socket while another process POSTs a 40 MiB body on another socket:
+    the slowest small request shows how long the big message stalled everyone else (issue 9).
+
+    Small requests reach the backend, which receives the big body too, so they also show the
+    backend's own stall (the direct column). The protocol targets also answer the diagnose
+    endpoint themselves: its slowest echo is the stall of the proxy alone.
+    """
+    async with trio.open_nursery() as nursery:
+        api = await t.api(nursery)
+        diagnose = None
+        if not t.direct:
+            url = protocol_url(t.base(), "/http_over_websocket/diagnose", t.token)
+            diagnose = await open_ws(nursery, url, [("Origin", BROWSER_ORIGIN)])
+        try:
+            for _ in range(s.warmup_requests):
+                await _ok(api)
+            kind = "direct" if t.direct else "protocol"
+            command = [sys.executable, str(BIG_SENDER), kind, t.base(), t.token, t.cookie or "-"]
+            sender = await trio.lowlevel.open_process(
+                [*command, str(s.big_message)], stdin=-1, stdout=-1
+            )
+            try:
+                lines = _lines(sender.stdout)  # type: ignore[arg-type]
+                with trio.fail_after(60):
+                    if await anext(lines) != "ready":
+                        raise BenchFailure("the big sender did not start")
+                result: dict[str, object] = {}
+                latencies: list[float] = []
+                echoes: list[float] = []
+
+                async def wait_for_result() -> None:
+                    result.update(json.loads(await anext(lines)))
+
+                async def ping_diagnose(ws: trio_websocket.WebSocketConnection) -> None:
+                    while not result:
+                        started = time.perf_counter()
+                        await ws.send_message("ping")
+                        await ws.get_message()
+                        echoes.append(time.perf_counter() - started)
+                        await trio.sleep(0.002)
+
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(wait_for_result)
+                    if diagnose is not None:
+                        inner.start_soon(ping_diagnose, diagnose)
+                    await sender.stdin.send_all(b"go\n")  # type: ignore[union-attr]
+                    with trio.fail_after(120):
+                        while not result:
+                            started = time.perf_counter()
+                            await _ok(api)
+                            latencies.append(time.perf_counter() - started)
+            finally:
+                sender.kill()
+                await sender.wait()
+            if "error" in result:
+                raise BenchFailure(f"big POST: {result['error']}")
+            if result.get("status") != 200 or result.get("body") != str(s.big_message):
+                raise BenchFailure(f"big POST: HTTP {result.get('status')} {result.get('body')}")
+        finally:
+            await api.aclose()
+            if diagnose is not None:
+                with trio.move_on_after(2):
+                    await diagnose.aclose()
+            nursery.cancel_scope.cancel()
+    values = {
+        "s7_max_ms": max(latencies) * 1000,
+        "s7_p50_ms": statistics.median(latencies) * 1000,
+    }
+    if echoes:
+        values["s7_loop_ms"] = max(echoes) * 1000
+    return values
+
+
+async def _lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
+    buffer = b""
+    while True:
+        while b"\n" not in buffer:
+            data = await stream.receive_some(65536)
+            if not data:
+                raise BenchFailure("the big sender exited early")
+            buffer += data
+        line, buffer = buffer.split(b"\n", 1)
+        yield line.decode().strip()

@@ -42,9 +42,11 @@ from bench_procs import (
 from bench_scenarios import (
     DECODE_EVERY,
     MB,
+    MiB,
     Settings,
     Stalled,
     Target,
+    big_message,
     download,
     idle_sockets,
     many_sockets,
@@ -79,6 +81,7 @@ UNITS = [
     Unit("s5_small", ws_echo(100, 64, "s5_small_msgs"), lambda s: s.duration + 60),
     Unit("s5_big", ws_echo(MB, 4, "s5_big_mbps"), lambda s: s.duration + 60),
     Unit("s5_bin", ws_echo(MB, 4, "s5_bin_mbps", binary=True), lambda s: s.duration + 60),
+    Unit("s7", big_message, lambda s: 180),
 ]
 # Memory first: the shared backend's heap has been churned least by then.
 UNITS.insert(0, Unit("s6", idle_sockets, lambda s: 180))
@@ -179,6 +182,13 @@ def rows(s: Settings) -> list[Row]:
         Row("s6", "s6_kb", "6. idle sockets",
             f"{s.idle_sockets} sockets: RSS KB/socket (worst run)", "lower", 1, "<= 50 KB",
             _at_most(50), worst=True),
+        Row("s7", "s7_max_ms", "7. huge message",
+            f"small requests while {s.big_message // MiB} MiB is POSTed: max ms", "lower", 1),
+        Row("s7", "s7_p50_ms", "7. huge message",
+            f"small requests while {s.big_message // MiB} MiB is POSTed: p50 ms", "lower", 2),
+        Row("s7", "s7_loop_ms", "7. huge message",
+            "diagnose echo (the proxy alone) meanwhile: max ms", "lower", 1, "< 50 ms",
+            _at_most(50)),
     ]  # fmt: skip
 
 
