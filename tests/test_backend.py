@@ -6,6 +6,7 @@ the wire is ours to script; no sockets involved.
 
 from __future__ import annotations
 
+import inspect
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -39,13 +40,18 @@ class Opener:
         return client
 
 
+#: What a scripted backend does with a request: answer with these events; send these raw bytes
+#: and hang up; or (None) hang up without a word.
+Answer = list[h11.Event] | bytes | None
+
+
 async def serve_h11(
     stream: trio.abc.Stream,
-    respond: Callable[[h11.Request, bytes], list[h11.Event]],
+    respond: Callable[[h11.Request, bytes], Answer | Awaitable[Answer]],
     *,
     max_requests: int = 100,
 ) -> None:
-    """Answer up to ``max_requests`` requests on one connection with ``respond``'s events."""
+    """Answer up to ``max_requests`` requests on one connection with ``respond``'s answer."""
     conn = h11.Connection(h11.SERVER)
     try:
         for _ in range(max_requests):
@@ -67,7 +73,13 @@ async def serve_h11(
                 elif isinstance(event, h11.ConnectionClosed):
                     return
             assert request is not None
-            for out in respond(request, body):
+            answer = respond(request, body)
+            if inspect.isawaitable(answer):
+                answer = await answer
+            if not isinstance(answer, list):
+                await stream.send_all(answer or b"")
+                return
+            for out in answer:
                 await stream.send_all(conn.send(out) or b"")
             if conn.our_state is h11.MUST_CLOSE:
                 break
@@ -332,28 +344,16 @@ async def test_post_that_times_out_is_sent_once(autojump_clock: trio.testing.Moc
     """With idle connections in the pool, a POST without an answer is still sent only once."""
     received: list[bytes] = []
 
-    async def serve(stream: trio.abc.Stream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                conn.receive_data(data)
-            elif isinstance(event, h11.ConnectionClosed):
-                return
-            elif isinstance(event, h11.Request):
-                received.append(event.method)
-            elif isinstance(event, h11.EndOfMessage):
-                if received[-1] == b"POST":
-                    await trio.sleep_forever()  # the handler hangs
-                for out in ok(b"fine"):
-                    await stream.send_all(conn.send(out) or b"")
-                conn.start_next_cycle()
+    async def post_hangs(req: h11.Request, body: bytes) -> Answer:
+        received.append(req.method)
+        if req.method == b"POST":
+            await trio.sleep_forever()
+        return ok(b"fine")
 
     async with trio.open_nursery() as nursery:
-        pool = BackendPool(BACKEND, opener=Opener(nursery, serve), read_timeout=1)
+        pool = BackendPool(
+            BACKEND, opener=Opener(nursery, lambda s: serve_h11(s, post_hangs)), read_timeout=1
+        )
         # Four idle keep-alive connections, as a busy socket leaves behind.
         async with trio.open_nursery() as warm:
             for _ in range(4):
@@ -367,46 +367,39 @@ async def test_post_that_times_out_is_sent_once(autojump_clock: trio.testing.Moc
         nursery.cancel_scope.cancel()
 
 
+class SecondRequestHangsUp:
+    """Connection 1 answers its first request, then closes as the second arrives (the race
+    of a keep-alive timeout); later connections answer everything. Records (connection, method).
+    """
+
+    def __init__(self, nursery: trio.Nursery, last_words: bytes | None = None) -> None:
+        self.opener = Opener(nursery, self.serve)
+        self.last_words = last_words
+        self.seen: list[tuple[int, bytes]] = []
+
+    async def serve(self, stream: trio.abc.Stream) -> None:
+        number = len(self.opener.client_streams)
+
+        def respond(req: h11.Request, body: bytes) -> Answer:
+            self.seen.append((number, req.method))
+            if len(self.seen) == 2:
+                return self.last_words
+            return ok(b"" if req.method == b"HEAD" else b"ok")
+
+        await serve_h11(stream, respond)
+
+
 @pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"])
 async def test_idempotent_request_on_a_reset_connection_is_retried_once(method: str) -> None:
-    """The backend closes a kept-alive connection as our request arrives: sent again, once."""
-    seen: list[tuple[int, bytes]] = []  # (connection number, method)
-
-    async def serve(stream: trio.abc.Stream) -> None:
-        number = len(opener.client_streams)
-        conn = h11.Connection(h11.SERVER)
-        try:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, h11.ConnectionClosed):
-                    return
-                elif isinstance(event, h11.Request):
-                    seen.append((number, event.method))
-                elif isinstance(event, h11.EndOfMessage):
-                    if len(seen) == 2:
-                        return  # the second request on connection 1: closed, nothing answered
-                    answer = [h11.Response(status_code=200, headers=[("Content-Length", "2")])]
-                    if seen[-1][1] != b"HEAD":
-                        answer += [h11.Data(data=b"ok")]
-                    for out in [*answer, h11.EndOfMessage()]:
-                        await stream.send_all(conn.send(out) or b"")
-                    conn.start_next_cycle()
-        finally:
-            await stream.aclose()
-
     async with trio.open_nursery() as nursery:
-        opener = Opener(nursery, serve)
-        pool = BackendPool(BACKEND, opener=opener)
-        async with pool.request("GET", "/", [(b"host", b"b")]) as resp:
-            await resp.read()
+        backend = SecondRequestHangsUp(nursery)
+        pool = BackendPool(BACKEND, opener=backend.opener)
+        await get(pool)
         body = b"same again" if method in ("PUT", "DELETE") else None
         async with pool.request(method, "/", [(b"host", b"b")], body) as resp:
             assert resp.status == 200
             await resp.read()
-        assert [m for _, m in seen] == [b"GET", method.encode(), method.encode()]
-        assert [n for n, _ in seen] == [1, 1, 2]
+        assert backend.seen == [(1, b"GET"), (1, method.encode()), (2, method.encode())]
         assert pool.opened == 2
         await pool.aclose()
         nursery.cancel_scope.cancel()
@@ -414,73 +407,32 @@ async def test_idempotent_request_on_a_reset_connection_is_retried_once(method: 
 
 @pytest.mark.parametrize("method", ["POST", "PATCH", "PUT-streamed", "CUSTOM"])
 async def test_other_requests_on_a_reset_connection_are_not_retried(method: str) -> None:
-    seen: list[bytes] = []
-
-    async def serve(stream: trio.abc.Stream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        try:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, h11.ConnectionClosed):
-                    return
-                elif isinstance(event, h11.Request):
-                    seen.append(event.method)
-                elif isinstance(event, h11.EndOfMessage):
-                    if len(seen) == 2:
-                        return
-                    for out in ok(b"ok"):
-                        await stream.send_all(conn.send(out) or b"")
-                    conn.start_next_cycle()
-        finally:
-            await stream.aclose()
-
     async def streamed() -> AsyncIterator[bytes]:
         yield b"piece"
 
     async with trio.open_nursery() as nursery:
-        pool = BackendPool(BACKEND, opener=Opener(nursery, serve))
-        assert await get(pool) == (200, b"ok")
+        backend = SecondRequestHangsUp(nursery)
+        pool = BackendPool(BACKEND, opener=backend.opener)
+        await get(pool)
         name = method.split("-")[0]
         body: Body = streamed() if method.endswith("streamed") else b"body"
         with pytest.raises(BackendError, match="without a response"):
             async with pool.request(name, "/", [(b"host", b"b")], body):
                 pass
-        assert seen == [b"GET", name.encode()]
+        assert backend.seen == [(1, b"GET"), (1, name.encode())]
         assert pool.opened == 1
         nursery.cancel_scope.cancel()
 
 
 async def test_get_with_response_bytes_before_the_reset_is_not_retried() -> None:
-    seen: list[bytes] = []
-
-    async def serve(stream: trio.abc.Stream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.ConnectionClosed):
-                return
-            elif isinstance(event, h11.Request):
-                seen.append(event.method)
-            elif isinstance(event, h11.EndOfMessage):
-                if len(seen) == 2:
-                    await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Le")
-                    await stream.aclose()
-                    return
-                for out in ok(b"ok"):
-                    await stream.send_all(conn.send(out) or b"")
-                conn.start_next_cycle()
-
     async with trio.open_nursery() as nursery:
-        pool = BackendPool(BACKEND, opener=Opener(nursery, serve))
+        backend = SecondRequestHangsUp(nursery, last_words=b"HTTP/1.1 200 OK\r\nContent-Le")
+        pool = BackendPool(BACKEND, opener=backend.opener)
         await get(pool)
         with pytest.raises(BackendError) as info:
             await get(pool)
         assert not info.value.before_response
-        assert seen == [b"GET", b"GET"]
+        assert backend.seen == [(1, b"GET"), (1, b"GET")]
         nursery.cancel_scope.cancel()
 
 
@@ -503,23 +455,12 @@ async def test_idle_connection_closed_by_the_backend_is_dropped_before_sending()
 
     async def one_request_then_close(stream: trio.SocketStream) -> None:
         requests_per_connection.append(0)
-        conn = h11.Connection(h11.SERVER)
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await stream.receive_some(65536)
-                if not data:
-                    break
-                conn.receive_data(data)
-            elif isinstance(event, h11.ConnectionClosed):
-                return
-            elif isinstance(event, h11.Request):
-                requests_per_connection[-1] += 1
-            elif isinstance(event, h11.EndOfMessage):
-                for out in ok(b"ok"):  # keep-alive, yet closed right after
-                    await stream.send_all(conn.send(out) or b"")
-                break
-        await stream.aclose()
+
+        def respond(req: h11.Request, body: bytes) -> Answer:
+            requests_per_connection[-1] += 1
+            return ok(b"ok")  # keep-alive, yet closed right after
+
+        await serve_h11(stream, respond, max_requests=1)
         closed.set()
 
     async def streamed() -> AsyncIterator[bytes]:

@@ -8,7 +8,6 @@ to a scripted backend that stalls at the point under test.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,65 +21,17 @@ import wsproto.events as wse
 import trio_httpws
 from trio_httpws._backend import BackendPool
 from trio_httpws._config import BackendURL
-from trio_httpws._errors import ClientDisconnected
 from trio_httpws._relay import CLOSE_TIMEOUT, relay
 from trio_httpws._session import HttpOverWsSession, response_buffer_bound
 from trio_httpws._socket import Upgrade
 
 from .conftest import request_json
 from .fake_backend import FakeBackend, pattern
+from .fake_socket import FakePending, FakeSocket
 
 BACKEND = BackendURL("http", "backend.test", 80)
 Server = Callable[[trio.abc.Stream], Awaitable[None]]
 MiB = 1024 * 1024
-
-
-class FakeSocket:
-    """A client socket: messages from ``inbox``; frames sent are kept; ``paused`` stops sending."""
-
-    def __init__(self, paused: bool = False) -> None:
-        self.inbox, self._inbox_out = trio.open_memory_channel[str](1000)
-        self.sent: list[dict[str, Any]] = []
-        self.closed: tuple[int, str] | None = None
-        self.paused = paused
-        self.got_frame = trio.Event()
-
-    async def receive(self) -> str:
-        try:
-            return await self._inbox_out.receive()
-        except trio.EndOfChannel:
-            raise ClientDisconnected(1000) from None
-
-    async def send(self, message: str | bytes) -> None:
-        if self.paused:
-            await trio.sleep_forever()
-        self.sent.append(json.loads(message))
-        self.got_frame.set()
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        if self.closed is None:
-            self.closed = (code, reason)
-        self.inbox.close()
-
-    def finals(self) -> dict[str, dict[str, Any]]:
-        return {f["message_id"]: f for f in self.sent if f.get("done")}
-
-    async def wait_finals(self, count: int) -> None:
-        while len(self.finals()) < count:
-            self.got_frame = trio.Event()
-            await self.got_frame.wait()
-
-
-class FakePending:
-    def __init__(self, sock: FakeSocket) -> None:
-        self.sock = sock
-        self.rejected: tuple[int, str] | None = None
-
-    async def accept(self, subprotocol: str | None = None) -> FakeSocket:
-        return self.sock
-
-    async def reject(self, status: int, body: str = "") -> None:
-        self.rejected = (status, body)
 
 
 def memory_pool(nursery: trio.Nursery, server: Server, **kwargs: Any) -> BackendPool:

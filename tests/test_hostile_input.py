@@ -28,7 +28,6 @@ import wsproto
 import wsproto.events as wse
 
 import trio_httpws
-from trio_httpws._errors import ClientDisconnected
 from trio_httpws._session import HttpOverWsSession
 from trio_httpws._socket import Upgrade
 
@@ -42,6 +41,7 @@ from .conftest import (
     wait_until,
 )
 from .fake_backend import XSRF_VALUE, FakeBackend, pattern
+from .fake_socket import FakeSocket
 
 #: Bound on every test's waits: generous, as a hang is the failure we guard against.
 TIMEOUT = 10
@@ -613,30 +613,10 @@ async def test_cancel_of_unknown_id_sends_nothing(proxy: str) -> None:
             await assert_still_serves(ws)
 
 
-class _ScriptedSocket:
-    """A ClientSocket fed from a memory channel, recording the frames sent to it."""
-
-    def __init__(self) -> None:
-        self.inbox, self._inbox_out = trio.open_memory_channel[str](16)
-        self.sent: list[dict[str, Any]] = []
-
-    async def receive(self) -> str:
-        try:
-            return await self._inbox_out.receive()
-        except trio.EndOfChannel:
-            raise ClientDisconnected(1000) from None
-
-    async def send(self, message: str | bytes) -> None:
-        self.sent.append(json.loads(message))
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        self.inbox.close()
-
-
 class _CancelAsBodyEndsPool:
     """A backend whose one-chunk body ends just as the client's cancel for it arrives."""
 
-    def __init__(self, sock: _ScriptedSocket) -> None:
+    def __init__(self, sock: FakeSocket) -> None:
         self.sock = sock
 
     @asynccontextmanager
@@ -661,7 +641,7 @@ async def test_cancel_racing_the_final_frame_sends_one_final_frame() -> None:
     upgrade = Upgrade("ws", "/http_over_websocket", "", [(b"host", b"localhost")])
     with trio.fail_after(TIMEOUT):
         for _ in range(40):
-            sock = _ScriptedSocket()
+            sock = FakeSocket()
             pool = _CancelAsBodyEndsPool(sock)
             session = HttpOverWsSession(sock, upgrade, trio_httpws.Config(), pool)  # type: ignore[arg-type]
             sock.inbox.send_nowait(request_json("r", "GET", "/"))
