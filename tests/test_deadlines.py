@@ -293,23 +293,7 @@ async def test_large_message_parsed_in_a_thread_is_byte_exact(fake_backend: Fake
 # -- settings ----------------------------------------------------------------------------------
 
 
-def test_issue9_settings_from_the_environment() -> None:
-    config = trio_httpws.Config.from_env(
-        {
-            "TRIO_HTTPWS_MAX_PENDING_BYTES": "1000",
-            "TRIO_HTTPWS_WRITE_TIMEOUT": "2.5",
-            "TRIO_HTTPWS_POOL_TIMEOUT": "3",
-            "TRIO_HTTPWS_AUTH_TIMEOUT": "4",
-        }
-    )
-    assert (
-        config.max_pending_bytes,
-        config.write_timeout,
-        config.pool_timeout,
-        config.auth_timeout,
-    ) == (1000, 2.5, 3.0, 4.0)
-    with pytest.raises(trio_httpws.ConfigError, match="TRIO_HTTPWS_POOL_TIMEOUT='soon'"):
-        trio_httpws.Config.from_env({"TRIO_HTTPWS_POOL_TIMEOUT": "soon"})
+# Each is read from its TRIO_HTTPWS_* variable and flag: tests/test_cli.py (SAMPLES).
 
 
 @pytest.mark.parametrize(

@@ -244,6 +244,12 @@ SETTINGS: tuple[Setting, ...] = (
         "request body bytes one client socket may hold before it is not read",
         "BYTES",
     ),
+    Setting(
+        "thread_parse_threshold",
+        _positive_int,
+        "messages of this many characters or more are parsed in a worker thread",
+        "CHARS",
+    ),
     Setting("max_connections", _positive_int, "requests at the backend at once, all sockets"),
     Setting("max_idle_connections", _positive_int, "idle keep-alive connections to the backend"),
     Setting("connect_timeout", _positive_float, "seconds to connect to the backend", "S"),
