@@ -89,8 +89,14 @@ class Answer:
 
 
 def text_answer(status: int, text: str, extra: Headers | None = None) -> Answer:
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), *(extra or [])]
-    return Answer(status, headers, text.encode())
+    body = text.encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        # Known length: the answer is not chunked, and the connection stays usable.
+        (b"content-length", str(len(body)).encode()),
+        *(extra or []),
+    ]
+    return Answer(status, headers, body)
 
 
 def refused_answer(what: str = "Origin not allowed") -> Answer:
