@@ -256,10 +256,3 @@ async def test_programming_error_costs_one_request_not_the_socket(
     [record] = [r for r in caplog.records if "Uncaught error" in r.getMessage()]
     assert record.exc_info is not None
     assert "expected programming error" in str(record.exc_info[1])
-
-
-def test_served_hypercorn_queues_one_message_per_socket() -> None:
-    """Beyond our own budget, hypercorn may hold this many client messages per socket."""
-    hc = hypercorn_config(trio_httpws.Config(max_message_size=1 << 20))
-    assert hc.max_app_queue_size == 1
-    assert hc.websocket_max_message_size == 1 << 20

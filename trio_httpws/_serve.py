@@ -108,10 +108,6 @@ def hypercorn_config(
     bind_host = f"[{host}]" if ":" in host else host
     hc.bind = [f"{bind_host}:{port}"]
     hc.websocket_max_message_size = config.max_message_size
-    # hypercorn queues up to 10 incoming messages per socket (ASGI events) before the app reads
-    # one: with 64 MiB messages that is 640 MiB per socket outside our own budget. One keeps the
-    # backpressure of max_pending_bytes reaching the client's TCP connection.
-    hc.max_app_queue_size = 1
     hc.graceful_timeout = config.shutdown_timeout
     hc.accesslog = None
     # A Logger (not hypercorn's default "-") so its lines go through the program's own logging
