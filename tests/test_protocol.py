@@ -20,7 +20,6 @@ from packaging.version import Version
 from trio_httpws._errors import AuthUrlError
 from trio_httpws._protocol import (
     BAD_JSON_TEXT,
-    MAX_FRAME_DATA,
     PROTOCOL_VERSION,
     CancelRequest,
     ErrorFrame,
@@ -43,8 +42,6 @@ from trio_httpws._protocol import (
     parse_cookie_header,
     parse_strict_version,
     response_headers,
-    same_origin_redirect,
-    split_body,
     split_host,
     strip_hop_by_hop,
     upgrade_request_headers,
@@ -272,25 +269,6 @@ def test_response_headers_case_and_joined_repeats() -> None:
         "X-Xsrftoken": "tok",
         "X-Latin": "café",
     }
-
-
-@pytest.mark.parametrize(
-    "size", [0, 1, MAX_FRAME_DATA - 1, MAX_FRAME_DATA, MAX_FRAME_DATA + 1, 3 * MAX_FRAME_DATA + 7]
-)
-def test_split_body(size: int) -> None:
-    data = bytes(i % 251 for i in range(size))
-    pieces = split_body(data)
-    assert b"".join(pieces) == data
-    assert all(len(p) <= MAX_FRAME_DATA for p in pieces)
-    assert len(pieces) == max(1, -(-size // MAX_FRAME_DATA))
-
-
-@given(st.binary(max_size=2000), st.integers(1, 300))
-def test_split_body_fuzz(data: bytes, limit: int) -> None:
-    pieces = split_body(data, limit)
-    assert b"".join(pieces) == data
-    assert all(len(p) <= limit for p in pieces)
-    assert all(pieces) or pieces == [b""]
 
 
 # Text including lone surrogates (which JSON can carry as \ud800 escapes).
@@ -885,25 +863,3 @@ def test_auth_url_only_raises_auth_url_error(url: str) -> None:
         return
     assert TARGET_RE.fullmatch(target)
     assert not target.startswith("//")
-
-
-@pytest.mark.parametrize(
-    ("location", "target"),
-    [
-        ("/fake-auth?landed=1", "/fake-auth?landed=1"),
-        ("http://localhost:8000/tree", "/tree"),
-        ("http://localhost:8000", "/"),
-        ("//evil.example/x", None),
-        ("/\\evil.example/x", None),
-        ("http://evil.example/steal", None),
-        ("https://localhost:8000/x", None),
-        ("http://localhost:8001/x", None),
-        ("http://a@localhost:8000/x", None),
-        ("relative/path", None),
-        ("", None),
-        ("/a b", None),
-        ("/a\r\nX: y", None),
-    ],
-)
-def test_same_origin_redirect(location: str, target: str | None) -> None:
-    assert same_origin_redirect(location, "ws", "localhost:8000") == target

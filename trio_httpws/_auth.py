@@ -15,13 +15,12 @@ from ._protocol import (
     first_header,
     header_values,
     parse_cookie_header,
-    same_origin_redirect,
 )
+from ._redirects import MAX_REDIRECTS, REDIRECT_STATUSES, location_target, origin_of
 from ._socket import Upgrade
 
 log = logging.getLogger("trio_httpws.auth")
 
-MAX_REDIRECTS = 5
 #: The auth URL answers with a page we discard; refuse to read a body beyond this.
 MAX_AUTH_BODY = 16 * 1024 * 1024
 
@@ -63,22 +62,23 @@ class AuthCookies:
     async def _fetch(self, auth_url: str) -> dict[str, str]:
         scheme, host = self._upgrade.scheme, self._upgrade.host
         # Raises AuthUrlError for another scheme, host or port: we never fetch from elsewhere.
-        target: str | None = auth_url_target(auth_url, scheme, host)
+        target = auth_url_target(auth_url, scheme, host)
+        origins = (origin_of(scheme, host),)
         cookies: dict[str, str] = {}
         headers = [(b"host", host.encode("latin-1")), (b"accept", b"*/*")]
         for _ in range(MAX_REDIRECTS + 1):
-            assert target is not None
             try:
                 async with self._pool.request("GET", target, headers) as response:
                     await response.read(MAX_AUTH_BODY)
             except BackendError as exc:
                 raise AuthUrlError(f"fetching the auth URL failed: {exc}") from exc
             cookies.update(cookie_pairs(header_values(response.headers, b"set-cookie")))
-            if response.status in (301, 302, 303, 307, 308):
-                location = first_header(response.headers, b"location") or ""
-                target = same_origin_redirect(location, scheme, host)
-                if target is None:
+            location = first_header(response.headers, b"location")
+            if response.status in REDIRECT_STATUSES and location is not None:
+                redirected = location_target(location, target, origins)
+                if redirected is None:
                     raise AuthUrlError("the auth URL redirected to another origin; not followed")
+                target = redirected
                 continue
             if not 200 <= response.status < 300:
                 raise AuthUrlError(f"the auth URL answered HTTP {response.status}")

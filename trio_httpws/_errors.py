@@ -37,6 +37,10 @@ class BackendBusy(BackendError):
     status = 503
 
 
+class TooManyRedirects(BackendError):
+    """The backend kept redirecting a tunnelled request past the limit (a loop, most likely)."""
+
+
 class ClientDisconnected(HttpOverWsError):
     """The client's WebSocket is gone (closed by the peer or broken)."""
 

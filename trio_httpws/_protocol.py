@@ -431,14 +431,6 @@ def diagnose_frame(message: str, has_auth_cookie: bool, outdated: bool) -> str:
     )
 
 
-def split_body(data: bytes, limit: int = MAX_FRAME_DATA) -> list[bytes]:
-    """Slice a chunk into pieces of at most ``limit`` bytes (one slice per frame)."""
-    if len(data) <= limit:
-        return [data]
-    view = memoryview(data)
-    return [bytes(view[i : i + limit]) for i in range(0, len(data), limit)]
-
-
 # ---------------------------------------------------------------------------------------------
 # Origins, hosts and the auth URL
 # ---------------------------------------------------------------------------------------------
@@ -483,7 +475,7 @@ def is_local_host(host: str | None, extra_names: Iterable[str] = ()) -> bool:
     return len(parts) == 4 and parts[0] == "127" and all(p.isdigit() for p in parts)
 
 
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
 def auth_url_target(auth_url: str, scheme: str, host: str) -> str:
@@ -503,7 +495,7 @@ def auth_url_target(auth_url: str, scheme: str, host: str) -> str:
     want_name, want_port = split_host(host)
     if parts.scheme != want_scheme or parts.hostname is None or parts.username is not None:
         raise AuthUrlError(f"auth URL must be on {want_scheme}://{host}, got another origin")
-    default = _DEFAULT_PORTS.get(want_scheme)
+    default = DEFAULT_PORTS.get(want_scheme)
     url_port = default if url_port is None else url_port  # an explicit :0 is not the default
     if parts.hostname.lower().rstrip(".") != want_name or url_port != (
         default if want_port is None else want_port
@@ -517,19 +509,6 @@ def auth_url_target(auth_url: str, scheme: str, host: str) -> str:
     except ValueError as exc:
         # Callers handle AuthUrlError only: a bare ValueError would crash the client's socket.
         raise AuthUrlError(f"auth URL has an invalid path: {exc}") from None
-
-
-def same_origin_redirect(location: str, scheme: str, host: str) -> str | None:
-    """The request target of a redirect we may follow while fetching the auth URL, else None."""
-    if location.startswith("/") and not location.startswith("//"):
-        try:
-            return validate_path(location)
-        except ValueError:
-            return None
-    try:
-        return auth_url_target(location, scheme, host)
-    except (AuthUrlError, ValueError):
-        return None
 
 
 def cookie_pairs(set_cookie_values: Iterable[str]) -> dict[str, str]:
