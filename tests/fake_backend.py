@@ -3,7 +3,8 @@
 It runs in a thread with its own asyncio loop, so trio tests can talk to it over real sockets.
 Handlers cover the scenarios of the original extension's own test suite (canned statuses,
 streamed and large bodies, cookie-setting auth URL, echoing WebSockets) plus a few of ours
-(byte sources of any size, header echo, a backend that dies mid-body).
+(byte sources of any size, header echo, a backend that dies mid-body, redirects of every
+kind).
 """
 
 from __future__ import annotations
@@ -80,17 +81,21 @@ class RequiresCookiesHandler(tornado.web.RequestHandler):
 
 
 class StreamedHandler(tornado.web.RequestHandler):
+    """The original's FakeStreamedResponseHandler: two flushed writes, so two HTTP chunks."""
+
     async def get(self) -> None:
         self.write("first")
         await self.flush()
-        await asyncio.sleep(0.05)
         self.write("last")
         await self.flush()
 
 
 class LargeHandler(tornado.web.RequestHandler):
-    def get(self) -> None:
+    """The original's LargeStreamedResponseHandler: one flushed write, so one 100 000-byte chunk."""
+
+    async def get(self) -> None:
         self.write("a" * 100000)
+        await self.flush()
 
     def head(self) -> None:
         self.set_header("Content-Length", "100000")
@@ -170,6 +175,57 @@ class SlowHandler(tornado.web.RequestHandler):
             return
         self._left = True
         self.application.settings["slow_active"][self._tag] -= 1
+
+
+class RedirectHandler(tornado.web.RequestHandler):
+    """Any method on /redirect?status=S[&to=LOCATION][&cookie=V]: a redirect with a small body.
+
+    ``cookie`` sets ``hop=V``, so tests can check what becomes of a redirect's Set-Cookie.
+    """
+
+    SUPPORTED_METHODS = (*tornado.web.RequestHandler.SUPPORTED_METHODS, "CUSTOMMETHOD")
+
+    def _answer(self) -> None:
+        self.application.settings["redirect_hits"].append(self.request.method)
+        self.set_status(int(self.get_query_argument("status", "302")))
+        to = self.get_query_argument("to", None)
+        if to is not None:
+            self.set_header("Location", to)
+        cookie = self.get_query_argument("cookie", None)
+        if cookie is not None:
+            self.set_cookie("hop", cookie)
+        if self.request.method != "HEAD":
+            self.write("redirecting")
+
+    get = post = put = patch = delete = head = options = custommethod = _answer
+
+
+class ChainHandler(tornado.web.RequestHandler):
+    """GET /chain?n=N: N redirects (302, relative) before a 200; /chain?loop=1 never ends."""
+
+    def get(self) -> None:
+        n = int(self.get_query_argument("n", "1"))
+        if self.get_query_argument("loop", None):
+            self.redirect("/chain?loop=1")
+        elif n > 0:
+            self.redirect(f"chain?n={n - 1}")
+        else:
+            self.write("end of chain")
+
+
+class LandingHandler(tornado.web.RequestHandler):
+    """Any method on /landing: the method, URI and Cookie it got as headers, the body echoed."""
+
+    SUPPORTED_METHODS = (*tornado.web.RequestHandler.SUPPORTED_METHODS, "CUSTOMMETHOD")
+
+    def _answer(self) -> None:
+        self.set_header("X-Method", self.request.method or "")
+        self.set_header("X-Uri", self.request.uri or "")
+        self.set_header("X-Cookie", self.request.headers.get("Cookie", ""))
+        if self.request.method != "HEAD":
+            self.write(self.request.body)
+
+    get = post = put = patch = delete = head = options = custommethod = _answer
 
 
 class DieMidBodyHandler(tornado.web.RequestHandler):
@@ -259,6 +315,9 @@ def make_app() -> tornado.web.Application:
             (r"/headers", HeadersHandler),
             (r"/slow", SlowHandler),
             (r"/die-mid-body", DieMidBodyHandler),
+            (r"/redirect", RedirectHandler),
+            (r"/chain", ChainHandler),
+            (r"/landing", LandingHandler),
             (r"/echoing-ws", EchoWebSocket),
             (r"/plain-echo-ws", PlainEchoWebSocket),
             (r"/counted-echo-ws", CountedEchoWebSocket),
@@ -268,6 +327,7 @@ def make_app() -> tornado.web.Application:
             (r"/concurrency", ConcurrencyHandler),
         ],
         auth_hits=[],
+        redirect_hits=[],
         slow_active={},
         websockets_open=0,
         websocket_max_message_size=256 * 1024 * 1024,
@@ -316,6 +376,12 @@ class FakeBackend:
         """How many /slow requests with this tag the backend is serving right now."""
         count: int = self.app.settings["slow_active"].get(tag, 0)
         return count
+
+    @property
+    def redirect_hits(self) -> list[str]:
+        """The method of every request /redirect answered, in order."""
+        hits: list[str] = self.app.settings["redirect_hits"]
+        return hits
 
     @property
     def auth_hits(self) -> list[str]:

@@ -627,7 +627,7 @@ class _CancelAsBodyEndsPool:
             status, reason = 200, "OK"
             headers: list[tuple[bytes, bytes]] = []  # noqa: RUF012
 
-            async def iter_chunks(self) -> AsyncIterator[bytes]:
+            async def iter_pieces(self, limit: int) -> AsyncIterator[bytes]:
                 yield b"x"
                 sock.inbox.send_nowait(json.dumps({"message_id": "r", "cancel": True}))
 

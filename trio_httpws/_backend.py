@@ -17,8 +17,15 @@ from __future__ import annotations
 import logging
 import select
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Sequence,
+)
+from contextlib import aclosing, asynccontextmanager
 
 import h11
 import trio
@@ -114,11 +121,12 @@ class BackendResponse:
         self.reason: str = response.reason.decode("latin-1")
         self.headers: Headers = list(response.headers.raw_items())
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
+    async def iter_chunks(self) -> AsyncGenerator[bytes, None]:
         """Yield the body as it arrives: each chunk is all the body bytes one read produced.
 
         The next read from the backend happens only when the consumer asks for the next chunk,
-        so a slow consumer slows the backend down instead of filling memory.
+        so a slow consumer slows the backend down instead of filling memory. Chunk sizes follow
+        the reads; see ``iter_pieces`` for sizes that follow the backend's own chunks.
         """
         conn = self._conn
         parts: list[bytes] = []
@@ -137,6 +145,64 @@ class BackendResponse:
                 await self._pool._feed(conn)
                 continue
             raise BackendError(f"backend sent an unexpected {type(event).__name__} in a body")
+
+    async def iter_pieces(self, limit: int) -> AsyncGenerator[bytes, None]:
+        """Yield the body in pieces of the backend's making, none over ``limit`` bytes.
+
+        A chunked body gives one piece per HTTP chunk, a chunk over ``limit`` bytes in
+        ``limit``-sized pieces and a shorter last one; any other body (Content-Length, or
+        delimited by the connection closing) in ``limit``-sized pieces and a shorter last one.
+        Either way the pieces depend only on the bytes the backend sent, never on how the
+        network cut them into reads, and a piece is yielded as soon as it is complete. If the
+        body breaks off, the bytes that arrived are yielded before the ``BackendError``. Reads
+        are pulled by the consumer, as in ``iter_chunks``.
+        """
+        conn = self._conn
+        held = bytearray()
+        try:
+            while True:
+                event = self._pool._next_buffered_event(conn)
+                if type(event) is h11.Data:
+                    data = event.data
+                    if not held and (len(data) == limit or (event.chunk_end and len(data) < limit)):
+                        yield bytes(data)  # a whole piece in one event: no copy into ``held``
+                        continue
+                    held += data
+                    while len(held) >= limit:
+                        with memoryview(held) as view:
+                            piece = bytes(view[:limit])
+                        del held[:limit]
+                        yield piece
+                    if event.chunk_end and held:
+                        piece = bytes(held)
+                        held.clear()
+                        yield piece
+                    continue
+                if type(event) is h11.EndOfMessage:
+                    if held:
+                        yield bytes(held)
+                    return
+                if event is h11.NEED_DATA:
+                    await self._pool._feed(conn)
+                    continue
+                raise BackendError(f"backend sent an unexpected {type(event).__name__} in a body")
+        except BackendError:
+            # The body broke off: what did arrive still goes to the consumer, then the error.
+            if held:
+                yield bytes(held)
+            raise
+
+    async def discard(self, limit: int) -> None:
+        """Read the body away (a redirect's) so that the connection can be reused.
+
+        Past ``limit`` bytes it stops reading: the connection is then closed, not reused.
+        """
+        size = 0
+        async with aclosing(self.iter_chunks()) as chunks:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    return
 
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body (for small responses such as the auth URL's)."""

@@ -32,7 +32,7 @@ from trio.lowlevel import RunVar
 
 from ._access import log_access
 from ._auth import AuthCookies
-from ._backend import READ_SIZE, BackendPool
+from ._backend import READ_SIZE, BackendPool, BackendResponse
 from ._config import Config
 from ._errors import AuthUrlError, BackendError, ClientDisconnected
 from ._protocol import (
@@ -42,18 +42,18 @@ from ._protocol import (
     CancelRequest,
     ErrorFrame,
     ProxyRequest,
-    add_xsrf_query,
     cookie_header,
     data_frame,
     error_frame,
     first_frame,
+    first_header,
     parse_client_message,
     parse_large_client_message,
     response_headers,
-    split_body,
     upgrade_request_headers,
     xsrf_cookie_value,
 )
+from ._redirects import REDIRECT_STATUSES, Hop, first_hop, next_hop, origin_of
 from ._socket import ClientSocket, Upgrade
 
 log = logging.getLogger("trio_httpws.session")
@@ -61,12 +61,27 @@ log = logging.getLogger("trio_httpws.session")
 #: Frames waiting for the socket, across all requests of one session (see response_buffer_bound).
 FRAME_QUEUE = 16
 
+#: A redirect's own body is read away (so its connection can be reused) up to this size.
+REDIRECT_BODY_LIMIT = 64 * 1024
+
+
+@dataclass
+class _Progress:
+    """How far one request got: for its error frame and its access-log line."""
+
+    #: The status of the final response (0 until there is one).
+    status: int = 0
+    #: Body bytes put into frames.
+    sent: int = 0
+    #: The first frame (status and headers) went out.
+    started: bool = False
+
 
 def response_buffer_bound(max_in_flight: int) -> int:
     """The most response body bytes one session holds, whatever the client's reading speed.
 
     The frame queue plus the frame being written (64 KiB of body each), and per request the
-    held-back chunk and the chunk being framed (one backend read each): 9.1 MiB with the default
+    held-back piece and the piece being framed (64 KiB at most each): 9.1 MiB with the default
     64 requests in flight (4/3 as much once base64-encoded in frames).
     """
     return (FRAME_QUEUE + 1) * MAX_FRAME_DATA + max_in_flight * 2 * READ_SIZE
@@ -118,6 +133,13 @@ class HttpOverWsSession:
         ).value
         host = upgrade.host.encode("latin-1")
         self._base_headers = [(b"host", host), *upgrade_request_headers(upgrade.headers)]
+        # A redirect is followed when it names the backend as it was addressed (the Host we
+        # send) or by its own address.
+        backend = config.backend_url
+        self._origins = (
+            origin_of(upgrade.scheme, upgrade.host),
+            (backend.scheme, backend.host.lower(), backend.port),
+        )
         self._flights: dict[str, _Flight] = {}
         self._slots = trio.Semaphore(config.max_in_flight)
         # Requests waiting for a slot are tasks too; past this many the reader stops reading, so
@@ -300,8 +322,7 @@ class HttpOverWsSession:
     async def _proxy(self, request: ProxyRequest, flight: _Flight) -> None:
         mid = request.message_id_json
         started = time.perf_counter()
-        status = 0
-        sent = 0
+        progress = _Progress()
         try:
             cookies = await self._auth.get()
         except AuthUrlError as exc:
@@ -312,45 +333,20 @@ class HttpOverWsSession:
         headers = list(self._base_headers)
         if cookies:
             headers.append((b"cookie", cookie_header(cookies).encode("latin-1")))
-        target = add_xsrf_query(request.path, request.method, xsrf_cookie_value(cookies))
-
-        first = True
-        pending: bytes | None = None
+        xsrf = xsrf_cookie_value(cookies)
+        hop = first_hop(request.method, request.path, request.body, xsrf)
         try:
-            async with self._pool.request(request.method, target, headers, request.body) as resp:
-                status = resp.status
-                frame_headers = response_headers(resp.headers)
-                # The frame carrying the last body bytes must say done:true, and we only know a
-                # chunk was the last once the next read says so: hold one chunk back, as the
-                # original did, so existing clients see the same frames.
-                async for chunk in resp.iter_chunks():
-                    flight.held += len(chunk)
-                    self._note_response_bytes()
-                    if pending is not None:
-                        sent += len(pending)
-                        first = await self._emit(
-                            flight, resp.status, resp.reason, frame_headers, pending, False, first
-                        )
-                    pending = chunk
-                sent += len(pending or b"")
-                last, pending = pending or b"", None
-                await self._emit(flight, resp.status, resp.reason, frame_headers, last, True, first)
+            await self._forward(flight, hop, headers, xsrf, progress)
         except BackendError as exc:
-            if first:
-                status = exc.status
+            if not progress.started:
+                progress.status = exc.status
                 log.warning("request %s %s failed: %s", mid, request.method, exc)
-                text = f"{HTTPStatus(status).phrase}: {exc}"
-                await self._send_frame(error_frame(status, text, mid))
+                text = f"{HTTPStatus(progress.status).phrase}: {exc}"
+                await self._send_frame(error_frame(progress.status, text, mid))
             else:
                 # Headers and some of the body went out already: the only honest ending is a final
-                # frame with an error status, so the client knows the body is truncated. The
-                # chunk held back arrived whole: it goes out first.
-                if pending:
-                    sent += len(pending)
-                    await self._emit(
-                        flight, resp.status, resp.reason, frame_headers, pending, False, first
-                    )
-                log.warning("response %s truncated after %d bytes: %s", mid, sent, exc)
+                # frame with an error status, so the client knows the body is truncated.
+                log.warning("response %s truncated after %d bytes: %s", mid, progress.sent, exc)
                 await self._send_frame(
                     error_frame(502, f"Bad Gateway: response truncated: {exc}", mid)
                 )
@@ -359,34 +355,81 @@ class HttpOverWsSession:
                 "tunnel",
                 request.method,
                 request.path,
-                status or None,
-                sent,
+                progress.status or None,
+                progress.sent,
                 started,
                 message_id=json.loads(mid),
                 origin=self._origin_class,
             )
 
+    async def _forward(
+        self,
+        flight: _Flight,
+        hop: Hop,
+        headers: list[tuple[bytes, bytes]],
+        xsrf: str | None,
+        progress: _Progress,
+    ) -> None:
+        """Send ``hop`` (and the redirects that follow it) to the backend; relay the final response."""
+        mid = flight.message_id_json
+        while True:
+            async with self._pool.request(hop.method, hop.target, headers, hop.body) as resp:
+                following = None
+                if resp.status in REDIRECT_STATUSES:
+                    location = first_header(resp.headers, b"location")
+                    following = next_hop(hop, resp.status, location, self._origins, xsrf)
+                if following is None:
+                    progress.status = resp.status
+                    await self._relay_body(flight, resp, progress)
+                    return
+                log.debug(
+                    "request %s: %d, following to %s %s",
+                    mid,
+                    resp.status,
+                    following.method,
+                    following.target.split("?", 1)[0],
+                )
+                await resp.discard(REDIRECT_BODY_LIMIT)
+            hop = following
+
+    async def _relay_body(
+        self, flight: _Flight, resp: BackendResponse, progress: _Progress
+    ) -> None:
+        """One frame per piece of the body; the first carries status and headers."""
+        headers = response_headers(resp.headers)
+        # The frame carrying the last body bytes must say done:true, and we only know a piece was
+        # the last once the next read says so: hold one piece back, as the original did, so
+        # existing clients see the same frames.
+        pending: bytes | None = None
+        try:
+            async for piece in resp.iter_pieces(MAX_FRAME_DATA):
+                flight.held += len(piece)
+                self._note_response_bytes()
+                if pending is not None:
+                    await self._emit(flight, resp, headers, pending, False, progress)
+                pending = piece
+        except BackendError:
+            # The piece held back arrived whole: it goes out before the error frame.
+            if pending:
+                await self._emit(flight, resp, headers, pending, False, progress)
+            raise
+        await self._emit(flight, resp, headers, pending or b"", True, progress)
+
     async def _emit(
         self,
         flight: _Flight,
-        status: int,
-        reason: str,
+        resp: BackendResponse,
         headers: dict[str, str],
         data: bytes,
         done: bool,
-        first: bool,
-    ) -> bool:
-        """Send ``data`` as one or more frames; returns the new value of ``first``."""
+        progress: _Progress,
+    ) -> None:
         mid = flight.message_id_json
-        pieces = split_body(data)
-        last = len(pieces) - 1
-        for i, piece in enumerate(pieces):
-            is_done = done and i == last
-            if first:
-                frame = first_frame(mid, status, reason, headers, piece, is_done)
-                first = False
-            else:
-                frame = data_frame(mid, piece, is_done)
-            await self._send_frame(frame, len(piece))
-            flight.held -= len(piece)
-        return first
+        if progress.started:
+            frame = data_frame(mid, data, done)
+        else:
+            frame = first_frame(mid, resp.status, resp.reason, headers, data, done)
+            progress.started = True
+        progress.sent += len(data)
+        await self._send_frame(frame, len(data))
+        flight.held -= len(data)
