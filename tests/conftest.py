@@ -91,6 +91,28 @@ async def running_proxy(config: trio_httpws.Config, **kwargs: Any) -> AsyncItera
         nursery.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def running_handler_proxy(config: trio_httpws.Config) -> AsyncIterator[str]:
+    """The WebSocket endpoints only: ``trio_httpws.handler`` on a trio-websocket server."""
+    proxy = trio_httpws.Proxy(config)
+    try:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(
+                    trio_websocket.serve_websocket,
+                    trio_httpws.handler(config, proxy=proxy),
+                    "127.0.0.1",
+                    0,
+                    ssl_context=None,
+                )
+            )
+            yield f"http://127.0.0.1:{server.port}"
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await proxy.aclose()
+
+
 @pytest.fixture
 async def proxy(fake_backend: FakeBackend) -> AsyncIterator[str]:
     """The proxy in front of the fake backend, allowing the test origin."""

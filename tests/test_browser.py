@@ -22,7 +22,6 @@ import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -33,7 +32,7 @@ import trio_websocket
 
 import trio_httpws
 
-from .conftest import Jupyter, running_proxy
+from .conftest import Jupyter, running_handler_proxy, running_proxy
 from .fake_backend import FakeBackend
 from .test_examples import page_server
 
@@ -246,28 +245,6 @@ async def launch_chromium(executable: str) -> AsyncIterator[Browser]:
 async def browser(chromium_executable: str) -> AsyncIterator[Browser]:
     async with launch_chromium(chromium_executable) as browser:
         yield browser
-
-
-@asynccontextmanager
-async def running_handler_proxy(config: trio_httpws.Config) -> AsyncIterator[str]:
-    """The WebSocket endpoints only: ``trio_httpws.handler`` on a trio-websocket server."""
-    proxy = trio_httpws.Proxy(config)
-    try:
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(
-                    trio_websocket.serve_websocket,
-                    trio_httpws.handler(config, proxy=proxy),
-                    "127.0.0.1",
-                    0,
-                    ssl_context=None,
-                )
-            )
-            yield f"http://127.0.0.1:{server.port}"
-            nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True):
-            await proxy.aclose()
 
 
 ProxyServer = Callable[[trio_httpws.Config], AbstractAsyncContextManager[str]]

@@ -26,22 +26,26 @@ import trio.testing
 import trio_websocket
 import wsproto
 import wsproto.events as wse
+from wsproto.connection import ConnectionState
 
 import trio_httpws
 from trio_httpws._session import HttpOverWsSession
 from trio_httpws._socket import Upgrade
 
 from .conftest import (
+    Jupyter,
     connect,
     fetch,
     read_frame,
     read_response,
     request_json,
+    running_handler_proxy,
     running_proxy,
     wait_until,
 )
 from .fake_backend import XSRF_VALUE, FakeBackend, pattern
 from .fake_socket import FakeSocket
+from .test_examples import hypercorn_example
 
 #: Bound on every test's waits: generous, as a hang is the failure we guard against.
 TIMEOUT = 10
@@ -303,28 +307,86 @@ async def test_binary_frame(proxy: str, caplog: pytest.LogCaptureFixture, payloa
     await assert_refused_then_serves(proxy, caplog, payload, expected)
 
 
-async def test_text_frame_with_invalid_utf8_closes_1007(proxy: str) -> None:
-    # A text frame must be UTF-8 (RFC 6455 8.1): the WebSocket layer fails the connection before
-    # the proxy sees a message. Only that socket goes; the server and its other sockets stay.
-    # hypercorn (0.17, wsproto 1.2) drops the TCP connection without a Close frame, which a client
-    # reports as 1006; RFC 6455 7.1.7 would prefer a Close frame with 1007 first.
-    payload = b'{"message_id": "\xff"}'
+def text_frame(payload: bytes, *, masked: bool = True) -> bytes:
+    """One final text frame carrying ``payload`` as it is (short payloads only)."""
+    if not masked:
+        return bytes([0x81, len(payload)]) + payload
     mask = b"\x01\x02\x03\x04"
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    frame = bytes([0x81, 0x80 | len(payload)]) + mask + masked
+    return (
+        bytes([0x81, 0x80 | len(payload)])
+        + mask
+        + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    )
+
+
+INVALID_UTF8 = text_frame(b'{"message_id": "\xff"}')
+
+
+async def close_after_frame(
+    url: str, frame: bytes = INVALID_UTF8
+) -> tuple[wse.CloseConnection, ConnectionState]:
+    """Send a raw frame on a new socket; return how the server closed it.
+
+    The state says whether a Close frame came (REMOTE_CLOSING) or only the end of the TCP
+    stream (CLOSED: wsproto then reports 1006 itself).
+    """
+    async with raw_websocket(url) as raw:
+        assert await raw.handshake(f"127.0.0.1:{port_of(url)}", "/http_over_websocket") == 101
+        await raw.stream.send_all(frame)
+        event = await raw.next_event()
+        assert isinstance(event, wse.CloseConnection)
+        return event, raw.ws.state
+
+
+async def test_text_frame_with_invalid_utf8_closes_1007(
+    proxy: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A text frame must be UTF-8 (RFC 6455 8.1): the WebSocket layer fails the connection before
+    # the proxy sees a message, with a Close frame carrying 1007 (7.4.1). hypercorn alone drops
+    # the TCP connection (1006 for the client); trio_httpws carries the fix (_hypercorn_fix).
+    # Only that socket goes; the server and its other sockets stay.
     with trio.fail_after(TIMEOUT):
         async with connect(proxy) as bystander:
-            async with raw_websocket(proxy) as raw:
-                assert (
-                    await raw.handshake(f"127.0.0.1:{port_of(proxy)}", "/http_over_websocket")
-                    == 101
-                )
-                await raw.stream.send_all(frame)
-                event = await raw.next_event()
-            assert isinstance(event, wse.CloseConnection)
-            assert event.code in (1006, 1007)
+            event, state = await close_after_frame(proxy)
             await assert_still_serves(bystander)
         await assert_accepts_new_sockets(proxy)
+    assert (event.code, state) == (1007, ConnectionState.REMOTE_CLOSING)
+    assert "can't decode byte 0xff" in (event.reason or "")
+    assert warned(caplog, "closing a WebSocket with 1007")
+
+
+async def test_unmasked_frame_closes_1002(proxy: str, caplog: pytest.LogCaptureFixture) -> None:
+    # The same fix covers wsproto's other refusals: a client frame must be masked (RFC 6455 5.1).
+    with trio.fail_after(TIMEOUT):
+        event, state = await close_after_frame(proxy, text_frame(b"{}", masked=False))
+        await assert_accepts_new_sockets(proxy)
+    assert (event.code, state) == (1002, ConnectionState.REMOTE_CLOSING)
+    assert warned(caplog, "closing a WebSocket with 1002")
+
+
+async def test_text_frame_with_invalid_utf8_closes_1007_under_the_hypercorn_cli(
+    jupyter: Jupyter,
+) -> None:
+    # `hypercorn --worker-class trio trio_httpws:app` builds the app on its lifespan startup,
+    # which installs the fix in that process too.
+    async with hypercorn_example(jupyter.url) as (url, _process, _log):
+        with trio.fail_after(TIMEOUT):
+            event, state = await close_after_frame(url)
+    assert (event.code, state) == (1007, ConnectionState.REMOTE_CLOSING)
+
+
+async def test_text_frame_with_invalid_utf8_under_handler_is_dropped_without_close_frame(
+    fake_backend: FakeBackend,
+) -> None:
+    # handler() on trio-websocket 0.12: its reader, like hypercorn's, takes wsproto's failure for
+    # the peer's close and closes the TCP connection with no Close frame, so the client sees
+    # 1006 (README, known limits). We do not patch the user's own trio-websocket server.
+    config = trio_httpws.Config(backend=fake_backend.url)
+    with trio.fail_after(TIMEOUT):
+        async with running_handler_proxy(config) as url:
+            event, state = await close_after_frame(url)
+            assert (event.code, state) == (1006, ConnectionState.CLOSED)
+            await assert_accepts_new_sockets(url)
 
 
 async def test_lone_surrogate_message_id_is_served(proxy: str) -> None:

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from . import _hypercorn_fix
 from ._config import Config
 from ._errors import ClientDisconnected
 from ._proxy import Proxy
@@ -87,11 +88,17 @@ class _AsgiPendingSocket:
 
 
 class TrioHttpWsApp:
-    """An ASGI 3 application. Build one with :func:`create_app`."""
+    """An ASGI 3 application. Build one with :func:`create_app`.
+
+    Building one also makes hypercorn (0.17/0.18, process-wide) close a WebSocket whose frame
+    wsproto refuses with a Close frame and its code, 1007 for a text message that is not
+    UTF-8, instead of a bare TCP close (``_hypercorn_fix``).
+    """
 
     def __init__(self, config: Config, proxy: Proxy | None = None) -> None:
         self.config = config
         self.proxy = proxy or Proxy(config)
+        _hypercorn_fix.install()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
