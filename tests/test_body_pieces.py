@@ -16,6 +16,7 @@ import trio.testing
 
 from trio_httpws._backend import BackendPool
 from trio_httpws._config import BackendURL
+from trio_httpws._errors import BackendError
 
 from .test_backend import BACKEND, Opener, ok, serve_h11
 
@@ -107,6 +108,28 @@ async def test_a_body_ended_by_close_comes_in_limit_sized_pieces(how: str) -> No
 async def test_empty_bodies_give_no_piece() -> None:
     assert await pieces_of([with_length(b"")], 4) == []
     assert await pieces_of([chunked()], 4) == []
+
+
+@pytest.mark.parametrize("how", ["whole", "bytes", "seed1"])
+async def test_a_body_that_breaks_off_yields_what_arrived_then_fails(how: str) -> None:
+    # Content-Length promises 10 bytes; the backend closes after 6.
+    wire = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabcdef"
+    stream = ScriptedStream(cut(wire, how))
+
+    async def opener(backend: BackendURL) -> trio.abc.Stream:
+        return stream
+
+    pool = BackendPool(BACKEND, opener=opener)
+    pieces: list[bytes] = []
+
+    async def read_all() -> None:
+        async with pool.request("GET", "/", [(b"host", b"b")]) as resp:
+            async for piece in resp.iter_pieces(4):
+                pieces.append(piece)
+
+    with pytest.raises(BackendError):
+        await read_all()
+    assert pieces == [b"abcd", b"ef"]
 
 
 async def test_a_piece_is_yielded_as_soon_as_it_is_complete() -> None:
