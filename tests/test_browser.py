@@ -256,9 +256,10 @@ def serve_proxy(request: pytest.FixtureRequest) -> ProxyServer:
     return running_proxy if request.param == "hypercorn" else running_handler_proxy
 
 
-def page_url(page_origin: str, token_url: str, code: str) -> str:
+def page_url(page_origin: str, token_url: str, code: str, transport: str = "auto") -> str:
     """The example page with its form filled in from the fragment and run at once."""
-    return f"{page_origin}/#" + urlencode({"url": token_url, "code": code, "run": "1"})
+    fields = {"url": token_url, "code": code, "transport": transport, "run": "1"}
+    return f"{page_origin}/#" + urlencode(fields)
 
 
 async def test_page_on_another_origin_runs_a_cell(
@@ -283,6 +284,13 @@ async def test_page_on_another_origin_runs_a_cell(
             await page.screenshot(ARTIFACTS / SCREENSHOTS[kind])
             assert state == "done", status
             assert output.strip() == "42"
+            # hypercorn serves plain HTTP with CORS too: the page goes direct. handler() serves
+            # WebSockets only (its server answers a fetch with a bare 400, no CORS), so the page
+            # falls back to the tunnel, as it would with the original extension.
+            transport = "direct" if kind == "hypercorn" else "tunnel"
+            assert await page.evaluate("document.body.dataset.transport") == transport
+            how = "directly" if transport == "direct" else "through the tunnel"
+            assert status == f"Done (connected {how})."
             assert await page.evaluate("location.origin") == page_origin
             assert page_origin != proxy
     # The browser really spoke to the proxy: the auth URL was used and the kernel relayed.
@@ -377,9 +385,11 @@ async def wait_for_slow(fake_backend: FakeBackend, tag: str, active: int) -> Non
             await trio.sleep(0.02)
 
 
-async def test_js_client_against_the_fake_backend(
-    browser: Browser, fake_backend: FakeBackend
-) -> None:
+async def run_client_scripts(
+    browser: Browser, fake_backend: FakeBackend, first: str, cancel: str
+) -> dict[str, Any]:
+    """Run ``first`` (which leaves a slow request running) then ``cancel`` in a page on another
+    origin than the proxy; return what both collected, once the backend saw the request go."""
     tag = "browser-" + os.urandom(4).hex()
     async with page_server() as page_origin:
         config = trio_httpws.Config(backend=fake_backend.url, allow_origins=(page_origin,))
@@ -387,11 +397,20 @@ async def test_js_client_against_the_fake_backend(
             proxy = proxy_url.replace("127.0.0.1", "localhost")
             page = await browser.new_page(page_origin + "/")
             with trio.fail_after(30):
-                out = await page.evaluate(CLIENT_SCRIPT % {"base": json.dumps(proxy), "tag": tag})
+                out: dict[str, Any] = await page.evaluate(
+                    first % {"base": json.dumps(proxy), "tag": tag}
+                )
                 await wait_for_slow(fake_backend, tag, 1)
-                out.update(await page.evaluate(CANCEL_SCRIPT))
-            # The cancel message reached the proxy, which dropped the backend request.
+                out.update(await page.evaluate(cancel))
+            # The cancel reached the proxy, which dropped the backend request.
             await wait_for_slow(fake_backend, tag, 0)
+    return out
+
+
+async def test_js_client_against_the_fake_backend(
+    browser: Browser, fake_backend: FakeBackend
+) -> None:
+    out = await run_client_scripts(browser, fake_backend, CLIENT_SCRIPT, CANCEL_SCRIPT)
     assert out == {
         "bigStatus": 200,
         "bigLength": 300000,
@@ -409,4 +428,85 @@ async def test_js_client_against_the_fake_backend(
         "wsCookies": 'X-Test-Cookie: "1" X-Other-Test-Cookie: "2"',
         "closed": 1000,
         "afterClose": "HttpOverWsError",
+    }
+
+
+DIRECT_CLIENT_SCRIPT = """(async () => {
+  const m = await import("./httpws.js");
+  const base = %(base)s;
+  const client = new m.DirectClient(base, { token: "t/k n" });
+  const out = { transport: client.transport };
+  const sent = new Uint8Array(200000).map((_, i) => (i * 7) %% 256);
+  const [big, echo] = await Promise.all([
+    client.request("GET", "/bytes?n=300000&chunk=70000"),
+    client.request("POST", "/echo", { body: sent }),
+  ]);
+  out.bigStatus = big.status;
+  out.bigPattern = big.body.length === 300000 && big.body.every((b, i) => b === i %% 256);
+  out.echoEqual = echo.body.length === sent.length && echo.body.every((b, i) => b === sent[i]);
+  // CORS lets a page read only the safelisted response headers.
+  out.echoHeaders = Object.keys(echo.headers).sort();
+  out.textBody = (await client.request("PUT", "/echo", { body: "héllo" })).text();
+  out.base64Body = (await client.request("POST", "/echo", { bodyBase64: btoa("raw") })).text();
+  out.notFound = (await client.request("GET", "/no/such/page")).status;
+  const seen = (await client.request("POST", "/headers?a=b%%20c", { body: "{}" })).json();
+  out.seenUri = seen.uri;
+  out.seenType = seen.headers.filter(([k]) => k === "Content-Type").map(([, v]) => v);
+  out.seenOrigin = seen.headers.some(([k]) => k === "Origin");
+  out.truncated = await client.request("GET", "/die-mid-body").then(
+    (r) => "resolved " + r.status, (e) => e.name + " " + e.status);
+  const ws = client.openWebSocket("/plain-echo-ws?x=1");
+  await m.waitOpen(ws);
+  ws.send("hello");
+  out.wsEcho = await new Promise((resolve) => { ws.onmessage = (e) => resolve(e.data); });
+  out.wsUrl = ws.url.replace(/:\\d+/, ":PORT");
+  ws.close();
+  const controller = new AbortController();
+  const slow = client.request("GET", "/slow?delay=30&tag=%(tag)s", { signal: controller.signal });
+  window.testState = { client, controller, slow };
+  return out;
+})()"""
+
+DIRECT_CANCEL_SCRIPT = """(async () => {
+  const { client, controller, slow } = window.testState;
+  controller.abort();
+  const out = { cancelled: await slow.then(() => "resolved", (e) => e.name) };
+  out.afterCancel = (await client.request("GET", "/api/sessions")).text();
+  await client.close();
+  out.afterClose = await client.request("GET", "/api/sessions").then(
+    () => "resolved", (e) => e.message);
+  return out;
+})()"""
+
+
+async def test_js_direct_client_against_the_fake_backend(
+    browser: Browser, fake_backend: FakeBackend
+) -> None:
+    """The direct transport's request(), cancel() and openWebSocket(), as the tunnel's above.
+
+    Cancelling aborts the fetch: the browser drops the connection, and the proxy the backend
+    request.
+    """
+    out = await run_client_scripts(
+        browser, fake_backend, DIRECT_CLIENT_SCRIPT, DIRECT_CANCEL_SCRIPT
+    )
+    assert out == {
+        "transport": "direct",
+        "bigStatus": 200,
+        "bigPattern": True,
+        "echoEqual": True,
+        "echoHeaders": ["Content-Length", "Content-Type"],
+        "textBody": "héllo",
+        "base64Body": "raw",
+        "notFound": 404,
+        # The token is appended to the caller's query, which is kept as it was written.
+        "seenUri": "/headers?a=b%20c&token=t%2Fk%20n",
+        "seenType": ["application/json"],
+        "seenOrigin": False,
+        "truncated": "HttpOverWsError 200",
+        "wsEcho": "hello",
+        "wsUrl": "ws://localhost:PORT/plain-echo-ws?x=1&token=t%2Fk+n",
+        "cancelled": "AbortError",
+        "afterCancel": "ok",
+        "afterClose": "the client is closed",
     }
