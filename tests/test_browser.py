@@ -16,12 +16,15 @@ import base64
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -32,9 +35,11 @@ import trio_websocket
 
 import trio_httpws
 
+from ._http import http_request
 from .conftest import Jupyter, running_handler_proxy, running_proxy
 from .fake_backend import FakeBackend
-from .test_examples import page_server
+from .test_examples import example_env, page_server, read_line, stop
+from .test_jupyter_e2e import http_get
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 SCREENSHOTS = {"hypercorn": "browser.png", "trio-websocket": "browser-handler.png"}
@@ -510,3 +515,298 @@ async def test_js_direct_client_against_the_fake_backend(
         "afterCancel": "ok",
         "afterClose": "the client is closed",
     }
+
+
+# -- Colab's direct flow, from a real browser, against trio-httpws as a user starts it ----------
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """``trio-httpws`` running as a subprocess, as a user starts it."""
+
+    #: The proxy, named ``localhost``: another origin than the page's ``127.0.0.1``.
+    url: str
+    token: str
+    #: The Jupyter behind it, reached without the proxy.
+    backend: str
+    #: Its log (stderr): access lines and refusals.
+    log: Path
+    #: The Jupyter root directory, when the CLI started that Jupyter.
+    root_dir: Path | None
+
+
+@asynccontextmanager
+async def running_cli(
+    tmp_path: Path, allow_origin: str, jupyter: Jupyter | None
+) -> AsyncIterator[Runtime]:
+    """``trio-httpws --port 0 --allow-origin ...``, with its own Jupyter or ``--backend``."""
+    args = [sys.executable, "-m", "trio_httpws", "--port", "0", "--allow-origin", allow_origin]
+    root_dir = None
+    if jupyter is None:
+        root_dir = tmp_path / "root"
+        root_dir.mkdir()
+        args += ["--jupyter-root-dir", str(root_dir)]
+    else:
+        args += ["--backend", jupyter.url]
+    log_path = tmp_path / "trio-httpws.log"
+    with log_path.open("wb") as log_file:
+        process = await trio.lowlevel.open_process(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            env=example_env(),
+            start_new_session=True,
+        )
+    try:
+        assert process.stdout is not None
+        output = ""
+        while "Press Ctrl-C" not in output:
+            output += await read_line(process.stdout, within=60) + "\n"
+        proxying = re.search(
+            r"proxying http://127\.0\.0\.1:(\d+) -> (http://\S+?)/?$", output, re.M
+        )
+        assert proxying, output
+        port, backend = proxying.groups()
+        if jupyter is None:
+            printed = re.search(r"http://127\.0\.0\.1:\d+/\?token=(\w+)", output)
+            assert printed, output
+            token = printed.group(1)
+        else:
+            token = jupyter.token
+        yield Runtime(f"http://localhost:{port}", token, backend, log_path, root_dir)
+    finally:
+        await stop(process)
+
+
+#: Shows each step's result in the page (for the screenshot) and collects them in ``out``.
+STEPS_JS = """
+  document.body.innerHTML = `<h2>${%(title)s}</h2><table id="steps"></table>`;
+  const out = {};
+  const step = (name, value) => {
+    out[name] = value;
+    document.getElementById("steps").insertAdjacentHTML("beforeend",
+      `<tr><td>${name}</td><td><code>${JSON.stringify(value)}</code></td></tr>`);
+  };
+"""
+
+DIRECT_SCRIPT = """(async () => {
+  // What Colab's page does since 2025: credentialed fetch() with the token in the query.
+  const m = await import("./httpws.js");
+  const base = %(base)s, token = %(token)s, file = %(file)s;
+  const withToken = (path) => path + (path.includes("?") ? "&" : "?") + "token=" + token;
+  const call = async (method, path, json) => {
+    const init = { method, credentials: "include", cache: "no-store" };
+    if (json !== undefined) {
+      // Not a CORS-safelisted type: the browser sends a preflight first.
+      init.headers = { "Content-Type": "application/json" };
+      init.body = JSON.stringify(json);
+    }
+    const response = await fetch(base + withToken(path), init);
+    return { status: response.status, body: await response.text() };
+  };
+  %(steps)s
+  step("buildInfo", (await call("GET", "/api/colab/build-info")).status);
+  const specs = await call("GET", "/api/kernelspecs");
+  step("kernelspecs", [specs.status, Object.keys(JSON.parse(specs.body).kernelspecs)]);
+  const created = await call("POST", "/api/sessions",
+    { path: "direct-" + m.randomId(4) + ".ipynb", type: "notebook", name: "",
+      kernel: { name: "python3" } });
+  const session = JSON.parse(created.body);
+  step("createSession", created.status);
+  const channels = `/api/kernels/${session.kernel.id}/channels?session_id=${m.randomId()}`;
+  const kernel = new WebSocket(base.replace("http", "ws") + withToken(channels));
+  step("kernel", await m.executeCode(kernel, "print(6*7)"));
+  kernel.close();
+  const put = await call("PUT", "/api/contents/" + file,
+    { type: "file", format: "text", content: "written from " + location.origin });
+  step("putContents", put.status);
+  const read = JSON.parse((await call("GET", "/api/contents/" + file)).body);
+  step("readBack", read.content);
+  window.direct = { call, session, channels, file, step };
+  return out;
+})()"""
+
+DIRECT_CLEANUP_SCRIPT = """(async () => {
+  const { call, session, file, step } = window.direct;
+  step("deleteSession", (await call("DELETE", "/api/sessions/" + session.id)).status);
+  step("deleteContents", (await call("DELETE", "/api/contents/" + file)).status);
+})()"""
+
+REFUSED_SCRIPT = """(async () => {
+  // A page on an origin the proxy does not allow, holding the token all the same.
+  const base = %(base)s, token = %(token)s, channels = %(channels)s;
+  %(steps)s
+  const settle = (promise) => promise.then((r) => "read " + r.status, (e) => e.name);
+  step("read", await settle(
+    fetch(base + "/api/kernelspecs?token=" + token, { credentials: "include" })));
+  // A "simple" request: no preflight, so the browser really sends it; Jupyter parses the
+  // text/plain body as JSON and would create an untitled file in its root.
+  const create = (url) => fetch(url + "/api/contents?token=" + token, {
+    method: "POST", mode: "no-cors", credentials: "include",
+    headers: { "Content-Type": "text/plain" }, body: JSON.stringify({ type: "file", ext: ".txt" }),
+  });
+  step("simplePost", await create(base).then((r) => r.type, (e) => e.name));
+  const ws = new WebSocket(base.replace("http", "ws") + channels + "&token=" + token);
+  step("webSocket", await new Promise((resolve) => {
+    ws.onopen = () => resolve("open");
+    ws.onclose = (event) => resolve("closed " + event.code);
+  }));
+  window.create = create;
+  return out;
+})()"""
+
+
+def script(template: str, title: str, **values: str) -> str:
+    """``template`` with JSON-quoted ``values`` and the steps table titled by a JS expression."""
+    quoted = {name: json.dumps(value) for name, value in values.items()}
+    return template % {**quoted, "steps": STEPS_JS % {"title": title}}
+
+
+async def attach_iframe(page: Page, url: str) -> Page:
+    """Add an iframe on ``url`` to ``page``; the returned Page runs code inside it.
+
+    The iframe is on another site, so Chromium runs it in a process of its own (an
+    out-of-process iframe): it is reached through its own DevTools target.
+    """
+    await page.cdp.call(
+        "Target.setAutoAttach",
+        page.session,
+        autoAttach=True,
+        waitForDebuggerOnStart=False,
+        flatten=True,
+    )
+    await page.evaluate(f"""new Promise((resolve) => {{
+        const frame = document.createElement("iframe");
+        frame.src = {json.dumps(url)};
+        frame.style.cssText = "width: 100%; height: 210px; border: 2px solid #b00020;";
+        frame.onload = () => resolve();
+        document.body.append(frame);
+    }})""")
+    while True:
+        event = await page.cdp.wait_event("Target.attachedToTarget", page.session)
+        if event["params"]["targetInfo"]["type"] == "iframe":
+            return Page(page.cdp, event["params"]["sessionId"])
+
+
+async def contents(runtime: Runtime) -> list[str]:
+    """The names in the Jupyter root, asked of Jupyter itself (no proxy, no Origin)."""
+    status, _, body = await http_get(runtime.backend, f"/api/contents?token={runtime.token}")
+    assert status == 200
+    return sorted(item["name"] for item in json.loads(body)["content"])
+
+
+def log_lines(runtime: Runtime, needle: str) -> list[str]:
+    return [line for line in runtime.log.read_text().splitlines() if needle in line]
+
+
+async def run_example_page(
+    browser: Browser, page_origin: str, token_url: str, transport: str, screenshot: str
+) -> tuple[str, str | None, str, str]:
+    """The example page run once: its state, transport, status line and output."""
+    page = await browser.new_page(page_url(page_origin, token_url, "print(6*7)", transport))
+    state = await page.wait_for_state("done", "error")
+    await page.screenshot(ARTIFACTS / screenshot)
+    used = await page.evaluate("document.body.dataset.transport")
+    return state, used, await page.text("status"), (await page.text("output")).strip()
+
+
+@pytest.mark.parametrize("runtime_kind", ["cli", "backend"])
+async def test_colab_direct_flow_from_another_origin(
+    browser: Browser, tmp_path: Path, runtime_kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Colab's flow since 2025 from a page on another origin, and a refused origin in an iframe.
+
+    ``cli``: trio-httpws starts its own Jupyter; ``backend``: a stock Jupyter Server 2 with no
+    CORS flags behind ``--backend``. The example page then runs both ways on the same port.
+    """
+    jupyter = request.getfixturevalue("jupyter") if runtime_kind == "backend" else None
+    async with page_server() as page_origin:
+        # The same page server under another name is another origin, one the proxy refuses.
+        refused_origin = page_origin.replace("127.0.0.1", "localhost")
+        async with running_cli(tmp_path, page_origin, jupyter) as runtime:
+            base, token = runtime.url, runtime.token
+            file = f"direct-{os.urandom(4).hex()}.txt"
+            with trio.fail_after(120):
+                page = await browser.new_page(page_origin + "/")
+                title = "`Colab's direct flow from ${location.origin} to ${base}`"
+                direct = await page.evaluate(
+                    script(DIRECT_SCRIPT, title, base=base, token=token, file=file)
+                )
+                before = await contents(runtime)
+                frame = await attach_iframe(page, refused_origin + "/")
+                channels = await page.evaluate("window.direct.channels")
+                title = "`A refused origin: ${location.origin}`"
+                refused = await frame.evaluate(
+                    script(REFUSED_SCRIPT, title, base=base, token=token, channels=channels)
+                )
+                after = await contents(runtime)
+                if runtime.root_dir is not None:
+                    on_disk = [p.name for p in runtime.root_dir.iterdir()]
+                    assert sorted(n for n in on_disk if not n.startswith(".")) == after
+                await page.evaluate(DIRECT_CLEANUP_SCRIPT)
+                cleanup = await page.evaluate(
+                    "[...document.querySelectorAll('td')].map(td => td.textContent)"
+                )
+                await page.screenshot(ARTIFACTS / f"browser-direct-{runtime_kind}.png")
+                # connect() with a wrong token: the runtime's readable 403, no tunnel attempt.
+                wrong_token = await page.evaluate(
+                    f"""import("./httpws.js").then((m) => m.connect({json.dumps(base)},
+                        {{ token: "wrong" }})).then(() => "connected", (e) => [e.status, e.message])"""
+                )
+                refused_here = await frame.evaluate("location.origin")
+                # The same simple POST straight to Jupyter (no CORS flags) creates a file: the
+                # browser does send it, and only the proxy stands in the way.
+                control = await frame.evaluate(
+                    f"window.create({json.dumps(runtime.backend)}).then((r) => r.type)"
+                )
+                created = sorted(set(await contents(runtime)) - set(after))
+                for name in created:
+                    target = f"/api/contents/{name}?token={token}"
+                    assert (await http_request(runtime.backend, "DELETE", target)).status == 204
+                token_url = f"{base}/?token={token}"
+                examples = [
+                    await run_example_page(
+                        browser,
+                        page_origin,
+                        token_url,
+                        transport,
+                        f"browser-example-{runtime_kind}-{transport}.png",
+                    )
+                    for transport in ("auto", "tunnel")
+                ]
+
+    assert direct == {
+        "buildInfo": 404,  # Colab's own runtime has it; a readable 404 is what the page expects
+        "kernelspecs": [200, ["python3"]],
+        "createSession": 201,
+        "kernel": "42\n",
+        "putContents": 201,
+        "readBack": f"written from {page_origin}",
+    }
+    assert cleanup[-4:] == ["deleteSession", "204", "deleteContents", "204"]
+    assert wrong_token == [
+        403,
+        f"could not connect to {base}: GET /api/status answered 403 (is the token right?)",
+    ]
+    # The JSON POST was preflighted, and the proxy answered the preflight itself.
+    assert log_lines(runtime, "http OPTIONS /api/sessions 204 ")
+    assert refused_here == refused_origin
+    assert refused == {"read": "TypeError", "simplePost": "opaque", "webSocket": "closed 1006"}
+    assert after == before
+    assert control == "opaque"
+    assert [name.startswith("untitled") for name in created] == [True]
+    # Each refused request reached the proxy and stopped there.
+    origin = repr(refused_origin)
+    assert log_lines(runtime, f"refused GET /api/kernelspecs from origin {origin}")
+    assert log_lines(runtime, f"refused POST /api/contents from origin {origin}")
+    path = channels.split("?")[0]
+    assert log_lines(runtime, f"refused WebSocket from origin {origin} to {path}")
+
+    # The example page, both ways on the same port: directly first when asked to choose.
+    assert examples == [
+        ("done", "direct", "Done (connected directly).", "42"),
+        ("done", "tunnel", "Done (connected through the tunnel).", "42"),
+    ]
+    assert log_lines(runtime, "tunnel POST /api/sessions 201 ")
+    assert log_lines(runtime, "ws GET /http_over_websocket/proxied_ws/api/kernels/")
