@@ -212,12 +212,13 @@ class Browser:
 
 
 @asynccontextmanager
-async def launch_chromium(executable: str) -> AsyncIterator[Browser]:
+async def launch_chromium(executable: str, *extra_flags: str) -> AsyncIterator[Browser]:
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         log_path = Path(profile) / "chromium.log"
+        flags = [*CHROMIUM_FLAGS, *extra_flags, f"--user-data-dir={profile}"]
         with log_path.open("wb") as log_file:
             process = await trio.lowlevel.open_process(
-                [executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                [executable, *flags, "about:blank"],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,
@@ -515,6 +516,52 @@ async def test_js_direct_client_against_the_fake_backend(
         "afterCancel": "ok",
         "afterClose": "the client is closed",
     }
+
+
+async def test_public_page_needs_the_users_local_network_permission(
+    chromium_executable: str, fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Colab's case: a page on a public origin calling the proxy on loopback.
+
+    Chromium (Local Network Access, 142 and later) asks the user first, and sends the request
+    only once allowed: no server answer replaces that click. Here Chromium takes the page server
+    for a public, secure origin, as https://colab.research.google.com is, and granting the
+    "loopback-network" permission stands in for the click. (The other tests need no permission:
+    a page on 127.0.0.1 calling localhost stays within loopback.)
+    """
+    caplog.set_level(logging.INFO, logger="trio_httpws.access")
+    async with page_server() as page_origin:
+        config = trio_httpws.Config(backend=fake_backend.url, allow_origins=(page_origin,))
+        public = (
+            f"--ip-address-space-overrides={page_origin.removeprefix('http://')}=public",
+            f"--unsafely-treat-insecure-origin-as-secure={page_origin}",
+        )
+        async with (
+            running_proxy(config) as proxy_url,
+            launch_chromium(chromium_executable, *public) as browser,
+        ):
+            url = json.dumps(proxy_url.replace("127.0.0.1", "localhost") + "/echo")
+            post = f"""fetch({url}, {{ method: "POST", credentials: "include",
+                headers: {{ "Content-Type": "application/json" }}, body: "{{}}" }}
+            ).then((r) => r.status, (e) => e.name)"""
+            page = await browser.new_page(page_origin + "/")
+            denied = await page.evaluate(post)
+            reached = [r for r in caplog.records if r.name == "trio_httpws.access"]
+            await browser.cdp.call(
+                "Browser.setPermission",
+                permission={"name": "loopback-network"},
+                setting="granted",
+                origin=page_origin,
+            )
+            allowed = await page.evaluate(post)
+    assert (denied, reached) == ("TypeError", [])
+    assert allowed == 200
+    # Once allowed: the preflight, answered by the proxy itself, then the request.
+    fields = [r.fields for r in caplog.records if r.name == "trio_httpws.access"]  # type: ignore[attr-defined]
+    assert [(f["method"], f["path"], f["status"]) for f in fields] == [
+        ("OPTIONS", "/echo", 204),
+        ("POST", "/echo", 200),
+    ]
 
 
 # -- Colab's direct flow, from a real browser, against trio-httpws as a user starts it ----------
