@@ -1,67 +1,5 @@
-"""A trio client for the HTTP-over-WebSocket protocol (``jupyter_http_over_ws`` 0.0.8).
-
-It speaks to trio_httpws and to the original extension alike::
-
-    async with open_client("http://127.0.0.1:8888", auth_url=url_with_token) as client:
-        async with await client.request("GET", "/api/sessions") as resp:
-            print(resp.status, resp.headers["Content-Type"])
-            sessions = json.loads(await resp.read())
-
-        async with open_proxied_websocket(
-            "http://127.0.0.1:8888", f"/api/kernels/{kernel_id}/channels", auth_url=url_with_token
-        ) as ws:
-            await ws.send_message(execute_request_json)
-
-Many requests may be in flight on one socket at once; the server's frames are demultiplexed by
-``message_id``. One reader task receives every frame of the socket and hands each to its
-response through a bounded memory channel of ``buffer_frames`` frames (one frame carries at most
-64 KiB of body, so the default of 16 holds about 1 MiB per response).
-
-Head-of-line blocking, and what we chose
-----------------------------------------
-A WebSocket is one ordered stream and the protocol has no per-request flow control, so a frame of
-a response that nobody reads can only be held, dropped, or buffered without bound: the reader
-cannot get past it to the frames of other responses behind it. We hold it. While one response's
-buffer is full the reader waits, which stops reading from the socket and pushes back through TCP
-to the server (and from there, with trio_httpws, to the backend): the body is never lost and
-memory stays bounded, but every other response on the socket waits too (the server multiplexes
-all of them into that same stream, so it would stall on them anyway). A consumer that reads
-steadily, however slowly, only slows the socket down. A consumer that stops reading altogether
-must not stall the socket forever, so after ``stall_timeout`` seconds without progress (default
-10; ``None`` waits forever) the reader gives that response up: its body iterator yields what was
-buffered and then raises :exc:`ResponseStalled`, the request is cancelled on the server and the
-other responses move on. Closing a response (``aclose()``, leaving ``async with``, or cancelling
-the task that reads it) releases its frames at once. To read several large bodies at the same
-time, read them from concurrent tasks.
-
-Cancellation
-------------
-Cancelling the task that awaits :meth:`Client.request` or iterates a body, or closing the response
-before its end, sends ``{"message_id": X, "cancel": true}`` (a trio_httpws extension: the original
-answers it with a 400 error frame, which we ignore) and drops every later frame of that request.
-A request cancelled before its message left the client is never sent at all.
-
-Errors
-------
-Errors the proxy makes itself (bad request, backend unreachable, ...) arrive as a single final
-frame with a status and no headers: :meth:`Client.request` returns them as a :class:`Response`
-whose ``is_proxy_error`` is true and whose body is empty. A frame with a status after the first
-frame means the body was cut short (trio_httpws: the backend died mid-body; the original: an
-exception while proxying): the body iterator raises :exc:`BodyTruncated`.
-
-The original extension refuses a bad ``min_version`` with close code 400, which is not a valid
-WebSocket close code: wsproto (under trio-websocket) rejects that close frame and reports code 1002
-with its own reason, so the server's text is lost. We report such a close, on a socket that
-received nothing, as :exc:`ConnectionRefused` with ``code`` 1002 and ``status`` None; trio_httpws
-closes with 4400 and its reason, which arrive intact (``status`` 400).
-
-Both servers refuse a ``min_version`` by accepting the WebSocket and closing it at once, and
-nothing but a message can tell the client when that close is due, so :func:`open_client` returns
-normally and the refusal is raised by the first :meth:`Client.request` (``Client.closed`` turns
-true as soon as the close arrives). We do not probe with a WebSocket ping: a trio-websocket server
-that receives a ping after sending its close frame crashes trying to answer it. A refused handshake
-(an ``Origin`` the server does not allow: HTTP 403) raises from :func:`open_client` itself.
-"""
+"""Many requests on one ``/http_over_websocket`` socket: the Client, its reader and writer
+tasks, and streamed Responses (see the package docs on head-of-line blocking)."""
 
 from __future__ import annotations
 
@@ -73,46 +11,39 @@ import logging
 import secrets
 import ssl
 import sys
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NoReturn
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import trio
 import trio_websocket
 
-from ._errors import HttpOverWsError
-from ._protocol import (
-    AUTH_URL_PARAM,
-    CLOSE_CODE_OFFSET,
-    DIAGNOSE_PATH,
-    HTTP_OVER_WS_PATH,
-    MIN_VERSION_PARAM,
-    PROTOCOL_VERSION,
-    PROXIED_WS_PREFIX,
-    parse_strict_version,
+from .._protocol import AUTH_URL_PARAM, CLOSE_CODE_OFFSET, HTTP_OVER_WS_PATH, MIN_VERSION_PARAM
+from ._errors import (
+    BodyTruncated,
+    ClientConnectionError,
+    ClientError,
+    ConnectionLost,
+    ConnectionRefused,
+    ProtocolError,
+    ResponseStalled,
+)
+from ._ws import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Headers,
+    _check_min_version,
+    _endpoint,
+    _header_list,
+    _open_ws,
+    decode_frame,
+    diagnose,
 )
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
-
-__all__ = [
-    "PROTOCOL_VERSION",
-    "BodyTruncated",
-    "Client",
-    "ClientConnectionError",
-    "ClientError",
-    "ConnectionLost",
-    "ConnectionRefused",
-    "ProtocolError",
-    "Response",
-    "ResponseStalled",
-    "diagnose",
-    "open_client",
-    "open_proxied_websocket",
-]
 
 log = logging.getLogger("trio_httpws.client")
 
@@ -120,86 +51,9 @@ log = logging.getLogger("trio_httpws.client")
 DEFAULT_BUFFER_FRAMES = 16
 #: Seconds the reader waits on one response's full buffer before giving that response up.
 DEFAULT_STALL_TIMEOUT = 10.0
-#: Largest WebSocket message accepted. A full frame is 64 KiB of body as ~87 KB of base64 plus the
-#: headers; this leaves room for servers that send bigger frames than the original did.
-DEFAULT_MAX_MESSAGE_SIZE = 2**20
-#: Largest message on a proxied WebSocket: kernel messages (a plot, a big output) pass 1 MiB easily;
-#: this matches the proxy's own default limit.
-PROXIED_WS_MAX_MESSAGE_SIZE = 64 * 2**20
-#: Seconds allowed for the TCP connection and the WebSocket handshake.
-DEFAULT_CONNECT_TIMEOUT = 30.0
 
 #: The close code wsproto reports when the peer's close code is not a valid one (e.g. 400).
 _PROTOCOL_ERROR = 1002
-
-Headers = Mapping[str, str] | Iterable[tuple[str, str]]
-
-
-# ---------------------------------------------------------------------------------------------
-# Errors
-# ---------------------------------------------------------------------------------------------
-
-
-class ClientError(HttpOverWsError):
-    """Base class of the errors this client raises."""
-
-
-class ProtocolError(ClientError):
-    """The server sent something the protocol does not allow (bad JSON, a frame without status)."""
-
-
-class ClientConnectionError(ClientError):
-    """The WebSocket could not be opened, or it is closed."""
-
-    def __init__(self, message: str, *, code: int | None = None, reason: str = "") -> None:
-        super().__init__(message)
-        #: The WebSocket close code, when the socket was closed (None for a refused handshake).
-        self.code = code
-        #: The close reason, or the body of a refused handshake.
-        self.reason = reason
-
-
-class ConnectionRefused(ClientConnectionError):
-    """The server refused the connection: HTTP status on the handshake, or a refusing close.
-
-    trio_httpws closes with 4000 + an HTTP status (4400 for a ``min_version`` it cannot serve) and
-    a reason. The original extension closes with the bare status (400), which wsproto turns into
-    code 1002 and its own reason; ``status`` is then None.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: int | None = None,
-        reason: str = "",
-        status: int | None = None,
-    ) -> None:
-        super().__init__(message, code=code, reason=reason)
-        #: The HTTP status of the refusal when known (403 for a refused origin, 400 for min_version).
-        self.status = status
-
-
-class ConnectionLost(ClientConnectionError):
-    """The socket closed while a request needed it (or a request was made on a closed client)."""
-
-
-class BodyTruncated(ClientError):
-    """The server ended the response with an error after part of the body had arrived."""
-
-    def __init__(self, status: int, status_text: str) -> None:
-        super().__init__(f"response body truncated: {status} {status_text}")
-        self.status = status
-        self.status_text = status_text
-
-
-class ResponseStalled(ClientError):
-    """The response's buffer stayed full for ``stall_timeout`` seconds, so it was given up."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Internals
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -260,90 +114,6 @@ def _raise_unwrapped(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     finally:
         exc.__context__ = context
         del exc, context
-
-
-def _ws_base(url: str) -> tuple[str, str, str]:
-    """``http://h:p/base/`` -> (``ws``, ``h:p``, ``/base``): the WebSocket form of a base URL."""
-    parts = urlsplit(url)
-    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
-    if scheme is None or not parts.netloc:
-        raise ValueError(f"url must be an http(s):// or ws(s):// base URL, got {url!r}")
-    if parts.query or parts.fragment:
-        raise ValueError(
-            "url must be the server's base URL without a query; pass a URL with ?token=... "
-            "as auth_url instead"
-        )
-    return scheme, parts.netloc, parts.path.rstrip("/")
-
-
-def _endpoint(url: str, path: str, params: Mapping[str, str | None]) -> str:
-    scheme, netloc, base = _ws_base(url)
-    target, _, query = path.partition("?")
-    extra = urlencode({k: v for k, v in params.items() if v is not None})
-    query = "&".join(q for q in (query, extra) if q)
-    return urlunsplit((scheme, netloc, f"{base}/{target.lstrip('/')}", query, ""))
-
-
-def _header_list(
-    extra_headers: Headers | None, origin: str | None
-) -> list[tuple[bytes, bytes]] | None:
-    items = extra_headers.items() if isinstance(extra_headers, Mapping) else (extra_headers or ())
-    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in items]
-    if origin is not None:
-        headers = [h for h in headers if h[0].lower() != b"origin"]
-        headers.append((b"Origin", origin.encode("latin-1")))
-    return headers or None
-
-
-def _check_min_version(min_version: str | None) -> None:
-    if min_version is not None:
-        # An unparseable version would only get the socket closed with a reason the original's
-        # close code makes unreadable; say so here instead.
-        parse_strict_version(min_version)
-
-
-@asynccontextmanager
-async def _open_ws(
-    url: str,
-    *,
-    extra_headers: list[tuple[bytes, bytes]] | None,
-    subprotocols: Iterable[str] | None = None,
-    max_message_size: int,
-    ssl_context: ssl.SSLContext | None,
-    connect_timeout: float,
-) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-    """trio-websocket's ``open_websocket_url``, with our handshake errors and a quick exit.
-
-    On exit after the peer closed the socket we do not wait for the server to close TCP. When the
-    original closes with code 400, wsproto treats the close frame as a protocol error and never
-    answers it, so tornado would keep the connection for its 5 s close timeout.
-    """
-    with trio.CancelScope() as scope:
-        try:
-            async with trio_websocket.open_websocket_url(
-                url,
-                ssl_context,
-                subprotocols=subprotocols,
-                extra_headers=extra_headers,
-                max_message_size=max_message_size,
-                connect_timeout=connect_timeout,
-            ) as ws:
-                try:
-                    yield ws
-                finally:
-                    if ws.closed is not None:
-                        scope.cancel()
-        except trio_websocket.ConnectionRejected as exc:
-            body = (exc.body or b"").decode("utf-8", "replace")
-            raise ConnectionRefused(
-                f"server refused the WebSocket handshake with HTTP {exc.status_code}: {body}",
-                reason=body,
-                status=exc.status_code,
-            ) from exc
-        except trio_websocket.HandshakeError as exc:
-            # Without the query: it carries the auth URL, and with it the user's token.
-            where = url.split("?", 1)[0]
-            raise ClientConnectionError(f"could not open WebSocket {where}: {exc!r}") from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,7 +385,7 @@ class Client:
                 return
 
     async def _dispatch(self, message: str | bytes) -> None:
-        frame = self._decode(message)
+        frame = decode_frame(message)
         if frame is None:
             return
         message_id = frame.get("message_id")
@@ -664,21 +434,6 @@ class Client:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             # The consumer closed the response meanwhile; it has been given up already.
             return True
-
-    @staticmethod
-    def _decode(message: str | bytes) -> dict[str, Any] | None:
-        if not isinstance(message, str):
-            log.warning("ignoring a binary message: the protocol only sends JSON text")
-            return None
-        try:
-            frame = json.loads(message)
-        except ValueError:
-            log.warning("ignoring a frame that is not JSON: %.200r", message)
-            return None
-        if not isinstance(frame, dict):
-            log.warning("ignoring a frame that is not a JSON object: %.200r", message)
-            return None
-        return frame
 
     @staticmethod
     def _chunk(frame: dict[str, Any], *, first: bool) -> _Chunk:
@@ -778,11 +533,6 @@ class Client:
         return ConnectionLost(f"connection closed ({code}): {reason}", code=code, reason=reason)
 
 
-# ---------------------------------------------------------------------------------------------
-# Entry points
-# ---------------------------------------------------------------------------------------------
-
-
 @asynccontextmanager
 async def open_client(
     url: str,
@@ -852,111 +602,3 @@ async def open_client(
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             _raise_unwrapped(group)
-
-
-async def diagnose(
-    url: str,
-    *,
-    min_version: str | None = None,
-    origin: str | None = None,
-    extra_headers: Headers | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-) -> dict[str, Any]:
-    """Open ``{url}/http_over_websocket/diagnose``, send one message and return the answer.
-
-    The answer says which protocol version the server speaks (``extension_version``), whether the
-    upgrade request carried an ``_xsrf`` cookie (``has_authentication_cookie``) and whether
-    ``min_version`` is newer than the server (``is_outdated_extension``).
-    """
-    endpoint = _endpoint(url, DIAGNOSE_PATH, {MIN_VERSION_PARAM: min_version})
-    token = "diagnose-" + secrets.token_hex(8)
-    async with _open_ws(
-        endpoint,
-        extra_headers=_header_list(extra_headers, origin),
-        max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
-        ssl_context=ssl_context,
-        connect_timeout=connect_timeout,
-    ) as ws:
-        try:
-            await ws.send_message(token)
-            message = await ws.get_message()
-        except trio_websocket.ConnectionClosed as exc:
-            reason = exc.reason
-            raise ConnectionLost(
-                f"diagnose socket closed: {reason}",
-                code=reason.code if reason else None,
-                reason=(reason.reason or "") if reason else "",
-            ) from None
-    answer = Client._decode(message)
-    if answer is None or answer.get("message_id") != token:
-        raise ProtocolError(f"unexpected diagnose answer: {message!r:.200}")
-    return answer
-
-
-@asynccontextmanager
-async def open_proxied_websocket(
-    base_url: str,
-    path: str,
-    *,
-    auth_url: str | None = None,
-    origin: str | None = None,
-    extra_headers: Headers | None = None,
-    subprotocols: Iterable[str] | None = None,
-    max_message_size: int = PROXIED_WS_MAX_MESSAGE_SIZE,
-    ssl_context: ssl.SSLContext | None = None,
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-    """Open a WebSocket to ``path`` on the backend, through ``/http_over_websocket/proxied_ws``.
-
-    ``path`` is the backend path and query, e.g. ``/api/kernels/<id>/channels?session_id=...``.
-    Yields trio-websocket's connection: messages pass through unchanged both ways. A handshake
-    the server refuses raises :exc:`ConnectionRefused`; when the backend refuses after the proxy
-    accepted, the socket closes (trio_httpws: code 4000 + the backend's status; the original: the
-    bare status, which wsproto reports as 1002) and trio-websocket raises ``ConnectionClosed``.
-    """
-    if not path.startswith("/"):
-        raise ValueError("path must start with '/'")
-    endpoint = _endpoint(base_url, PROXIED_WS_PREFIX + path.lstrip("/"), {AUTH_URL_PARAM: auth_url})
-    async with _open_ws(
-        endpoint,
-        extra_headers=_header_list(extra_headers, origin),
-        subprotocols=subprotocols,
-        max_message_size=max_message_size,
-        ssl_context=ssl_context,
-        connect_timeout=connect_timeout,
-    ) as ws:
-        yield ws
-
-
-def execute_request(code: str, session: str | None = None) -> tuple[str, str]:
-    """A Jupyter ``execute_request`` for a kernel's channels socket: ``(msg_id, JSON text)``.
-
-    Send the text on a socket from :func:`open_proxied_websocket` (default channel protocol, no
-    subprotocol); the kernel's replies carry ``msg_id`` as their ``parent_header.msg_id``. Output
-    (iopub) and the reply (shell) are not ordered with respect to each other: the cell is done
-    once both the ``execute_reply`` and iopub's ``status`` ``idle`` have arrived.
-    """
-    msg_id = secrets.token_hex(16)
-    message = {
-        "header": {
-            "msg_id": msg_id,
-            "username": "trio_httpws",
-            "session": session or secrets.token_hex(16),
-            "msg_type": "execute_request",
-            "version": "5.3",
-        },
-        "parent_header": {},
-        "metadata": {},
-        "content": {
-            "code": code,
-            "silent": False,
-            "store_history": False,
-            "user_expressions": {},
-            "allow_stdin": False,
-            "stop_on_error": True,
-        },
-        "channel": "shell",
-        "buffers": [],
-    }
-    return msg_id, json.dumps(message)
