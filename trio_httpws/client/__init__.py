@@ -75,8 +75,9 @@ from ._errors import (
     ProtocolError,
     ResponseStalled,
 )
+from ._http import PlainResponse, http_request
 from ._mux import Client, Response, open_client
-from ._ws import diagnose, execute_request, open_proxied_websocket
+from ._ws import diagnose, execute_request, open_proxied_websocket, open_websocket
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -86,11 +87,14 @@ __all__ = [
     "ClientError",
     "ConnectionLost",
     "ConnectionRefused",
+    "PlainResponse",
     "ProtocolError",
     "Response",
     "ResponseStalled",
     "diagnose",
     "execute_request",
+    "http_request",
     "open_client",
     "open_proxied_websocket",
+    "open_websocket",
 ]

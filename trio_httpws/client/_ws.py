@@ -213,6 +213,37 @@ async def open_proxied_websocket(
         yield ws
 
 
+@asynccontextmanager
+async def open_websocket(
+    url: str,
+    path: str,
+    *,
+    origin: str | None = None,
+    extra_headers: Headers | None = None,
+    subprotocols: Iterable[str] | None = None,
+    max_message_size: int = PROXIED_WS_MAX_MESSAGE_SIZE,
+    ssl_context: ssl.SSLContext | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """Open a WebSocket straight to ``path`` on the server at ``url``, as a page on ``origin`` would.
+
+    No tunnel: this is how Colab's current front end opens a kernel's channels
+    (``/api/kernels/<id>/channels?session_id=...&token=...``). A refused handshake raises
+    :exc:`ConnectionRefused` with the HTTP ``status``.
+    """
+    if not path.startswith("/"):
+        raise ValueError("path must start with '/'")
+    async with _open_ws(
+        _endpoint(url, path, {}),
+        extra_headers=_header_list(extra_headers, origin),
+        subprotocols=subprotocols,
+        max_message_size=max_message_size,
+        ssl_context=ssl_context,
+        connect_timeout=connect_timeout,
+    ) as ws:
+        yield ws
+
+
 def execute_request(code: str, session: str | None = None) -> tuple[str, str]:
     """A Jupyter ``execute_request`` for a kernel's channels socket: ``(msg_id, JSON text)``.
 
