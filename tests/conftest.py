@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -213,14 +213,14 @@ class Jupyter:
     port: int
 
 
-@pytest.fixture(scope="session")
-def jupyter() -> Iterator[Jupyter]:
-    """A real jupyter_server + ipykernel on 127.0.0.1, shared by the session's tests."""
+@contextmanager
+def jupyter_server(*extra_args: str) -> Iterator[Jupyter]:
+    """Run a real jupyter_server + ipykernel on 127.0.0.1 (``extra_args`` appended); stop it."""
     port = free_port()
     token = "test-token-" + os.urandom(8).hex()
     with tempfile.TemporaryDirectory() as root:
         process = subprocess.Popen(
-            jupyter_command(port, token, root),
+            [*jupyter_command(port, token, root), *extra_args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -249,6 +249,13 @@ def jupyter() -> Iterator[Jupyter]:
                 process.wait()
             if process.stderr is not None:
                 process.stderr.close()
+
+
+@pytest.fixture(scope="session")
+def jupyter() -> Iterator[Jupyter]:
+    """A real jupyter_server + ipykernel on 127.0.0.1, shared by the session's tests."""
+    with jupyter_server() as running:
+        yield running
 
 
 def pytest_report_header() -> str:

@@ -335,10 +335,15 @@ def make_app() -> tornado.web.Application:
 
 
 class FakeBackend:
-    """The tornado app above, served on 127.0.0.1 from a daemon thread."""
+    """The tornado app above (or ``app``), served on 127.0.0.1 from a daemon thread."""
 
-    def __init__(self, ssl_context: ssl.SSLContext | None = None, port: int = 0) -> None:
-        self.app = make_app()
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext | None = None,
+        port: int = 0,
+        app: tornado.web.Application | None = None,
+    ) -> None:
+        self.app = app if app is not None else make_app()
         self._port = port
         self._ssl_context = ssl_context
         self._ports: queue.Queue[int] = queue.Queue()

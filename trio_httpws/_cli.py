@@ -31,7 +31,9 @@ from ._config import (
 from ._errors import ConfigError, HttpOverWsError
 from ._jupyter import running_jupyter
 from ._platform import STOP_SIGNALS
+from ._protocol import PROTOCOL_VERSION
 from ._serve import serve
+from .client import _doctor
 
 log = logging.getLogger("trio_httpws")
 
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
             "for `hypercorn trio_httpws:app`; a flag wins over its variable."
         ),
     )
+    parser.add_argument("--version", action="version", version=version_text())
     for setting in SETTINGS:
         parser.add_argument(
             setting.flag,
@@ -87,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     return parser
+
+
+def version_text() -> str:
+    from . import __version__
+
+    return f"trio-httpws {__version__} (jupyter_http_over_ws protocol {PROTOCOL_VERSION})"
 
 
 class JsonFormatter(logging.Formatter):
@@ -173,8 +182,14 @@ async def run(args: argparse.Namespace, config: Config, start_jupyter: bool) -> 
             origins += f" and origins matching {config.allow_origin_pat!r}"
         lines = [f"trio-httpws: proxying {scheme}://{host}:{port} -> {config.backend_url}"]
         if token is not None:
+            url = f"{scheme}://{host}:{port}/?token={token}"
             lines.append("Paste this URL into the front end (Colab: Connect to a local runtime):")
-            lines.append(f"    {scheme}://{host}:{port}/?token={token}")
+            lines.append(f"    {url}")
+            if not args.certfile:
+                # The no-kernel doctor against ourselves, from the first allowed origin. (Under
+                # TLS our certificate is the user's to trust, not the doctor's.)
+                origin = next((o for o in config.allow_origins if o != "*"), COLAB_ORIGIN)
+                lines.append(await _doctor.self_check(url, origin))
         else:
             lines.append(
                 f"Use your Jupyter server's token URL with port {port} instead of its own."
@@ -185,6 +200,9 @@ async def run(args: argparse.Namespace, config: Config, start_jupyter: bool) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["doctor"]:
+        return _doctor.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if bool(args.certfile) != bool(args.keyfile):

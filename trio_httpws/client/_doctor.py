@@ -1,0 +1,330 @@
+"""``trio-httpws doctor URL``: behave as a front end on another origin would, and say what fails.
+
+The probes here are thin trio I/O over the client's own pieces (``http_request``,
+``open_websocket``, ``diagnose``, ``open_client``, ``open_proxied_websocket``); each records what
+it saw as a :class:`~._diagnosis.Seen` and never judges. ``_diagnosis.assess`` judges. Every probe
+has its own deadline, so one that hangs becomes a failed step, not a hung doctor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import trio
+import trio_websocket
+
+from .._protocol import PROTOCOL_VERSION
+from ._diagnosis import (
+    COLAB_ORIGIN,
+    KERNEL_CODE,
+    NO_KERNEL_WS_PATH,
+    PREFLIGHT_HEADERS,
+    PREFLIGHT_METHOD,
+    Observations,
+    Report,
+    Seen,
+    Target,
+    assess,
+    parse_target,
+    redact_tokens,
+    render_json,
+    render_text,
+    verdict_line,
+)
+from ._errors import ClientConnectionError, ClientError, ConnectionRefused
+from ._http import http_request
+from ._mux import open_client
+from ._ws import diagnose, execute_request, open_proxied_websocket, open_websocket
+
+log = logging.getLogger("trio_httpws.doctor")
+
+DEFAULT_TIMEOUT = 30.0
+#: How long a socket opened without a kernel is watched for a close right after it opened (a
+#: tunnel accepts first, then closes with the backend's refusal).
+SETTLE_TIME = 0.5
+
+
+async def _timed(step_timeout: float, probe: Callable[[], Awaitable[Seen]]) -> Seen:
+    """Run ``probe``; a deadline or a client error becomes what was seen."""
+    with trio.move_on_after(step_timeout):
+        try:
+            return await probe()
+        except ConnectionRefused as exc:
+            return Seen(status=exc.status, close_code=exc.code, reason=exc.reason)
+        except ClientError as exc:
+            code = getattr(exc, "code", None)
+            return Seen(error=str(exc), close_code=code)
+        except trio_websocket.ConnectionClosed as exc:
+            reason = exc.reason
+            return Seen(
+                opened=True,
+                close_code=reason.code if reason else None,
+                reason=(reason.reason or "") if reason else "",
+                error=f"closed with code {reason.code if reason else None}",
+            )
+        except (OSError, trio.BrokenResourceError) as exc:
+            return Seen(error=str(exc) or type(exc).__name__)
+    return Seen(error=f"no answer within {step_timeout:g} s (--timeout)")
+
+
+async def _http(
+    target: Target,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> Seen:
+    response = await http_request(target.base, method, path, headers=headers, body=body)
+    return Seen(status=response.status, headers=response.headers, body=response.body[:4096])
+
+
+async def _run_code(ws: trio_websocket.WebSocketConnection) -> str:
+    """Execute KERNEL_CODE on a kernel's channels (default JSON protocol); what it printed."""
+    msg_id, message = execute_request(KERNEL_CODE)
+    await ws.send_message(message)
+    printed: list[str] = []
+    replied = idle = False
+    # The reply (shell) and the output (iopub) are not ordered with respect to each other.
+    while not (replied and idle):
+        raw = await ws.get_message()
+        reply: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else {}
+        if reply.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        kind = reply.get("msg_type") or reply.get("header", {}).get("msg_type")
+        content = reply.get("content", {})
+        if kind == "stream" and content.get("name") == "stdout":
+            printed.append(content.get("text", ""))
+        elif kind == "error":
+            printed.append(f"{content.get('ename')}: {content.get('evalue')}")
+        elif kind == "execute_reply":
+            replied = True
+        elif kind == "status" and content.get("execution_state") == "idle":
+            idle = True
+    return "".join(printed)
+
+
+async def _socket_seen(ws: trio_websocket.WebSocketConnection, kernel: bool) -> Seen:
+    if kernel:
+        return Seen(opened=True, printed=await _run_code(ws))
+    with trio.move_on_after(SETTLE_TIME):
+        await ws.get_message()  # a close raises ConnectionClosed: what the probe saw
+    return Seen(opened=True)
+
+
+async def probe(
+    target: Target, origin: str, *, kernel: bool = True, step_timeout: float = DEFAULT_TIMEOUT
+) -> Observations:
+    """Everything a front end on ``origin`` would do with ``target``, recorded, not judged."""
+    api = await _timed(step_timeout, lambda: _http(target, "GET", "/api"))
+    if api.status != 200:
+        return Observations(api=api)
+    status = await _timed(
+        step_timeout, lambda: _http(target, "GET", "/api/status" + target.query())
+    )
+    if status.status != 200:
+        return Observations(api=api, status=status)
+
+    preflight = await _timed(
+        step_timeout,
+        lambda: _http(
+            target,
+            "OPTIONS",
+            "/api/sessions" + target.query(),
+            {
+                "Origin": origin,
+                "Access-Control-Request-Method": PREFLIGHT_METHOD,
+                "Access-Control-Request-Headers": PREFLIGHT_HEADERS,
+                "Access-Control-Request-Private-Network": "true",
+            },
+        ),
+    )
+    get = await _timed(
+        step_timeout,
+        lambda: _http(target, "GET", "/api/kernelspecs" + target.query(), {"Origin": origin}),
+    )
+
+    started: Seen | None = None
+    kernel_id: str | None = None
+    if kernel:
+        started = await _timed(
+            step_timeout,
+            lambda: _http(
+                target,
+                "POST",
+                "/api/kernels" + target.query(),
+                {"Content-Type": "application/json"},
+                b"{}",
+            ),
+        )
+        info = started.json()
+        if started.status == 201 and isinstance(info, dict):
+            kernel_id = str(info.get("id"))
+    session = uuid.uuid4().hex
+    if kernel_id is not None:
+        ws_path = f"/api/kernels/{kernel_id}/channels"
+    elif kernel:
+        ws_path = f"/api/kernels/{uuid.uuid4()}/channels"  # judged as a failed kernel.start
+    else:
+        ws_path = NO_KERNEL_WS_PATH
+    run = kernel_id is not None
+
+    async def direct() -> Seen:
+        path = ws_path + target.query(session_id=session)
+        async with open_websocket(target.base, path, origin=origin) as ws:
+            return await _socket_seen(ws, run)
+
+    direct_ws = await _timed(step_timeout, direct)
+
+    async def diagnosed() -> Seen:
+        answer = await diagnose(target.base, min_version=PROTOCOL_VERSION, origin=origin)
+        return Seen(opened=True, answer=answer)
+
+    diag = await _timed(step_timeout, diagnosed)
+
+    async def tunnelled_get() -> Seen:
+        async with (
+            open_client(
+                target.base, auth_url=target.url, min_version=PROTOCOL_VERSION, origin=origin
+            ) as client,
+            await client.request("GET", "/api/kernelspecs") as response,
+        ):
+            return Seen(
+                status=response.status,
+                reason=response.status_text,
+                proxy_error=response.is_proxy_error,
+                body=(await response.read())[:65536],
+                opened=True,
+            )
+
+    async def tunnelled_ws() -> Seen:
+        async with open_proxied_websocket(
+            target.base,
+            f"{ws_path}?session_id={session}",
+            auth_url=target.url,
+            origin=origin,
+        ) as ws:
+            return await _socket_seen(ws, run)
+
+    tunnel_get = tunnel_ws = None
+    if diag.answer is not None or diag.status not in (403, 404):
+        tunnel_get = await _timed(step_timeout, tunnelled_get)
+        tunnel_ws = await _timed(step_timeout, tunnelled_ws)
+
+    delete = None
+    if kernel_id is not None:
+        with trio.CancelScope(shield=True):
+            delete = await _timed(
+                step_timeout,
+                lambda: _http(target, "DELETE", f"/api/kernels/{kernel_id}" + target.query()),
+            )
+    return Observations(
+        api=api,
+        status=status,
+        preflight=preflight,
+        get=get,
+        kernel=started,
+        direct_ws=direct_ws,
+        diagnose=diag,
+        tunnel_get=tunnel_get,
+        tunnel_ws=tunnel_ws,
+        delete=delete,
+    )
+
+
+async def doctor(
+    url: str,
+    origin: str = COLAB_ORIGIN,
+    *,
+    kernel: bool = True,
+    step_timeout: float = DEFAULT_TIMEOUT,
+) -> Report:
+    """Probe the runtime at ``url`` (the URL a user pastes) from ``origin`` and judge it."""
+    target = parse_target(url)
+    observations = await probe(target, origin, kernel=kernel, step_timeout=step_timeout)
+    return assess(target, origin, observations, kernel=kernel)
+
+
+async def self_check(url: str, origin: str = COLAB_ORIGIN, step_timeout: float = 10.0) -> str:
+    """The no-kernel doctor against a runtime we just started: its one-line verdict."""
+    try:
+        report = await doctor(url, origin, kernel=False, step_timeout=step_timeout)
+    except (ClientConnectionError, ValueError) as exc:
+        return redact_tokens(f"self-check failed: {exc}", [parse_target(url).token])
+    return verdict_line(report)
+
+
+class RedactingArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose error messages never echo a token back (a mistyped command line
+    would otherwise print the whole URL, token and all)."""
+
+    def error(self, message: str) -> Any:
+        super().error(redact_tokens(message))
+
+
+class _RedactingFormatter(logging.Formatter):
+    def __init__(self, token: str | None) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+        self._token = token
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_tokens(super().format(record), [self._token])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = RedactingArgumentParser(
+        prog="trio-httpws doctor",
+        description=(
+            "Behave as a front end (Colab) would against the runtime at URL, from --origin, and "
+            "say for each step what it saw and, for each failure, how to fix it. Exit status 0 "
+            "when at least one way of connecting works end to end."
+        ),
+    )
+    parser.add_argument(
+        "url", metavar="URL", help="the URL you would paste, e.g. http://localhost:8889/?token=..."
+    )
+    parser.add_argument(
+        "--origin", default=COLAB_ORIGIN, help=f"the front end's origin (default: {COLAB_ORIGIN})"
+    )
+    parser.add_argument(
+        "--no-kernel", action="store_true", help="do not start a kernel (nor run code on one)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"seconds allowed for each step (default {DEFAULT_TIMEOUT:g})",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``trio-httpws doctor ...``: 0 if a flow works, 1 if none does, 2 for a usage error."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        target = parse_target(args.url)
+    except ValueError as exc:
+        parser.error(str(exc))
+    # Warnings of the client go to stderr, without the token.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_RedactingFormatter(target.token))
+    logging.getLogger().handlers[:] = [handler]
+    logging.getLogger().setLevel(logging.ERROR)
+
+    async def run() -> Report:
+        return await doctor(
+            args.url, args.origin, kernel=not args.no_kernel, step_timeout=args.timeout
+        )
+
+    report = trio.run(run)
+    sys.stdout.write(render_json(report) if args.json else render_text(report))
+    sys.stdout.flush()
+    return 0 if report.ok else 1
