@@ -24,6 +24,14 @@ from trio_httpws.client import (
     open_client,
     open_proxied_websocket,
 )
+from trio_httpws.client._diagnosis import (
+    COLAB_ORIGIN,
+    Mark,
+    render_json,
+    render_text,
+    verdict_line,
+)
+from trio_httpws.client._doctor import doctor
 
 from ._original_server import AVAILABLE, SKIP_REASON, OriginalServer, original_server
 from .conftest import running_proxy
@@ -238,3 +246,39 @@ async def test_a_redirecting_path_gives_the_same_final_response(
             )
     assert theirs[0] == 200, theirs
     assert ours == theirs
+
+
+async def test_doctor_on_the_original(server: OriginalServer) -> None:
+    """``trio-httpws doctor`` against Notebook 6 with the original extension (allow_origin=*)."""
+    with trio.fail_after(TIMEOUT):
+        report = await doctor(server.auth_url, COLAB_ORIGIN)
+    print(render_text(report))
+    assert report.runtime.startswith("Notebook 6.")
+    assert report.runtime.endswith(" with jupyter_http_over_ws")
+    assert {s.name: s.mark for s in report.steps if s.group in ("reach", "tunnel", "kernel")} == (
+        dict.fromkeys(
+            (
+                "reach.port",
+                "reach.host",
+                "reach.token",
+                "tunnel.diagnose",
+                "tunnel.get",
+                "tunnel.kernel_ws",
+                "kernel.start",
+                "kernel.delete",
+            ),
+            Mark.OK,
+        )
+    )
+    assert report.step("tunnel.kernel_ws").saw.endswith("print(6*7) printed 42")
+    # allow_origin=* answers with a literal *, which no browser accepts with credentials.
+    preflight = report.step("today.preflight")
+    assert preflight.mark is Mark.FAIL
+    assert "Access-Control-Allow-Origin: *" in preflight.saw
+    assert preflight.fix.startswith(
+        f"Allow the exact origin (--NotebookApp.allow_origin={COLAB_ORIGIN}, not *) with "
+        "--NotebookApp.allow_credentials=True"
+    )
+    assert report.ok
+    assert verdict_line(report).endswith("old tunnel ok")
+    assert server.token not in render_text(report) + render_json(report)

@@ -225,6 +225,7 @@ GROUP_TITLES = {
     "verdict": "verdict",
 }
 FLOW_TITLES = {"today": "today's flow", "tunnel": "old tunnel"}
+_FLOW_PHRASES = {"today": "today's flow", "tunnel": "the old tunnel"}
 
 
 class Kind(str, Enum):
@@ -393,7 +394,7 @@ def _reach(j: _Judge, obs: Observations) -> str | None:
             "it at startup (jupyter server list shows it)."
         )
     else:
-        fix = "The URL has no ?token=...: paste the whole URL the runtime printed, token included."
+        fix = "The URL carries no token: paste the whole URL the runtime printed, ?token= included."
     j.add("reach.token", "token accepted", Mark.FAIL, _error_saw(status, "GET /api/status"), fix)
     return "the token was refused"
 
@@ -769,7 +770,7 @@ def assess(target: Target, origin: str, obs: Observations, *, kernel: bool = Tru
             if all(s.name != name for s in j.steps):
                 j.add(name, title, Mark.SKIP, f"not tried: {blocked}")
     flows = _flows(j)
-    works = " and ".join(f"the {f.title}" for f in flows if f.works)
+    works = " and ".join(_FLOW_PHRASES[f.name] for f in flows if f.works)
     failing = "; ".join(
         f"{f.title} fails at: {_TITLES[f.failed_at or '']}" for f in flows if not f.works
     )

@@ -1,0 +1,373 @@
+"""The doctor's judgement and rendering, without sockets: what it concludes from what it saw."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from trio_httpws.client._diagnosis import (
+    COLAB_ORIGIN,
+    REDACTED,
+    Mark,
+    Observations,
+    Report,
+    Seen,
+    assess,
+    parse_target,
+    redact_tokens,
+    render_json,
+    render_text,
+    verdict_line,
+)
+
+TOKEN = "abc123secret"
+URL = f"http://localhost:8889/?token={TOKEN}"
+BASE = "http://localhost:8889"
+CORS = (
+    ("access-control-allow-origin", COLAB_ORIGIN),
+    ("access-control-allow-credentials", "true"),
+)
+PREFLIGHT = (
+    *CORS,
+    ("access-control-allow-methods", "GET, PUT, POST, PATCH, DELETE, OPTIONS"),
+    ("access-control-allow-headers", "content-type"),
+    ("access-control-allow-private-network", "true"),
+)
+JUPYTER_API = Seen(status=200, body=b'{"version": "2.21.1"}')
+NOTEBOOK_API = Seen(status=200, body=b'{"version": "6.5.7"}')
+DIAGNOSED = Seen(
+    opened=True,
+    answer={
+        "extension_version": "0.0.7",
+        "has_authentication_cookie": False,
+        "is_outdated_extension": False,
+    },
+)
+
+#: trio-httpws with issue 8: everything works.
+GOOD = Observations(
+    api=replace(JUPYTER_API, headers=(("server", "hypercorn-h11"),)),
+    status=Seen(status=200),
+    preflight=Seen(status=204, headers=PREFLIGHT),
+    get=Seen(status=200, headers=CORS, body=b"{}"),
+    kernel=Seen(status=201, body=b'{"id": "k1", "name": "python3"}'),
+    direct_ws=Seen(opened=True, printed="42\n"),
+    diagnose=DIAGNOSED,
+    tunnel_get=Seen(status=200, opened=True, body=b'{"kernelspecs": {"python3": {}}}'),
+    tunnel_ws=Seen(opened=True, printed="42\n"),
+    delete=Seen(status=204),
+)
+#: A stock Jupyter Server 2 with no flags, as it answers (it echoes the Origin, no -Credentials).
+STOCK = Observations(
+    api=JUPYTER_API,
+    status=Seen(status=200),
+    preflight=Seen(
+        status=200,
+        headers=(
+            ("access-control-allow-origin", COLAB_ORIGIN),
+            ("access-control-allow-methods", "GET, PUT, POST, PATCH, DELETE, OPTIONS"),
+            ("access-control-allow-headers", "accept, content-type, authorization, x-xsrftoken"),
+        ),
+    ),
+    get=Seen(status=200, headers=(("access-control-allow-origin", COLAB_ORIGIN),)),
+    kernel=None,
+    direct_ws=Seen(opened=True),
+    diagnose=Seen(status=404, reason="404 Not Found"),
+)
+
+
+def judge(
+    obs: Observations, url: str = URL, *, kernel: bool = True, origin: str = COLAB_ORIGIN
+) -> Report:
+    return assess(parse_target(url), origin, obs, kernel=kernel)
+
+
+def test_everything_works() -> None:
+    report = judge(GOOD)
+    assert all(s.mark is Mark.OK for s in report.steps)
+    assert all(s.fix == "" for s in report.steps)
+    assert report.ok
+    assert report.runtime == "trio-httpws in front of Jupyter Server 2.21.1"
+    assert verdict_line(report) == "Colab can connect: today's flow ok, old tunnel ok"
+    assert report.step("verdict").saw == (
+        f"{COLAB_ORIGIN} can connect through today's flow and the old tunnel"
+    )
+
+
+def test_a_tunnel_on_jupyter_server_2_is_trio_httpws_even_without_its_server_header() -> None:
+    report = judge(replace(GOOD, api=JUPYTER_API))
+    assert report.runtime == "trio-httpws in front of Jupyter Server 2.21.1"
+
+
+@pytest.mark.parametrize(
+    ("url", "base", "token"),
+    [
+        (URL, BASE, TOKEN),
+        ("http://127.0.0.1:8888/lab?token=t", "http://127.0.0.1:8888", "t"),
+        ("https://box/jupyter/tree?token=t&x=1", "https://box/jupyter", "t"),
+        ("http://localhost:8889", BASE, None),
+    ],
+)
+def test_parse_target(url: str, base: str, token: str | None) -> None:
+    target = parse_target(url)
+    assert (target.base, target.token) == (base, token)
+
+
+def test_a_bad_url_is_refused_without_its_token() -> None:
+    with pytest.raises(ValueError, match="must start with http") as info:
+        parse_target(f"ftp://localhost/?token={TOKEN}")
+    assert TOKEN not in str(info.value)
+    assert "token=<redacted>" in str(info.value)
+
+
+def test_redact() -> None:
+    assert redact_tokens(f"a {URL} b", [TOKEN]) == f"a {BASE}/?token={REDACTED} b"
+    assert redact_tokens("GET /x?a=1&token=zz&b=2") == f"GET /x?a=1&token={REDACTED}&b=2"
+    assert redact_tokens(f"GET /x?token={REDACTED}: 200") == f"GET /x?token={REDACTED}: 200"
+    assert redact_tokens("Authorization: token s3", ["s3"]) == f"Authorization: token {REDACTED}"
+
+
+def test_nothing_listens_skips_the_rest() -> None:
+    report = judge(Observations(api=Seen(error="[Errno 111] Connect call failed")))
+    assert report.step("reach.port").fix == (
+        "Nothing listens on localhost:8889: start the runtime (trio-httpws, or jupyter server "
+        "--port=8889), or correct the port in the URL."
+    )
+    skipped = [s for s in report.steps if s.mark is Mark.SKIP]
+    assert len(skipped) == len(report.steps) - 2
+    assert {s.saw for s in skipped} == {"not tried: the port does not answer"}
+    assert not report.ok
+
+
+def test_trio_httpws_with_its_backend_down() -> None:
+    body = b"Bad Gateway: cannot connect to backend http://127.0.0.1:9: [Errno 111] refused"
+    report = judge(Observations(api=Seen(status=502, body=body)))
+    assert report.step("reach.port").fix == (
+        "Nothing listens on http://127.0.0.1:9: start Jupyter there, or give trio-httpws the "
+        "right --backend URL."
+    )
+
+
+@pytest.mark.parametrize(
+    ("api", "fix"),
+    [
+        (
+            Seen(status=403, headers=(("server", "hypercorn-h11"),), body=b"Host not allowed"),
+            "The runtime refuses the Host 'box.lan:8889': use localhost or 127.0.0.1 in the URL, "
+            "or allow the name with --allow-host box.lan.",
+        ),
+        (
+            Seen(status=403),
+            "The runtime refuses the Host 'box.lan:8889': use localhost or 127.0.0.1 in the URL, "
+            "or start Jupyter with --ServerApp.allow_remote_access=True.",
+        ),
+        (
+            Seen(status=404),
+            "This is not a Jupyter server's base URL: paste the URL the runtime printed (with its "
+            "base path, if any).",
+        ),
+    ],
+)
+def test_host_check(api: Seen, fix: str) -> None:
+    report = judge(Observations(api=api), f"http://box.lan:8889/?token={TOKEN}")
+    assert report.step("reach.host").mark is Mark.FAIL
+    assert report.step("reach.host").fix == fix
+
+
+def test_wrong_token_and_missing_token() -> None:
+    refused = Observations(api=JUPYTER_API, status=Seen(status=403, reason="Forbidden"))
+    report = judge(refused)
+    assert report.step("reach.token").saw == "GET /api/status answered HTTP 403 (Forbidden)"
+    assert report.step("reach.token").fix.startswith("The token was refused: paste the URL")
+    report = judge(refused, BASE + "/")
+    assert report.step("reach.token").fix == (
+        "The URL carries no token: paste the whole URL the runtime printed, ?token= included."
+    )
+
+
+def test_stock_jupyter_names_the_missing_flag_and_trio_httpws() -> None:
+    report = judge(STOCK, kernel=False)
+    assert report.runtime == "Jupyter Server 2.21.1 (stock)"
+    front = f"put trio-httpws in front of it (trio-httpws --backend {BASE})"
+    assert report.step("today.preflight").fix == (
+        f"Start Jupyter with --ServerApp.allow_credentials=True, or {front}."
+    )
+    assert report.step("today.pna").fix == (
+        f"Jupyter never answers Chrome's Private Network Access preflight: {front}."
+    )
+    assert report.step("today.kernel_ws").mark is Mark.OK
+    assert report.step("tunnel.diagnose").fix == (
+        "No tunnel endpoints: the jupyter_http_over_ws extension cannot load in Jupyter Server "
+        f"2; {front}."
+    )
+    assert [f.failed_at for f in report.flows] == ["today.preflight", "tunnel.diagnose"]
+    assert not report.ok
+
+
+def test_jupyter_without_allow_origin_names_both_flags() -> None:
+    preflight = Seen(status=200, headers=(("access-control-allow-methods", "POST"),))
+    report = judge(replace(STOCK, preflight=preflight), kernel=False)
+    assert report.step("today.preflight").fix == (
+        f"Jupyter does not allow the origin {COLAB_ORIGIN}: start Jupyter with "
+        f"--ServerApp.allow_origin={COLAB_ORIGIN} --ServerApp.allow_credentials=True, or put "
+        f"trio-httpws in front of it (trio-httpws --backend {BASE})."
+    )
+
+
+def test_notebook_6_flags_a_literal_star_and_a_missing_extension() -> None:
+    star = (("access-control-allow-origin", "*"),)
+    obs = replace(
+        STOCK,
+        api=NOTEBOOK_API,
+        preflight=Seen(status=200, headers=star),
+        get=Seen(status=200, headers=star),
+    )
+    report = judge(obs, kernel=False)
+    assert report.runtime == "Notebook 6.5.7 without jupyter_http_over_ws"
+    assert "browsers refuse a literal *" in report.step("today.preflight").saw
+    assert report.step("today.preflight").fix.startswith(
+        f"Allow the exact origin (--NotebookApp.allow_origin={COLAB_ORIGIN}, not *) with "
+        "--NotebookApp.allow_credentials=True"
+    )
+    assert report.step("tunnel.diagnose").fix.startswith(
+        "The jupyter_http_over_ws extension is not loaded: enable it (jupyter serverextension "
+        "enable --py jupyter_http_over_ws)"
+    )
+
+
+def test_origin_refused_by_trio_httpws() -> None:
+    evil = "https://evil.example"
+    refused = Seen(status=403, body=b"Origin not allowed", reason="Origin not allowed")
+    obs = replace(
+        GOOD,
+        preflight=refused,
+        get=refused,
+        direct_ws=Seen(status=403, reason="Origin not allowed"),
+        diagnose=Seen(status=403, reason="Origin not allowed"),
+        tunnel_get=None,
+        tunnel_ws=None,
+    )
+    report = judge(obs, origin=evil)
+    fix = f"trio-httpws refuses the origin {evil}: start it with --allow-origin {evil}."
+    for name in ("today.preflight", "today.get", "today.kernel_ws", "tunnel.diagnose"):
+        assert report.step(name).fix == fix, name
+    assert report.step("today.pna").mark is Mark.SKIP
+    assert report.step("tunnel.get").saw == "not tried: the origin was refused"
+    assert not report.ok
+
+
+def test_trio_httpws_before_issue8_says_upgrade() -> None:
+    obs = replace(GOOD, preflight=STOCK.preflight, get=STOCK.get)
+    report = judge(obs)
+    for name in ("today.preflight", "today.pna", "today.get"):
+        assert report.step(name).fix.startswith("Upgrade trio-httpws to a version that serves")
+    assert report.ok  # the old tunnel works
+    assert verdict_line(report).startswith("Colab can connect: today's flow fails (OPTIONS")
+
+
+def test_min_version_mismatch() -> None:
+    outdated = replace(
+        DIAGNOSED, answer={"extension_version": "0.0.1", "is_outdated_extension": True}
+    )
+    report = judge(replace(GOOD, diagnose=outdated, api=NOTEBOOK_API))
+    assert report.step("tunnel.diagnose").fix.startswith(
+        "The runtime speaks protocol 0.0.1, older than the 0.0.7 Colab asks for (min_version): "
+        "upgrade jupyter_http_over_ws to 0.0.8"
+    )
+    closed = Seen(close_code=1002, reason="", error="closed")
+    report = judge(replace(GOOD, tunnel_get=closed))
+    assert report.step("tunnel.get").fix.startswith("The runtime refused min_version=0.0.7")
+
+
+@pytest.mark.parametrize(
+    ("seen", "fix"),
+    [
+        (
+            Seen(status=500, proxy_error=True, opened=True, reason="Uncaught server-side"),
+            "The runtime could not log in with the auth URL",
+        ),
+        (Seen(status=403, opened=True, reason="Forbidden"), "Jupyter refused the tunnelled"),
+        (Seen(status=502, opened=True, proxy_error=True), "The proxy cannot reach its backend"),
+    ],
+)
+def test_tunnelled_get_failures(seen: Seen, fix: str) -> None:
+    report = judge(replace(GOOD, tunnel_get=seen))
+    assert report.step("tunnel.get").mark is Mark.FAIL
+    assert report.step("tunnel.get").fix.startswith(fix)
+    assert next(f for f in report.flows if f.name == "tunnel").failed_at == "tunnel.get"
+
+
+def test_a_kernel_that_never_starts() -> None:
+    obs = replace(
+        GOOD,
+        kernel=Seen(status=500, reason="No such kernel named python3"),
+        direct_ws=Seen(status=404),
+        tunnel_ws=Seen(opened=True, close_code=4404, error="closed with code 4404"),
+        delete=None,
+    )
+    report = judge(obs)
+    assert report.step("kernel.start").fix.startswith("No kernel started: install ipykernel")
+    assert report.step("kernel.delete").mark is Mark.SKIP
+    assert not report.ok  # neither flow works end to end without a kernel
+
+
+def test_a_kernel_that_prints_something_else() -> None:
+    report = judge(replace(GOOD, direct_ws=Seen(opened=True, printed="NameError: x")))
+    assert report.step("today.kernel_ws").saw.endswith("print(6*7) printed 'NameError: x'")
+    assert report.ok  # the tunnel still works
+
+
+def test_no_kernel_mode() -> None:
+    obs = replace(
+        GOOD,
+        kernel=None,
+        delete=None,
+        direct_ws=Seen(opened=True),
+        tunnel_ws=Seen(opened=True, close_code=1002, error="closed with code 1002"),
+    )
+    report = judge(obs, kernel=False)
+    assert report.step("kernel.start").saw == "--no-kernel"
+    assert report.step("today.kernel_ws").saw.endswith("opened (--no-kernel: no kernel to open)")
+    # Notebook 6 has no kernel-free socket to try: skipped, not failed.
+    assert report.step("tunnel.kernel_ws").mark is Mark.SKIP
+    assert [f.works for f in report.flows] == [True, True]
+
+
+def test_text_rendering() -> None:
+    report = judge(replace(STOCK, api=replace(JUPYTER_API, error=None)), kernel=False)
+    text = render_text(report)
+    lines = text.splitlines()
+    assert lines[0] == f"trio-httpws doctor: {BASE}/?token={REDACTED}"
+    assert lines[1] == (
+        f"  as a page on {COLAB_ORIGIN} would; the runtime is Jupyter Server 2.21.1 (stock)"
+    )
+    assert "reach" in lines
+    assert any(line.startswith("  ✓ port answers ") for line in lines)
+    preflight = next(i for i, line in enumerate(lines) if "✗ CORS preflight" in line)
+    assert lines[preflight + 1].strip() == "fix: " + report.step("today.preflight").fix
+    assert sum(line.strip().startswith("fix: ") for line in lines) == sum(
+        s.mark is Mark.FAIL for s in report.steps
+    )
+    assert any(line.startswith("  - start a kernel ") for line in lines)
+    assert TOKEN not in text
+
+
+def test_json_rendering_is_the_same_report() -> None:
+    report = judge(STOCK, kernel=False)
+    document = json.loads(render_json(report))
+    assert document["ok"] is False
+    assert document["url"] == f"{BASE}/?token={REDACTED}"
+    assert document["flows"]["tunnel"]["failed_at"] == "tunnel.diagnose"
+    assert [s["name"] for s in document["steps"]] == [s.name for s in report.steps]
+    assert [s["mark"] for s in document["steps"]] == [s.mark.value for s in report.steps]
+    assert TOKEN not in render_json(report)
+
+
+def test_the_token_never_survives_into_a_report() -> None:
+    leaky = Seen(error=f"could not GET {URL} (token {TOKEN})")
+    report = judge(Observations(api=leaky))
+    rendered = render_text(report) + render_json(report)
+    assert TOKEN not in rendered
+    assert report.step("reach.port").saw.count(REDACTED) == 2
