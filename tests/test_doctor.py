@@ -122,7 +122,7 @@ async def test_wrong_token(jproxy: str) -> None:
     assert step.saw.startswith("GET /api/status answered HTTP 403")
     assert step.fix == (
         "The token was refused: paste the URL with the current token, as the runtime printed it "
-        "at startup (jupyter server list shows it)."
+        "at startup (for a Jupyter you started, jupyter server list shows it)."
     )
     assert report.step("today.preflight").mark is Mark.SKIP
     assert report.step("today.preflight").saw == "not tried: the token was refused"

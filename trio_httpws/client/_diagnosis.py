@@ -298,7 +298,9 @@ def _runtime(api: Seen, diagnose: Seen | None) -> tuple[Kind, str]:
     return Kind.JUPYTER_SERVER, version
 
 
-def _describe(kind: Kind, version: str, diagnose: Seen | None) -> str:
+def _describe(kind: Kind, version: str, api: Seen, diagnose: Seen | None) -> str:
+    if api.status != 200:
+        return "unknown (GET /api did not answer 200)"
     backend = f"Jupyter Server {version}" if version else "a Jupyter server"
     if kind is Kind.TRIO_HTTPWS:
         return f"trio-httpws in front of {backend}"
@@ -321,7 +323,9 @@ def _error_saw(seen: Seen, what: str) -> str:
     if seen.error is not None:
         return f"{what}: {seen.error}"
     if seen.status is not None and not seen.opened:
-        reason = f" ({seen.reason.strip()[:120]})" if seen.reason.strip() else ""
+        # A short text says why; an HTML error page does not fit on a line.
+        text = " ".join(seen.reason.split())
+        reason = f" ({text[:120]})" if text and not text.startswith("<") else ""
         return f"{what} answered HTTP {seen.status}{reason}"
     return f"{what}: closed with code {seen.close_code} {seen.reason!r}"
 
@@ -377,7 +381,7 @@ def _reach(j: _Judge, obs: Observations) -> str | None:
         "reach.host",
         "Host check",
         Mark.OK,
-        f"Host {j.target.netloc} accepted; GET /api: {_describe(j.kind, j.version, obs.diagnose)}",
+        f"Host {j.target.netloc} accepted (GET /api: 200)",
     )
 
     status = obs.status
@@ -391,7 +395,7 @@ def _reach(j: _Judge, obs: Observations) -> str | None:
     if j.target.token:
         fix = (
             "The token was refused: paste the URL with the current token, as the runtime printed "
-            "it at startup (jupyter server list shows it)."
+            "it at startup (for a Jupyter you started, jupyter server list shows it)."
         )
     else:
         fix = "The URL carries no token: paste the whole URL the runtime printed, ?token= included."
@@ -787,7 +791,7 @@ def assess(target: Target, origin: str, obs: Observations, *, kernel: bool = Tru
         )
     url = redact_tokens(target.url, [target.token])
     return Report(
-        url, origin, _describe(kind, version, obs.diagnose), tuple(j.steps), flows, kernel
+        url, origin, _describe(kind, version, obs.api, obs.diagnose), tuple(j.steps), flows, kernel
     )
 
 
