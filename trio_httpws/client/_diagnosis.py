@@ -217,6 +217,22 @@ class Report:
         return next(s for s in self.steps if s.name == name)
 
 
+#: Each step's name and title, in the order of the report.
+STEP_TITLES = {
+    "reach.port": "port answers",
+    "reach.host": "Host check",
+    "reach.token": "token accepted",
+    "today.preflight": "CORS preflight",
+    "today.pna": "Private Network Access",
+    "today.get": "credentialed GET",
+    "today.kernel_ws": "kernel WebSocket",
+    "tunnel.diagnose": "diagnose",
+    "tunnel.get": "tunnelled GET",
+    "tunnel.kernel_ws": "kernel WebSocket",
+    "kernel.start": "start a kernel",
+    "kernel.delete": "delete it",
+    "verdict": "verdict",
+}
 GROUP_TITLES = {
     "reach": "reach",
     "today": "today's flow (direct CORS requests and WebSockets)",
@@ -270,11 +286,11 @@ class _Judge:
             f"{self.flag}allow_credentials=True, or {self.front}."
         )
 
-    def add(self, name: str, title: str, mark: Mark, saw: str, fix: str = "") -> Step:
+    def add(self, name: str, mark: Mark, saw: str, fix: str = "", *, title: str = "") -> Step:
         secrets = [self.target.token]
         step = Step(
             name,
-            title,
+            title or STEP_TITLES[name],
             mark,
             redact_tokens(saw, secrets),
             redact_tokens(fix, secrets) if mark is Mark.FAIL else "",
@@ -341,7 +357,6 @@ def _reach(j: _Judge, obs: Observations) -> str | None:
     if api.error is not None:
         j.add(
             "reach.port",
-            "port answers",
             Mark.FAIL,
             f"nothing answers at {where}: {api.error}",
             f"Nothing listens on {where}: start the runtime (trio-httpws, or jupyter server "
@@ -352,7 +367,6 @@ def _reach(j: _Judge, obs: Observations) -> str | None:
     if api.status == 502 and backend:
         j.add(
             "reach.port",
-            "port answers",
             Mark.FAIL,
             f"trio-httpws answers at {where}, but its backend does not: "
             + api.body.decode("utf-8", "replace").strip()[:200],
@@ -360,7 +374,7 @@ def _reach(j: _Judge, obs: Observations) -> str | None:
             "the right --backend URL.",
         )
         return "the backend does not answer"
-    j.add("reach.port", "port answers", Mark.OK, f"HTTP {api.status} from {where}")
+    j.add("reach.port", Mark.OK, f"HTTP {api.status} from {where}")
 
     if api.status != 200:
         host_refused = api.status == 403
@@ -375,11 +389,10 @@ def _reach(j: _Judge, obs: Observations) -> str | None:
             else "This is not a Jupyter server's base URL: paste the URL the runtime printed "
             "(with its base path, if any)."
         )
-        j.add("reach.host", "Host check", Mark.FAIL, _error_saw(api, "GET /api"), fix)
+        j.add("reach.host", Mark.FAIL, _error_saw(api, "GET /api"), fix)
         return "the Host check failed" if host_refused else "GET /api failed"
     j.add(
         "reach.host",
-        "Host check",
         Mark.OK,
         f"Host {j.target.netloc} accepted (GET /api: 200)",
     )
@@ -390,7 +403,7 @@ def _reach(j: _Judge, obs: Observations) -> str | None:
         saw = "GET /api/status" + (
             "?token=<redacted>: 200" if j.target.token else " without a token: 200"
         )
-        j.add("reach.token", "token accepted", Mark.OK, saw)
+        j.add("reach.token", Mark.OK, saw)
         return None
     if j.target.token:
         fix = (
@@ -399,7 +412,7 @@ def _reach(j: _Judge, obs: Observations) -> str | None:
         )
     else:
         fix = "The URL carries no token: paste the whole URL the runtime printed, ?token= included."
-    j.add("reach.token", "token accepted", Mark.FAIL, _error_saw(status, "GET /api/status"), fix)
+    j.add("reach.token", Mark.FAIL, _error_saw(status, "GET /api/status"), fix)
     return "the token was refused"
 
 
@@ -454,20 +467,17 @@ def _today(j: _Judge, obs: Observations) -> None:
         fix = (
             j.allow_origin_fix() if refused else "Check that the runtime is running and reachable."
         )
-        j.add("today.preflight", "CORS preflight", Mark.FAIL, _error_saw(pre, what), fix)
+        j.add("today.preflight", Mark.FAIL, _error_saw(pre, what), fix)
     else:
         problem = _cors_problem(j, pre)
         methods = (pre.header("access-control-allow-methods") or "").upper()
         allowed_headers = (pre.header("access-control-allow-headers") or "").lower()
         if problem is not None:
             saw, fix = problem
-            j.add(
-                "today.preflight", "CORS preflight", Mark.FAIL, f"{what}: {pre.status}, {saw}", fix
-            )
+            j.add("today.preflight", Mark.FAIL, f"{what}: {pre.status}, {saw}", fix)
         elif pre.status is None or not 200 <= pre.status < 300:
             j.add(
                 "today.preflight",
-                "CORS preflight",
                 Mark.FAIL,
                 _error_saw(pre, what),
                 f"The runtime must answer preflights with 2xx: {j.front}.",
@@ -475,7 +485,6 @@ def _today(j: _Judge, obs: Observations) -> None:
         elif PREFLIGHT_METHOD not in methods or PREFLIGHT_HEADERS not in allowed_headers:
             j.add(
                 "today.preflight",
-                "CORS preflight",
                 Mark.FAIL,
                 f"{what}: allows methods {methods or '(none)'}, headers {allowed_headers or '(none)'}",
                 f"The preflight must allow {PREFLIGHT_METHOD} with Content-Type: {j.front}.",
@@ -483,17 +492,15 @@ def _today(j: _Judge, obs: Observations) -> None:
         else:
             j.add(
                 "today.preflight",
-                "CORS preflight",
                 Mark.OK,
                 f"{what}: {pre.status}, Access-Control-Allow-Origin {j.origin}, -Credentials true",
             )
 
     if refused or pre.error is not None:
-        j.add("today.pna", "Private Network Access", Mark.SKIP, "not judged: the preflight failed")
+        j.add("today.pna", Mark.SKIP, "not judged: the preflight failed")
     elif (pre.header("access-control-allow-private-network") or "").lower() == "true":
         j.add(
             "today.pna",
-            "Private Network Access",
             Mark.OK,
             "Access-Control-Allow-Private-Network: true",
         )
@@ -505,7 +512,6 @@ def _today(j: _Judge, obs: Observations) -> None:
         )
         j.add(
             "today.pna",
-            "Private Network Access",
             Mark.FAIL,
             "asked for Private Network Access; no Access-Control-Allow-Private-Network: true",
             fix,
@@ -516,14 +522,13 @@ def _today(j: _Judge, obs: Observations) -> None:
     what = f"GET /api/kernelspecs from {j.origin}"
     if get.error is not None or _origin_refused(j, get):
         fix = j.allow_origin_fix() if get.error is None else "Check that the runtime is reachable."
-        j.add("today.get", "credentialed GET", Mark.FAIL, _error_saw(get, what), fix)
+        j.add("today.get", Mark.FAIL, _error_saw(get, what), fix)
     elif (problem := _cors_problem(j, get)) is not None:
         saw, fix = problem
-        j.add("today.get", "credentialed GET", Mark.FAIL, f"{what}: {get.status}, {saw}", fix)
+        j.add("today.get", Mark.FAIL, f"{what}: {get.status}, {saw}", fix)
     elif get.status != 200:
         j.add(
             "today.get",
-            "credentialed GET",
             Mark.FAIL,
             _error_saw(get, what),
             "The runtime refused the token on a cross-origin request: check the token in the URL.",
@@ -531,7 +536,6 @@ def _today(j: _Judge, obs: Observations) -> None:
     else:
         j.add(
             "today.get",
-            "credentialed GET",
             Mark.OK,
             f"{what}: 200, readable (Access-Control-Allow-Origin {j.origin}, -Credentials true)",
         )
@@ -552,33 +556,32 @@ def _today(j: _Judge, obs: Observations) -> None:
 
 
 def _kernel_socket(j: _Judge, name: str, ws: Seen, what: str, refused_fix: str) -> None:
-    title = "kernel WebSocket"
     if ws.printed is not None:
         if ws.printed == KERNEL_OUTPUT:
-            j.add(name, title, Mark.OK, f"{what}: opened; {KERNEL_CODE} printed 42")
+            j.add(name, Mark.OK, f"{what}: opened; {KERNEL_CODE} printed 42")
         else:
             j.add(
                 name,
-                title,
                 Mark.FAIL,
                 f"{what}: opened, but {KERNEL_CODE} printed {ws.printed!r}",
                 "The kernel runs but does not answer as expected: see the runtime's log.",
             )
         return
+    title = ""
     if not j.kernel:
         # No kernel to open: the same checks on a socket that needs none.
         title = "WebSocket"
         what = what.replace("kernel WebSocket", f"WebSocket to {NO_KERNEL_WS_PATH}")
         if ws.opened and ws.error is None:
-            j.add(name, title, Mark.OK, f"{what}: opened (--no-kernel: no kernel to open)")
+            j.add(name, Mark.OK, f"{what}: opened (--no-kernel: no kernel to open)", title=title)
             return
         if ws.status == 404 or ws.close_code in (4404, 1002):
             j.add(
                 name,
-                title,
                 Mark.SKIP,
                 f"{what}: 404, this runtime has no such socket; run without --no-kernel to try a "
                 "kernel's",
+                title=title,
             )
             return
     if ws.error is not None:
@@ -589,7 +592,7 @@ def _kernel_socket(j: _Judge, name: str, ws: Seen, what: str, refused_fix: str) 
         fix = refused_fix
     else:
         fix = "The runtime refused the kernel's WebSocket: see the runtime's log."
-    j.add(name, title, Mark.FAIL, _error_saw(ws, what), fix)
+    j.add(name, Mark.FAIL, _error_saw(ws, what), fix, title=title)
 
 
 def _tunnel(j: _Judge, obs: Observations) -> None:
@@ -603,7 +606,6 @@ def _tunnel(j: _Judge, obs: Observations) -> None:
         if diag.answer.get("is_outdated_extension"):
             j.add(
                 "tunnel.diagnose",
-                "diagnose",
                 Mark.FAIL,
                 f"{what}: extension_version {version}, is_outdated_extension true",
                 f"The runtime speaks protocol {version}, older than the {PROTOCOL_VERSION} Colab "
@@ -612,7 +614,6 @@ def _tunnel(j: _Judge, obs: Observations) -> None:
         else:
             j.add(
                 "tunnel.diagnose",
-                "diagnose",
                 Mark.OK,
                 f"extension_version {version}, has_authentication_cookie "
                 f"{str(cookie).lower()} (the tunnel logs in with the auth URL instead)",
@@ -625,26 +626,25 @@ def _tunnel(j: _Judge, obs: Observations) -> None:
             else "No tunnel endpoints: the jupyter_http_over_ws extension cannot load in Jupyter "
             f"Server 2; {j.front}."
         )
-        j.add("tunnel.diagnose", "diagnose", Mark.FAIL, _error_saw(diag, what), fix)
+        j.add("tunnel.diagnose", Mark.FAIL, _error_saw(diag, what), fix)
     elif diag.status == 403:
         fix = (
             j.allow_origin_fix()
             if j.kind is Kind.TRIO_HTTPWS
             else f"Start the Notebook with {j.flag}allow_origin={j.origin}."
         )
-        j.add("tunnel.diagnose", "diagnose", Mark.FAIL, _error_saw(diag, what), fix)
+        j.add("tunnel.diagnose", Mark.FAIL, _error_saw(diag, what), fix)
     else:
         j.add(
             "tunnel.diagnose",
-            "diagnose",
             Mark.FAIL,
             _error_saw(diag, what),
             "The tunnel's diagnose socket failed: see the runtime's log.",
         )
     if missing or diag.status == 403:
         why = "not tried: " + ("no tunnel endpoints" if missing else "the origin was refused")
-        j.add("tunnel.get", "tunnelled GET", Mark.SKIP, why)
-        j.add("tunnel.kernel_ws", "kernel WebSocket", Mark.SKIP, why)
+        j.add("tunnel.get", Mark.SKIP, why)
+        j.add("tunnel.kernel_ws", Mark.SKIP, why)
         return
 
     get = obs.tunnel_get
@@ -653,7 +653,7 @@ def _tunnel(j: _Judge, obs: Observations) -> None:
     body = get.json()
     if get.status == 200 and not get.proxy_error and isinstance(body, dict):
         count = len(body.get("kernelspecs") or {})
-        j.add("tunnel.get", "tunnelled GET", Mark.OK, f"{what}: 200, {count} kernel spec(s)")
+        j.add("tunnel.get", Mark.OK, f"{what}: 200, {count} kernel spec(s)")
     else:
         if get.close_code in (1002, 4400):
             fix = (
@@ -679,7 +679,7 @@ def _tunnel(j: _Judge, obs: Observations) -> None:
             if get.status is not None and get.opened
             else _error_saw(get, what)
         )
-        j.add("tunnel.get", "tunnelled GET", Mark.FAIL, saw, fix)
+        j.add("tunnel.get", Mark.FAIL, saw, fix)
 
     ws = obs.tunnel_ws
     assert ws is not None
@@ -694,7 +694,7 @@ def _tunnel(j: _Judge, obs: Observations) -> None:
 
 def _kernel_start(j: _Judge, obs: Observations) -> None:
     if not j.kernel:
-        j.add("kernel.start", "start a kernel", Mark.SKIP, "--no-kernel")
+        j.add("kernel.start", Mark.SKIP, "--no-kernel")
         return
     seen = obs.kernel
     assert seen is not None
@@ -702,14 +702,12 @@ def _kernel_start(j: _Judge, obs: Observations) -> None:
     if seen.status == 201 and isinstance(body, dict):
         j.add(
             "kernel.start",
-            "start a kernel",
             Mark.OK,
             f"POST /api/kernels: 201, kernel {body.get('name')} {body.get('id')}",
         )
         return
     j.add(
         "kernel.start",
-        "start a kernel",
         Mark.FAIL,
         _error_saw(seen, "POST /api/kernels"),
         "No kernel started: install ipykernel where the runtime runs (pip install ipykernel) "
@@ -720,13 +718,12 @@ def _kernel_start(j: _Judge, obs: Observations) -> None:
 def _kernel_delete(j: _Judge, obs: Observations) -> None:
     seen = obs.delete
     if seen is None:
-        j.add("kernel.delete", "delete it", Mark.SKIP, "no kernel was started")
+        j.add("kernel.delete", Mark.SKIP, "no kernel was started")
     elif seen.status == 204:
-        j.add("kernel.delete", "delete it", Mark.OK, "DELETE /api/kernels/<id>: 204")
+        j.add("kernel.delete", Mark.OK, "DELETE /api/kernels/<id>: 204")
     else:
         j.add(
             "kernel.delete",
-            "delete it",
             Mark.FAIL,
             _error_saw(seen, "DELETE /api/kernels/<id>"),
             "The kernel may still run: stop it from the runtime (jupyter server list, or its UI).",
@@ -770,20 +767,19 @@ def assess(target: Target, origin: str, obs: Observations, *, kernel: bool = Tru
         _kernel_start(j, obs)
         _kernel_delete(j, obs)
     else:
-        for name, title in _TITLES.items():
-            if all(s.name != name for s in j.steps):
-                j.add(name, title, Mark.SKIP, f"not tried: {blocked}")
+        for name in STEP_TITLES:
+            if name != "verdict" and all(s.name != name for s in j.steps):
+                j.add(name, Mark.SKIP, f"not tried: {blocked}")
     flows = _flows(j)
     works = " and ".join(_FLOW_PHRASES[f.name] for f in flows if f.works)
     failing = "; ".join(
-        f"{f.title} fails at: {_TITLES[f.failed_at or '']}" for f in flows if not f.works
+        f"{f.title} fails at: {STEP_TITLES[f.failed_at or '']}" for f in flows if not f.works
     )
     if works:
         saw = f"{origin} can connect through {works}" + (f"; {failing}" if failing else "")
-        j.add("verdict", "verdict", Mark.OK, saw)
+        j.add("verdict", Mark.OK, saw)
     else:
         j.add(
-            "verdict",
             "verdict",
             Mark.FAIL,
             f"{origin} cannot connect: {failing}",
@@ -793,22 +789,6 @@ def assess(target: Target, origin: str, obs: Observations, *, kernel: bool = Tru
     return Report(
         url, origin, _describe(kind, version, obs.api, obs.diagnose), tuple(j.steps), flows, kernel
     )
-
-
-_TITLES = {
-    "reach.port": "port answers",
-    "reach.host": "Host check",
-    "reach.token": "token accepted",
-    "today.preflight": "CORS preflight",
-    "today.pna": "Private Network Access",
-    "today.get": "credentialed GET",
-    "today.kernel_ws": "kernel WebSocket",
-    "tunnel.diagnose": "diagnose",
-    "tunnel.get": "tunnelled GET",
-    "tunnel.kernel_ws": "kernel WebSocket",
-    "kernel.start": "start a kernel",
-    "kernel.delete": "delete it",
-}
 
 
 # ---------------------------------------------------------------------------------------------

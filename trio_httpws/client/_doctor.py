@@ -81,7 +81,15 @@ async def _http(
     body: bytes | None = None,
 ) -> Seen:
     response = await http_request(target.base, method, path, headers=headers, body=body)
-    return Seen(status=response.status, headers=response.headers, body=response.body[:4096])
+    # A proxy's short text answer ("Origin not allowed") says more than the reason phrase.
+    plain = (response.header("content-type") or "").startswith("text/plain")
+    reason = response.body[:200].decode("utf-8", "replace") if plain else response.reason
+    return Seen(
+        status=response.status,
+        headers=response.headers,
+        body=response.body[:4096],
+        reason=reason,
+    )
 
 
 async def _run_code(ws: trio_websocket.WebSocketConnection) -> str:
