@@ -23,6 +23,7 @@ import trio
 
 import trio_httpws
 from trio_httpws._jupyter import free_port
+from trio_httpws.client import http_request
 from trio_httpws.client._diagnosis import Mark, Report, verdict_line
 from trio_httpws.client._doctor import doctor
 
@@ -75,6 +76,10 @@ async def test_trio_httpws_old_tunnel_and_a_real_kernel(jproxy: str, jupyter: Ju
     assert report.step("tunnel.diagnose").saw.startswith("extension_version 0.0.7,")
     assert report.step("tunnel.kernel_ws").saw.endswith("print(6*7) printed 42")
     assert marks(report, "kernel") == {"kernel.start": Mark.OK, "kernel.delete": Mark.OK}
+    kernel_id = report.step("kernel.start").saw.rsplit(" ", 1)[1]
+    running = await http_request(jupyter.url, "GET", f"/api/kernels?token={jupyter.token}")
+    assert running.status == 200
+    assert kernel_id not in [k["id"] for k in json.loads(running.body)]
     # The kernel socket straight to the runtime works already (Jupyter accepts the token).
     assert report.step("today.kernel_ws").saw.endswith("print(6*7) printed 42")
     tunnel = next(f for f in report.flows if f.name == "tunnel")

@@ -823,6 +823,7 @@ def render_json(report: Report) -> str:
         "origin": report.origin,
         "runtime": report.runtime,
         "ok": report.ok,
+        "kernel": report.kernel,
         "flows": {
             f.name: {"works": f.works, "failed_at": f.failed_at, "why": f.why} for f in report.flows
         },

@@ -37,7 +37,7 @@ from ._diagnosis import (
     render_text,
     verdict_line,
 )
-from ._errors import ClientConnectionError, ClientError, ConnectionRefused
+from ._errors import ClientError, ConnectionRefused
 from ._http import http_request
 from ._mux import open_client
 from ._ws import diagnose, execute_request, open_proxied_websocket, open_websocket
@@ -48,6 +48,8 @@ DEFAULT_TIMEOUT = 30.0
 #: How long a socket opened without a kernel is watched for a close right after it opened (a
 #: tunnel accepts first, then closes with the backend's refusal).
 SETTLE_TIME = 0.5
+#: Seconds the startup self-check may take in all.
+SELF_CHECK_DEADLINE = 20.0
 
 
 async def _timed(step_timeout: float, probe: Callable[[], Awaitable[Seen]]) -> Seen:
@@ -173,6 +175,25 @@ async def probe(
         info = started.json()
         if started.status == 201 and isinstance(info, dict):
             kernel_id = str(info.get("id"))
+    if kernel_id is None:
+        sockets = await _probe_sockets(target, origin, kernel, None, step_timeout)
+        return Observations(api, status, preflight, get, started, *sockets)
+    try:
+        sockets = await _probe_sockets(target, origin, kernel, kernel_id, step_timeout)
+    finally:
+        # Even when the doctor is cancelled (Ctrl-C), the kernel it started goes.
+        with trio.CancelScope(shield=True):
+            delete = await _timed(
+                step_timeout,
+                lambda: _http(target, "DELETE", f"/api/kernels/{kernel_id}" + target.query()),
+            )
+    return Observations(api, status, preflight, get, started, *sockets, delete=delete)
+
+
+async def _probe_sockets(
+    target: Target, origin: str, kernel: bool, kernel_id: str | None, step_timeout: float
+) -> tuple[Seen, Seen, Seen | None, Seen | None]:
+    """The kernel socket straight to the runtime, then the tunnel's three steps."""
     session = uuid.uuid4().hex
     if kernel_id is not None:
         ws_path = f"/api/kernels/{kernel_id}/channels"
@@ -187,13 +208,9 @@ async def probe(
         async with open_websocket(target.base, path, origin=origin) as ws:
             return await _socket_seen(ws, run)
 
-    direct_ws = await _timed(step_timeout, direct)
-
     async def diagnosed() -> Seen:
         answer = await diagnose(target.base, min_version=PROTOCOL_VERSION, origin=origin)
         return Seen(opened=True, answer=answer)
-
-    diag = await _timed(step_timeout, diagnosed)
 
     async def tunnelled_get() -> Seen:
         async with (
@@ -212,36 +229,19 @@ async def probe(
 
     async def tunnelled_ws() -> Seen:
         async with open_proxied_websocket(
-            target.base,
-            f"{ws_path}?session_id={session}",
-            auth_url=target.url,
-            origin=origin,
+            target.base, f"{ws_path}?session_id={session}", auth_url=target.url, origin=origin
         ) as ws:
             return await _socket_seen(ws, run)
 
-    tunnel_get = tunnel_ws = None
-    if diag.answer is not None or diag.status not in (403, 404):
-        tunnel_get = await _timed(step_timeout, tunnelled_get)
-        tunnel_ws = await _timed(step_timeout, tunnelled_ws)
-
-    delete = None
-    if kernel_id is not None:
-        with trio.CancelScope(shield=True):
-            delete = await _timed(
-                step_timeout,
-                lambda: _http(target, "DELETE", f"/api/kernels/{kernel_id}" + target.query()),
-            )
-    return Observations(
-        api=api,
-        status=status,
-        preflight=preflight,
-        get=get,
-        kernel=started,
-        direct_ws=direct_ws,
-        diagnose=diag,
-        tunnel_get=tunnel_get,
-        tunnel_ws=tunnel_ws,
-        delete=delete,
+    direct_ws = await _timed(step_timeout, direct)
+    diag = await _timed(step_timeout, diagnosed)
+    if diag.answer is None and diag.status in (403, 404):
+        return direct_ws, diag, None, None  # no tunnel, or not for this origin: judged as such
+    return (
+        direct_ws,
+        diag,
+        await _timed(step_timeout, tunnelled_get),
+        await _timed(step_timeout, tunnelled_ws),
     )
 
 
@@ -258,13 +258,21 @@ async def doctor(
     return assess(target, origin, observations, kernel=kernel)
 
 
-async def self_check(url: str, origin: str = COLAB_ORIGIN, step_timeout: float = 10.0) -> str:
-    """The no-kernel doctor against a runtime we just started: its one-line verdict."""
-    try:
-        report = await doctor(url, origin, kernel=False, step_timeout=step_timeout)
-    except (ClientConnectionError, ValueError) as exc:
-        return redact_tokens(f"self-check failed: {exc}", [parse_target(url).token])
-    return verdict_line(report)
+async def self_check(url: str, origin: str = COLAB_ORIGIN, step_timeout: float = 5.0) -> str:
+    """The no-kernel doctor against a runtime we just started: its one-line verdict.
+
+    Bounded as a whole, since the user waits for the URL printed after it.
+    """
+    with trio.move_on_after(SELF_CHECK_DEADLINE):
+        try:
+            report = await doctor(url, origin, kernel=False, step_timeout=step_timeout)
+        except ValueError as exc:
+            return redact_tokens(f"Self-check failed: {exc}", [parse_target(url).token])
+        return verdict_line(report)
+    return (
+        f"Self-check: no verdict within {SELF_CHECK_DEADLINE:g} s; "
+        "run trio-httpws doctor with the URL above"
+    )
 
 
 class RedactingArgumentParser(argparse.ArgumentParser):
