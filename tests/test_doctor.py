@@ -23,7 +23,7 @@ import trio
 
 import trio_httpws
 from trio_httpws._jupyter import free_port
-from trio_httpws.client import http_request
+from trio_httpws.client import ClientConnectionError, http_request, open_websocket
 from trio_httpws.client._diagnosis import Mark, Report, verdict_line
 from trio_httpws.client._doctor import doctor
 
@@ -59,6 +59,43 @@ def fake_runtime() -> Iterator[FakeBackend]:
     runtime = FakeBackend(app=make_runtime_app())
     yield runtime
     runtime.close()
+
+
+# -- the client pieces the doctor adds ---------------------------------------------------------
+
+
+async def test_http_request_sends_exactly_the_headers_given(fake_backend: FakeBackend) -> None:
+    response = await http_request(
+        fake_backend.url,
+        "POST",
+        "/headers?token=t&x=1",
+        headers={"Origin": COLAB, "Access-Control-Request-Method": "POST"},
+        body=b"{}",
+    )
+    assert response.status == 200
+    assert response.header("Content-Type") == "application/json; charset=UTF-8"
+    seen = json.loads(response.body)
+    assert (seen["method"], seen["uri"]) == ("POST", "/headers?token=t&x=1")
+    assert seen["headers"] == [
+        ["Host", fake_backend.url.removeprefix("http://")],
+        ["Origin", COLAB],
+        ["Access-Control-Request-Method", "POST"],
+        ["Content-Length", "2"],
+    ]
+
+
+async def test_http_request_to_nothing_says_so_without_the_query() -> None:
+    port = free_port()
+    with pytest.raises(ClientConnectionError) as info:
+        await http_request(f"http://127.0.0.1:{port}", "GET", "/api/status?token=s3cr3t")
+    assert str(info.value).startswith(f"GET /api/status: cannot connect to http://127.0.0.1:{port}")
+    assert "s3cr3t" not in str(info.value)
+
+
+async def test_open_websocket_sends_the_origin(fake_backend: FakeBackend) -> None:
+    async with open_websocket(fake_backend.url, "/headers-ws?a=1", origin=COLAB) as ws:
+        headers = dict(json.loads(await ws.get_message()))
+    assert headers["Origin"] == COLAB
 
 
 # -- trio-httpws --------------------------------------------------------------------------------
