@@ -282,3 +282,13 @@ async def test_doctor_on_the_original(server: OriginalServer) -> None:
     assert report.ok
     assert verdict_line(report).endswith("old tunnel ok")
     assert server.token not in render_text(report) + render_json(report)
+
+    # Without a kernel: Notebook 6 has no kernel-free socket, so the socket steps are skipped.
+    with trio.fail_after(TIMEOUT):
+        report = await doctor(server.auth_url, COLAB_ORIGIN, kernel=False)
+    assert report.step("tunnel.kernel_ws").mark is Mark.SKIP
+    assert (
+        "closed with 1002, this runtime has no such socket" in report.step("tunnel.kernel_ws").saw
+    )
+    assert report.step("today.kernel_ws").mark is Mark.SKIP
+    assert [f.works for f in report.flows] == [False, True]

@@ -579,8 +579,8 @@ def _kernel_socket(j: _Judge, name: str, ws: Seen, what: str, refused_fix: str) 
             j.add(
                 name,
                 Mark.SKIP,
-                f"{what}: 404, this runtime has no such socket; run without --no-kernel to try a "
-                "kernel's",
+                f"{what}: {'HTTP 404' if ws.status == 404 else f'closed with {ws.close_code}'}, "
+                "this runtime has no such socket; run without --no-kernel to try a kernel's",
                 title=title,
             )
             return
