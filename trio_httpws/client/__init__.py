@@ -12,6 +12,14 @@ It speaks to trio_httpws and to the original extension alike::
         ) as ws:
             await ws.send_message(execute_request_json)
 
+For Colab's current, direct flow it also sends plain HTTP requests with chosen headers
+(:func:`http_request`) and opens WebSockets straight to the runtime (:func:`open_websocket`).
+
+Rooms: ``_mux`` (the multiplexed :class:`Client` and its streamed responses), ``_ws`` (opening
+WebSockets: diagnose, proxied, direct), ``_http`` (plain requests over the package's h11 stack),
+``_errors``, and ``trio-httpws doctor``: ``_doctor`` (its probes, thin I/O) and ``_diagnosis``
+(its judgement and rendering, no I/O).
+
 Many requests may be in flight on one socket at once; the server's frames are demultiplexed by
 ``message_id``. One reader task receives every frame of the socket and hands each to its
 response through a bounded memory channel of ``buffer_frames`` frames (one frame carries at most

@@ -42,8 +42,6 @@ from ._http import http_request
 from ._mux import open_client
 from ._ws import diagnose, execute_request, open_proxied_websocket, open_websocket
 
-log = logging.getLogger("trio_httpws.doctor")
-
 DEFAULT_TIMEOUT = 30.0
 #: How long a socket opened without a kernel is watched for a close right after it opened (a
 #: tunnel accepts first, then closes with the backend's refusal).
@@ -103,8 +101,11 @@ async def _run_code(ws: trio_websocket.WebSocketConnection) -> str:
     # The reply (shell) and the output (iopub) are not ordered with respect to each other.
     while not (replied and idle):
         raw = await ws.get_message()
-        reply: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else {}
-        if reply.get("parent_header", {}).get("msg_id") != msg_id:
+        try:
+            reply: Any = json.loads(raw) if isinstance(raw, str) else {}
+        except ValueError:
+            continue  # not a kernel message of the JSON protocol: not ours either
+        if not isinstance(reply, dict) or reply.get("parent_header", {}).get("msg_id") != msg_id:
             continue
         kind = reply.get("msg_type") or reply.get("header", {}).get("msg_type")
         content = reply.get("content", {})
