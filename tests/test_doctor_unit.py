@@ -258,6 +258,14 @@ def test_origin_refused_by_trio_httpws() -> None:
     assert not report.ok
 
 
+def test_a_refused_origin_is_trio_httpws_even_without_its_server_header() -> None:
+    refused = Seen(status=403, reason="Origin not allowed")
+    obs = replace(GOOD, api=JUPYTER_API, preflight=refused, diagnose=refused)
+    report = judge(obs, origin="https://evil.example")
+    assert report.runtime == "trio-httpws in front of Jupyter Server 2.21.1"
+    assert report.step("today.preflight").fix.startswith("trio-httpws refuses the origin")
+
+
 def test_trio_httpws_before_issue8_says_upgrade() -> None:
     obs = replace(GOOD, preflight=STOCK.preflight, get=STOCK.get)
     report = judge(obs)

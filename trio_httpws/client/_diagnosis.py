@@ -299,14 +299,18 @@ class _Judge:
         return step
 
 
+def _has_tunnel(diagnose: Seen | None) -> bool:
+    """The tunnel's endpoints exist (a 403 only refuses this origin; a stock server says 404)."""
+    return diagnose is not None and (diagnose.answer is not None or diagnose.status == 403)
+
+
 def _runtime(api: Seen, diagnose: Seen | None) -> tuple[Kind, str]:
     """Who answers: trio-httpws, a Jupyter Server or a classic Notebook; and its version."""
     info = api.json()
     version = str(info.get("version", "")) if isinstance(info, dict) else ""
     major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
     servers = " ".join(api.header_values("server")).lower()
-    tunnel = diagnose is not None and diagnose.answer is not None
-    if "hypercorn" in servers or (tunnel and 0 < major < 5):
+    if "hypercorn" in servers or (_has_tunnel(diagnose) and 0 < major < 5):
         # The original extension cannot load in Jupyter Server 2: a tunnel in front of one is us.
         return Kind.TRIO_HTTPWS, version
     if major >= 5:
@@ -320,9 +324,8 @@ def _describe(kind: Kind, version: str, api: Seen, diagnose: Seen | None) -> str
     backend = f"Jupyter Server {version}" if version else "a Jupyter server"
     if kind is Kind.TRIO_HTTPWS:
         return f"trio-httpws in front of {backend}"
-    tunnel = diagnose is not None and diagnose.answer is not None
     if kind is Kind.NOTEBOOK:
-        extension = "with" if tunnel else "without"
+        extension = "with" if _has_tunnel(diagnose) else "without"
         return f"Notebook {version} {extension} jupyter_http_over_ws"
     return f"{backend} (stock)"
 
