@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -195,6 +196,40 @@ async def test_refused_origin_todays_flow_issue8(jproxy: str, jupyter: Jupyter) 
     assert report.step("today.get").fix == fix
     assert report.step("today.kernel_ws").fix == fix
     assert not report.ok
+
+
+def _loopback_name() -> str:
+    """A name of this machine that resolves to loopback but is not localhost (or skip)."""
+    name = socket.gethostname()
+    try:
+        address = socket.gethostbyname(name)
+    except OSError:
+        address = ""
+    if name.lower() == "localhost" or not address.startswith("127."):
+        pytest.skip(f"the host name {name!r} does not resolve to a loopback address here")
+    return name
+
+
+async def test_host_check_refused_by_trio_httpws(jproxy: str, jupyter: Jupyter) -> None:
+    name = _loopback_name()
+    report = await doctor(
+        jproxy.replace("127.0.0.1", name) + f"/?token={jupyter.token}", COLAB, kernel=False
+    )
+    step = report.step("reach.host")
+    assert step.mark is Mark.FAIL
+    assert step.saw.startswith("GET /api answered HTTP 403 (Host not allowed)")
+    assert step.fix.endswith(f"or allow the name with --allow-host {name}.")
+    assert report.step("reach.token").saw == "not tried: the Host check failed"
+
+
+async def test_host_check_refused_by_jupyter(jupyter: Jupyter) -> None:
+    name = _loopback_name()
+    report = await doctor(
+        jupyter.url.replace("127.0.0.1", name) + f"/?token={jupyter.token}", COLAB, kernel=False
+    )
+    assert report.step("reach.host").fix.endswith(
+        "or start Jupyter with --ServerApp.allow_remote_access=True."
+    )
 
 
 async def test_backend_down_behind_trio_httpws() -> None:
