@@ -19,6 +19,7 @@ import trio
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
+from . import __version__
 from ._config import (
     COLAB_ORIGIN,
     SETTINGS,
@@ -93,8 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def version_text() -> str:
-    from . import __version__
-
     return f"trio-httpws {__version__} (jupyter_http_over_ws protocol {PROTOCOL_VERSION})"
 
 
@@ -186,10 +185,8 @@ async def run(args: argparse.Namespace, config: Config, start_jupyter: bool) -> 
             lines.append("Paste this URL into the front end (Colab: Connect to a local runtime):")
             lines.append(f"    {url}")
             if not args.certfile:
-                # The no-kernel doctor against ourselves, from the first allowed origin. (Under
-                # TLS our certificate is the user's to trust, not the doctor's.)
-                origin = next((o for o in config.allow_origins if o != "*"), COLAB_ORIGIN)
-                lines.append(await _doctor.self_check(url, origin))
+                # Under TLS our certificate is the user's to trust, not the self-check's.
+                lines.append(await _doctor.self_check(url, config.allow_origins))
         else:
             lines.append(
                 f"Use your Jupyter server's token URL with port {port} instead of its own."

@@ -259,11 +259,15 @@ async def doctor(
     return assess(target, origin, observations, kernel=kernel)
 
 
-async def self_check(url: str, origin: str = COLAB_ORIGIN, step_timeout: float = 5.0) -> str:
+async def self_check(
+    url: str, allowed_origins: Sequence[str] = (), step_timeout: float = 5.0
+) -> str:
     """The no-kernel doctor against a runtime we just started: its one-line verdict.
 
-    Bounded as a whole, since the user waits for the URL printed after it.
+    It asks from the first exact allowed origin (Colab's when there is none). Bounded as a whole,
+    since the user waits for the URL printed after it.
     """
+    origin = next((o for o in allowed_origins if o != "*"), COLAB_ORIGIN)
     with trio.move_on_after(SELF_CHECK_DEADLINE):
         try:
             report = await doctor(url, origin, kernel=False, step_timeout=step_timeout)
