@@ -16,6 +16,7 @@ import trio
 import trio_websocket
 
 import trio_httpws
+from trio_httpws._config import COLAB_ORIGIN
 from trio_httpws.client import (
     ConnectionRefused,
     Response,
@@ -25,7 +26,6 @@ from trio_httpws.client import (
     open_proxied_websocket,
 )
 from trio_httpws.client._diagnosis import (
-    COLAB_ORIGIN,
     Mark,
     render_json,
     render_text,

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
+from trio_httpws._config import COLAB_ORIGIN
 from trio_httpws.client._diagnosis import (
-    COLAB_ORIGIN,
     REDACTED,
     Mark,
     Observations,

@@ -17,9 +17,9 @@ from enum import Enum
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
+from .._config import COLAB_ORIGIN
 from .._protocol import PROTOCOL_VERSION
 
-COLAB_ORIGIN = "https://colab.research.google.com"
 REDACTED = "<redacted>"
 
 #: The request the doctor's preflight announces: a JSON POST, as Colab's ``POST /api/sessions``.

@@ -19,9 +19,9 @@ from typing import Any
 import trio
 import trio_websocket
 
+from .._config import COLAB_ORIGIN
 from .._protocol import PROTOCOL_VERSION
 from ._diagnosis import (
-    COLAB_ORIGIN,
     KERNEL_CODE,
     NO_KERNEL_WS_PATH,
     PREFLIGHT_HEADERS,
