@@ -3,10 +3,6 @@
 Real hypercorn serving trio_httpws, real Jupyter Server 2 (+ ipykernel), a stock Jupyter started
 with Colab's documented flags, a dead port, and a fake runtime that answers CORS correctly (so the
 pass path of today's flow is proven without depending on the proxy).
-
-Tests whose names end in ``_issue8`` assert what trio-httpws does once it serves Colab's direct
-flow (issue 8: CORS and PNA preflights answered by the proxy, refused origins 403). They fail on
-a trio-httpws without it, and that is their point: the doctor must then report the failure.
 """
 
 from __future__ import annotations
@@ -118,18 +114,17 @@ async def test_trio_httpws_old_tunnel_and_a_real_kernel(jproxy: str, jupyter: Ju
     running = await http_request(jupyter.url, "GET", f"/api/kernels?token={jupyter.token}")
     assert running.status == 200
     assert kernel_id not in [k["id"] for k in json.loads(running.body)]
-    # The kernel socket straight to the runtime works already (Jupyter accepts the token).
     assert report.step("today.kernel_ws").saw.endswith("print(6*7) printed 42")
-    tunnel = next(f for f in report.flows if f.name == "tunnel")
-    assert tunnel.works
+    assert [f.works for f in report.flows] == [True, True]
     assert report.ok
     assert report.step("verdict").mark is Mark.OK
-    assert "can connect through the old tunnel" in report.step("verdict").saw
+    assert report.step("verdict").saw == (
+        f"{COLAB} can connect through today's flow and the old tunnel"
+    )
     assert_no_token(report, jupyter.token)
 
 
-async def test_trio_httpws_todays_flow_issue8(jproxy: str, jupyter: Jupyter) -> None:
-    """Depends on issue 8: fails until trio-httpws answers CORS and PNA itself."""
+async def test_trio_httpws_todays_flow(jproxy: str, jupyter: Jupyter) -> None:
     report = await doctor(f"{jproxy}/?token={jupyter.token}", COLAB)
     assert {s.name: (s.mark, s.fix) for s in report.steps if s.group == "today"} == {
         "today.preflight": (Mark.OK, ""),
@@ -139,23 +134,6 @@ async def test_trio_httpws_todays_flow_issue8(jproxy: str, jupyter: Jupyter) -> 
     }
     assert [f.works for f in report.flows] == [True, True]
     assert verdict_line(report) == "Colab can connect: today's flow ok, old tunnel ok"
-
-
-async def test_trio_httpws_without_cors_says_upgrade_before_issue8(
-    jproxy: str, jupyter: Jupyter
-) -> None:
-    """What the doctor sees of trio-httpws BEFORE issue 8; it fails once issue 8 is merged: delete it then.
-
-    The proxy forwards the preflight to Jupyter, which answers without -Credentials and PNA.
-    """
-    report = await doctor(f"{jproxy}/?token={jupyter.token}", COLAB, kernel=False)
-    preflight = report.step("today.preflight")
-    assert preflight.mark is Mark.FAIL
-    assert "no Access-Control-Allow-Credentials: true" in preflight.saw
-    assert preflight.fix.startswith("Upgrade trio-httpws to a version that serves Colab's direct")
-    assert report.step("today.pna").mark is Mark.FAIL
-    assert verdict_line(report).startswith("Colab can connect: today's flow fails (OPTIONS")
-    assert verdict_line(report).endswith("old tunnel ok")
 
 
 async def test_wrong_token(jproxy: str) -> None:
@@ -187,8 +165,8 @@ async def test_refused_origin_old_tunnel(jproxy: str, jupyter: Jupyter) -> None:
     assert not next(f for f in report.flows if f.name == "tunnel").works
 
 
-async def test_refused_origin_todays_flow_issue8(jproxy: str, jupyter: Jupyter) -> None:
-    """Depends on issue 8: the proxy itself refuses the foreign origin with 403."""
+async def test_refused_origin_todays_flow(jproxy: str, jupyter: Jupyter) -> None:
+    """The proxy itself refuses the foreign origin with 403, on every path."""
     report = await doctor(f"{jproxy}/?token={jupyter.token}", EVIL, kernel=False)
     fix = f"trio-httpws refuses the origin {EVIL}: start it with --allow-origin {EVIL}."
     assert report.step("today.preflight").mark is Mark.FAIL
@@ -304,7 +282,7 @@ async def test_stock_jupyter_with_colabs_flags_lacks_only_pna() -> None:
     assert next(f for f in report.flows if f.name == "today").failed_at == "today.pna"
 
 
-# -- a runtime that answers CORS correctly: the pass path, without issue 8 -----------------------
+# -- a runtime that answers CORS itself: the pass path, proven apart from the proxy's -----------
 
 
 async def test_todays_flow_passes_on_a_runtime_that_answers_cors(

@@ -46,7 +46,7 @@ DIAGNOSED = Seen(
     },
 )
 
-#: trio-httpws with issue 8: everything works.
+#: trio-httpws, answering CORS and PNA itself: everything works.
 GOOD = Observations(
     api=replace(JUPYTER_API, headers=(("server", "hypercorn-h11"),)),
     status=Seen(status=200),
@@ -266,7 +266,8 @@ def test_a_refused_origin_is_trio_httpws_even_without_its_server_header() -> Non
     assert report.step("today.preflight").fix.startswith("trio-httpws refuses the origin")
 
 
-def test_trio_httpws_before_issue8_says_upgrade() -> None:
+def test_an_older_trio_httpws_without_cors_says_upgrade() -> None:
+    # trio-httpws before it answered Colab's direct flow: the backend's CORS answer came through.
     obs = replace(GOOD, preflight=STOCK.preflight, get=STOCK.get)
     report = judge(obs)
     for name in ("today.preflight", "today.pna", "today.get"):
