@@ -22,6 +22,8 @@ import trio
 from trio_httpws import Config
 from trio_httpws._cli import JsonFormatter, build_parser, config_from_args
 from trio_httpws._config import SETTINGS
+from trio_httpws.client._diagnosis import verdict_line
+from trio_httpws.client._doctor import doctor
 
 from .conftest import connect, fetch, wait_until
 
@@ -141,6 +143,12 @@ def orphan_prone_kernelspec(root: Path) -> dict[str, str]:
 async def test_cli_starts_jupyter_serves_and_stops_cleanly(stop_signal: signal.Signals) -> None:
     async with running_cli() as cli:
         assert f"Allowed origins: {COLAB}" in cli.stdout
+        # Under the URL: the no-kernel doctor's verdict on the proxy, from Colab's origin.
+        lines = cli.stdout.splitlines()
+        verdict = lines[lines.index(f"    {cli.base}/?token={cli.token}") + 1]
+        assert verdict == "Colab can connect: today's flow ok, old tunnel ok"
+        report = await doctor(f"{cli.base}/?token={cli.token}", COLAB, kernel=False)
+        assert verdict == verdict_line(report)
         auth = urlencode({"jupyter_http_over_ws_auth_url": f"{cli.base}/?token={cli.token}"})
         path = "/http_over_websocket?" + auth
         async with connect(cli.base, path, headers=[("Origin", COLAB)]) as ws:

@@ -14,12 +14,12 @@ import logging
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 import trio_websocket
 
-from .._config import COLAB_ORIGIN
+from .._config import COLAB_ORIGIN, redact
 from .._protocol import PROTOCOL_VERSION
 from ._diagnosis import (
     KERNEL_CODE,
@@ -280,12 +280,10 @@ async def self_check(
     )
 
 
-class RedactingArgumentParser(argparse.ArgumentParser):
-    """An ArgumentParser whose error messages never echo a token back (a mistyped command line
-    would otherwise print the whole URL, token and all)."""
-
-    def error(self, message: str) -> Any:
-        super().error(redact_tokens(message))
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # A mistyped command line often holds a token URL: never print it back (as trio-httpws).
+        super().error(redact(message))
 
 
 class _RedactingFormatter(logging.Formatter):
@@ -298,7 +296,7 @@ class _RedactingFormatter(logging.Formatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = RedactingArgumentParser(
+    parser = _Parser(
         prog="trio-httpws doctor",
         description=(
             "Behave as a front end (Colab) would against the runtime at URL, from --origin, and "
