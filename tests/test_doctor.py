@@ -253,8 +253,8 @@ async def test_stock_jupyter_needs_allow_credentials_and_has_no_tunnel(jupyter: 
     )
     assert report.step("today.get").fix == preflight.fix
     assert report.step("today.pna").fix == (
-        "Jupyter never answers Chrome's Private Network Access preflight: put trio-httpws in "
-        f"front of it (trio-httpws --backend {jupyter.url})."
+        "Jupyter never answers the Private Network Access preflight of Chrome before 142: put "
+        f"trio-httpws in front of it (trio-httpws --backend {jupyter.url})."
     )
     diagnose = report.step("tunnel.diagnose")
     assert diagnose.mark is Mark.FAIL
@@ -268,7 +268,7 @@ async def test_stock_jupyter_needs_allow_credentials_and_has_no_tunnel(jupyter: 
     assert_no_token(report, jupyter.token)
 
 
-async def test_stock_jupyter_with_colabs_flags_lacks_only_pna() -> None:
+async def test_stock_jupyter_with_colabs_flags_works_but_lacks_pna() -> None:
     with jupyter_server(
         f"--ServerApp.allow_origin={COLAB}", "--ServerApp.allow_credentials=True"
     ) as server:
@@ -276,10 +276,12 @@ async def test_stock_jupyter_with_colabs_flags_lacks_only_pna() -> None:
     assert report.step("today.preflight").mark is Mark.OK
     assert report.step("today.get").mark is Mark.OK
     assert report.step("today.kernel_ws").saw.endswith("print(6*7) printed 42")
+    # Colab's documented flags serve today's Chrome, which no longer sends the PNA preflight;
+    # the missing answer is a warning for older versions, not a failed flow.
     pna = report.step("today.pna")
-    assert pna.mark is Mark.FAIL
+    assert pna.mark is Mark.WARN
     assert "put trio-httpws in front of it" in pna.fix
-    assert next(f for f in report.flows if f.name == "today").failed_at == "today.pna"
+    assert next(f for f in report.flows if f.name == "today").works
 
 
 # -- a runtime that answers CORS itself: the pass path, proven apart from the proxy's -----------

@@ -38,6 +38,8 @@ _TOKEN_PARAM = re.compile(r"((?:^|[?&;\s])token=)(?!<redacted>)[^&#\s'\"<>]+", r
 class Mark(str, Enum):
     OK = "ok"
     FAIL = "fail"
+    #: Not a failure of the flow, but worth a fix: it fails for some browsers only.
+    WARN = "warn"
     SKIP = "skip"
 
 
@@ -293,7 +295,7 @@ class _Judge:
             title or STEP_TITLES[name],
             mark,
             redact_tokens(saw, secrets),
-            redact_tokens(fix, secrets) if mark is Mark.FAIL else "",
+            redact_tokens(fix, secrets) if mark in (Mark.FAIL, Mark.WARN) else "",
         )
         self.steps.append(step)
         return step
@@ -511,11 +513,15 @@ def _today(j: _Judge, obs: Observations) -> None:
         fix = (
             f"{_upper_first(j.upgrade)}."
             if j.kind is Kind.TRIO_HTTPWS
-            else "Jupyter never answers Chrome's Private Network Access preflight: " + j.front + "."
+            else "Jupyter never answers the Private Network Access preflight of Chrome before 142: "
+            + j.front
+            + "."
         )
+        # A warning, not a failure: Chrome sent this preflight only before its Local Network
+        # Access prompt replaced it (Chrome 142); today's Chrome asks the user instead.
         j.add(
             "today.pna",
-            Mark.FAIL,
+            Mark.WARN,
             "asked for Private Network Access; no Access-Control-Allow-Private-Network: true",
             fix,
         )
@@ -798,7 +804,7 @@ def assess(target: Target, origin: str, obs: Observations, *, kernel: bool = Tru
 # Rendering
 # ---------------------------------------------------------------------------------------------
 
-MARKS = {Mark.OK: "✓", Mark.FAIL: "✗", Mark.SKIP: "-"}
+MARKS = {Mark.OK: "✓", Mark.FAIL: "✗", Mark.WARN: "!", Mark.SKIP: "-"}
 
 
 def render_text(report: Report) -> str:
