@@ -14,6 +14,7 @@ stops iterating stops reading from the socket, so TCP pushes back on the server)
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import json
 from collections.abc import AsyncIterator, Sequence
@@ -23,6 +24,8 @@ from urllib.parse import quote, urlsplit
 
 import trio
 import trio_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.extensions import PerMessageDeflate
 
 #: Read size of the WebSocket clients (trio-websocket's default of 4 KiB would make the client
 #: the bottleneck of a download).
@@ -61,17 +64,35 @@ class Api(Protocol):
 
 
 async def open_ws(
-    nursery: trio.Nursery, url: str, headers: Headers = ()
+    nursery: trio.Nursery, url: str, headers: Headers = (), *, deflate: bool = False
 ) -> trio_websocket.WebSocketConnection:
-    """A client WebSocket whose background reader runs in ``nursery``."""
-    return await trio_websocket.connect_websocket_url(
-        nursery,
-        url,
-        extra_headers=[(k.encode(), v.encode()) for k, v in headers],
+    """A client WebSocket whose background reader runs in ``nursery``.
+
+    ``deflate``: offer permessage-deflate, as browsers always do (trio-websocket has no
+    parameter for it, so its handshake request gets wsproto's extension here; what
+    ``connect_websocket_url`` does otherwise).
+    """
+    parts = urlsplit(url)
+    if not parts.hostname or not parts.port:
+        raise BenchFailure(f"not a ws://host:port URL: {url}")
+    stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+    ws = trio_websocket.WebSocketConnection(
+        stream,
+        WSConnection(ConnectionType.CLIENT),
+        host=parts.netloc,
+        path=parts.path + (f"?{parts.query}" if parts.query else ""),
+        client_extra_headers=[(k.encode(), v.encode()) for k, v in headers],
         message_queue_size=1,
         max_message_size=MAX_MESSAGE,
         receive_buffer_size=RECEIVE_BUFFER,
     )
+    if deflate:
+        request = ws._initial_request
+        assert request is not None
+        ws._initial_request = dataclasses.replace(request, extensions=[PerMessageDeflate()])
+    nursery.start_soon(ws._reader_task)
+    await ws._open_handshake.wait()
+    return ws
 
 
 def protocol_url(http_base: str, endpoint: str, token: str, *, min_version: bool = True) -> str:
@@ -100,10 +121,12 @@ class HttpOverWs:
         self.max_frame = 0
 
     @classmethod
-    async def connect(cls, nursery: trio.Nursery, http_base: str, token: str) -> HttpOverWs:
+    async def connect(
+        cls, nursery: trio.Nursery, http_base: str, token: str, *, deflate: bool = False
+    ) -> HttpOverWs:
         url = protocol_url(http_base, "/http_over_websocket", token)
         try:
-            ws = await open_ws(nursery, url, [("Origin", BROWSER_ORIGIN)])
+            ws = await open_ws(nursery, url, [("Origin", BROWSER_ORIGIN)], deflate=deflate)
         except (OSError, trio_websocket.HandshakeError) as exc:
             raise BenchFailure(f"WebSocket upgrade failed: {exc}") from exc
         self = cls(ws)
@@ -208,10 +231,16 @@ class HttpOverWs:
 
 
 class RawHttp:
-    """A keep-alive HTTP/1.1 connection; concurrent ``request`` calls are pipelined."""
+    """A keep-alive HTTP/1.1 connection; concurrent ``request`` calls are pipelined.
+
+    A response with ``Connection: close`` (hypercorn sends it on a connection's 1000th
+    response) makes the next request open a new connection, as a browser does; with requests
+    pipelined behind it that is a failure (they were lost with the connection).
+    """
 
     def __init__(self, stream: trio.SocketStream, host: str, cookie: str) -> None:
         self._stream = stream
+        self.reconnects = 0
         self._host = host
         self._cookie = cookie
         self._xsrf = _cookie_value(cookie, "_xsrf")
@@ -322,9 +351,20 @@ class RawHttp:
         try:
             status, headers, _ = await self._head()
             parts = [piece async for piece in self._body(headers)]
+            if "close" in headers.get("connection", "").lower():
+                await self._reconnect(ticket)
         finally:
             self._end_turn(ticket)
         return Reply(status, b"".join(parts))
+
+    async def _reconnect(self, ticket: int) -> None:
+        if self._next_ticket != ticket + 1:
+            raise BenchFailure("the server closed a connection with requests pipelined on it")
+        host, _, port = self._host.rpartition(":")
+        await self._stream.aclose()
+        self._stream = await trio.open_tcp_stream(host.strip("[]"), int(port))
+        self._buf.clear()
+        self.reconnects += 1
 
     async def stream(self, path: str, decode_every: int = 1) -> AsyncIterator[bytes | int]:
         ticket = await self._wait_turn("GET", path, None)
@@ -375,3 +415,25 @@ async def login_cookie(http_base: str, token: str) -> str:
     if not any(key.startswith("username-") for key in cookies):
         raise BenchFailure(f"the token URL set no login cookie (got {sorted(cookies)})")
     return "; ".join(f"{k}={v}" for k, v in cookies.items())
+
+
+async def start_kernel(http_base: str, cookie: str) -> str:
+    """Start a kernel on the backend (REST, with the login cookies) and return its id."""
+    api = await RawHttp.connect(http_base, cookie)
+    try:
+        reply = await api.request("POST", "/api/kernels", b"{}")
+    finally:
+        await api.aclose()
+    if reply.status != 201:
+        raise BenchFailure(f"POST /api/kernels: HTTP {reply.status} {reply.body[:200]!r}")
+    return str(json.loads(reply.body)["id"])
+
+
+def execute_request(session: str, msg_id: str, code: str) -> str:
+    """A Jupyter ``execute_request`` on the shell channel, as a kernel WebSocket text message."""
+    header = {"msg_id": msg_id, "username": "bench", "session": session,
+              "msg_type": "execute_request", "version": "5.3"}  # fmt: skip
+    content = {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+               "allow_stdin": False, "stop_on_error": True}  # fmt: skip
+    return json.dumps({"header": header, "parent_header": {}, "metadata": {},
+                       "content": content, "channel": "shell", "buffers": []})  # fmt: skip

@@ -1,4 +1,4 @@
-"""The scenarios of issues 3 and 9, each run against one target at a time.
+"""The scenarios of issues 3, 9 and 11, each run against one target at a time.
 
 A scenario returns ``{metric_key: value}`` or raises (``BenchFailure``, a trio timeout, an
 ``OSError`` ...): the driver turns that into a ``fails (reason)`` cell.
@@ -10,9 +10,11 @@ import json
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import trio
@@ -23,10 +25,13 @@ from bench_client import (
     BenchFailure,
     HttpOverWs,
     RawHttp,
+    execute_request,
+    login_cookie,
     open_ws,
     protocol_url,
 )
 
+Scenario = Callable[["Target", "Settings"], Awaitable[dict[str, float]]]
 MB = 1_000_000
 MiB = 1024 * 1024
 STATUS_PATH = "/api/status"
@@ -49,6 +54,7 @@ class Settings:
     ws_big_window: int = 4
     idle_sockets: int = 1000  # scenario 6
     big_message: int = 40 * MiB  # scenario 7: the body of one POST (4/3 as much as base64)
+    kernel_round_trips: int = 300  # scenario 10
     stall: float = 15.0  # a download with no data for this long fails as stalled
 
     @classmethod
@@ -62,12 +68,13 @@ class Settings:
             paused_download=300 * MB,
             pause=3.0,
             idle_sockets=200,
+            kernel_round_trips=60,
         )
 
 
 @dataclass
 class Target:
-    """One of the three ways to reach the backend."""
+    """One of the ways to reach the backend."""
 
     key: str  # "ours" | "original" | "direct"
     token: str
@@ -76,31 +83,66 @@ class Target:
     cookie: str = ""  # direct: the login cookies the token URL set
     #: Start a fresh proxy process (ours), so RSS growth is not hidden by memory freed earlier.
     fresh: Callable[[], Awaitable[None]] | None = None
+    #: ours as Colab's current flow uses it: plain HTTP and WebSockets on the proxy's port.
+    reverse: bool = False
+    kernel: str = ""  # the id of the backend kernel scenario 10 talks to
+    cookies: dict[str, str] = field(default_factory=dict)  # reverse: login cookies by base
     notes: list[str] = field(default_factory=list)
 
     @property
     def direct(self) -> bool:
         return self.key == "direct"
 
-    async def api(self, nursery: trio.Nursery) -> Api:
-        if self.direct:
-            return await RawHttp.connect(self.base(), self.cookie)
-        return await HttpOverWs.connect(nursery, self.base(), self.token)
+    @property
+    def plain(self) -> bool:
+        """Plain HTTP/1.1 and WebSocket clients, no tunnel."""
+        return self.direct or self.reverse
 
-    async def echo_socket(self, nursery: trio.Nursery) -> trio_websocket.WebSocketConnection:
+    async def login(self) -> str:
+        """The login cookies for ``base()``: Jupyter names them after the Host's port, so the
+        reverse target needs its own, set by the token URL fetched through the proxy."""
+        if not self.reverse:
+            return self.cookie
         base = self.base()
-        if self.direct:
-            url = f"ws://{urlsplit(base).netloc}/bench/ws-echo"
-            headers = [("Cookie", self.cookie)]
-        else:
+        if base not in self.cookies:
+            self.cookies[base] = await login_cookie(base, self.token)
+        return self.cookies[base]
+
+    async def api(self, nursery: trio.Nursery, *, deflate: bool = False) -> Api:
+        if self.plain:
+            return await RawHttp.connect(self.base(), await self.login())
+        return await HttpOverWs.connect(nursery, self.base(), self.token, deflate=deflate)
+
+    async def websocket(
+        self, nursery: trio.Nursery, path: str, *, deflate: bool = False, token: bool = False
+    ) -> trio_websocket.WebSocketConnection:
+        """A WebSocket to ``path`` on the backend: plain, or through the tunnel's proxied_ws.
+
+        ``token``: authenticate plain ones as Colab does (``?token=`` and its Origin) instead
+        of with the login cookies.
+        """
+        base = self.base()
+        if not self.plain:
             url = protocol_url(
-                base, "/http_over_websocket/proxied_ws/bench/ws-echo", self.token, min_version=False
+                base, "/http_over_websocket/proxied_ws" + path, self.token, min_version=False
             )
             headers = [("Origin", BROWSER_ORIGIN)]
+        elif token:
+            sep = "&" if "?" in path else "?"
+            url = f"ws://{urlsplit(base).netloc}{path}{sep}token={self.token}"
+            headers = [("Origin", BROWSER_ORIGIN)]
+        else:
+            url = f"ws://{urlsplit(base).netloc}{path}"
+            headers = [("Cookie", await self.login())]
         try:
-            return await open_ws(nursery, url, headers)
+            return await open_ws(nursery, url, headers, deflate=deflate)
         except trio_websocket.HandshakeError as exc:
             raise BenchFailure(f"WebSocket upgrade failed: {exc}") from exc
+
+    async def echo_socket(
+        self, nursery: trio.Nursery, *, deflate: bool = False
+    ) -> trio_websocket.WebSocketConnection:
+        return await self.websocket(nursery, "/bench/ws-echo", deflate=deflate)
 
 
 class Stalled(BenchFailure):
@@ -171,7 +213,15 @@ async def _hammer(apis: list[Api], per_socket: int, duration: float) -> tuple[fl
     return len(latencies) / (time.perf_counter() - started), latencies
 
 
-def small_requests(in_flight: int) -> Callable[[Target, Settings], Awaitable[dict[str, float]]]:
+def _rates(key: str, rate: float, latencies: list[float]) -> dict[str, float]:
+    return {
+        f"{key}_rps": rate,
+        f"{key}_p50": percentile(latencies, 50) * 1000,
+        f"{key}_p99": percentile(latencies, 99) * 1000,
+    }
+
+
+def small_requests(in_flight: int) -> Scenario:
     async def scenario(t: Target, s: Settings) -> dict[str, float]:
         async with trio.open_nursery() as nursery:
             api = await t.api(nursery)
@@ -182,30 +232,30 @@ def small_requests(in_flight: int) -> Callable[[Target, Settings], Awaitable[dic
             finally:
                 await api.aclose()
                 nursery.cancel_scope.cancel()
-        key = f"s1_c{in_flight}"
-        return {
-            f"{key}_rps": rate,
-            f"{key}_p50": percentile(latencies, 50) * 1000,
-            f"{key}_p99": percentile(latencies, 99) * 1000,
-        }
+        return _rates(f"s1_c{in_flight}", rate, latencies)
 
     return scenario
 
 
-async def many_sockets(t: Target, s: Settings) -> dict[str, float]:
+async def many_sockets(
+    t: Target, s: Settings, sockets: int = 0, key: str = "s2", warmup: int = 1
+) -> dict[str, float]:
+    """One request at a time on each of ``sockets`` (default ``s.sockets``) keep-alive sockets,
+    each warmed up by ``warmup`` requests (scenarios 2 and 7)."""
     async with trio.open_nursery() as nursery:
         apis: list[Api] = []
         try:
-            for _ in range(s.sockets):
+            for _ in range(sockets or s.sockets):
                 api = await t.api(nursery)
                 apis.append(api)
-                await _ok(api)
+                for _ in range(warmup):
+                    await _ok(api)
             rate, latencies = await _hammer(apis, 1, s.duration)
         finally:
             for api in apis:
                 await api.aclose()
             nursery.cancel_scope.cancel()
-    return {"s2_rps": rate, "s2_p99": percentile(latencies, 99) * 1000}
+    return _rates(key, rate, latencies)
 
 
 # -- 3: downloads ------------------------------------------------------------------------------
@@ -236,13 +286,11 @@ def _check(offset: int, chunk: bytes | int) -> int:
     return len(chunk)
 
 
-def download(
-    size_of: Callable[[Settings], int], key: str
-) -> Callable[[Target, Settings], Awaitable[dict[str, float]]]:
+def download(size_of: Callable[[Settings], int], key: str, *, deflate: bool = False) -> Scenario:
     async def scenario(t: Target, s: Settings) -> dict[str, float]:
         size = size_of(s)
         async with trio.open_nursery() as nursery:
-            api = await t.api(nursery)
+            api = await t.api(nursery, deflate=deflate)
             try:
                 await _ok(api)  # the auth URL is fetched here, outside the timing
                 api.max_frame = 0
@@ -265,7 +313,7 @@ def download(
         if received != size:
             raise BenchFailure(f"got {received} of {size} bytes")
         values = {f"{key}_mbps": size / elapsed / MB}
-        if not t.direct:
+        if not t.plain:
             values[f"{key}_frame"] = api.max_frame / 1024
         return values
 
@@ -275,7 +323,7 @@ def download(
 # -- 4: a paused reader ------------------------------------------------------------------------
 
 
-async def paused_reader(t: Target, s: Settings) -> dict[str, float]:
+async def paused_reader(t: Target, s: Settings, key: str = "s4_growth") -> dict[str, float]:
     if t.fresh is not None:
         await t.fresh()
     async with trio.open_nursery() as nursery:
@@ -309,7 +357,7 @@ async def paused_reader(t: Target, s: Settings) -> dict[str, float]:
         finally:
             await api.aclose()
             nursery.cancel_scope.cancel()
-    return {"s4_growth": (peak - baseline) / MiB}
+    return {key: (peak - baseline) / MiB}
 
 
 # -- 5: proxied WebSocket echo -----------------------------------------------------------------
@@ -324,8 +372,8 @@ def _same(got: str | bytes, sent: str | bytes) -> None:
 
 
 def ws_echo(
-    size: int, window: int, key: str, *, binary: bool = False
-) -> Callable[[Target, Settings], Awaitable[dict[str, float]]]:
+    size: int, window: int, key: str, *, binary: bool = False, deflate: bool = False
+) -> Scenario:
     """``window`` messages of ``size`` bytes in flight on one socket, for ``Settings.duration``."""
     text = "".join(chr(32 + i % 95) for i in range(size))  # printable ASCII, like JSON
     payload: str | bytes = bytes(i % 256 for i in range(size)) if binary else text
@@ -333,7 +381,7 @@ def ws_echo(
     async def scenario(t: Target, s: Settings) -> dict[str, float]:
         received = 0
         async with trio.open_nursery() as nursery:
-            ws = await t.echo_socket(nursery)
+            ws = await t.echo_socket(nursery, deflate=deflate)
             try:
                 for _ in range(3):
                     await ws.send_message(payload)
@@ -372,6 +420,53 @@ def ws_echo(
         return {key: received * size / elapsed / MB}
 
     return scenario
+
+
+# -- 10: kernel round trips ----------------------------------------------------------------------
+
+
+def kernel_round_trip(key: str, *, deflate: bool) -> Scenario:
+    """Execute ``pass`` and wait for the kernel's idle status, one at a time: what a user feels.
+
+    The kernel channels WebSocket is opened as Colab opens it: through the tunnel's proxied_ws,
+    or (plain targets) with ``?token=`` and Colab's Origin on the server's port.
+    """
+
+    async def scenario(t: Target, s: Settings) -> dict[str, float]:
+        session = uuid.uuid4().hex
+        path = f"/api/kernels/{t.kernel}/channels?session_id={session}"
+        times: list[float] = []
+        async with trio.open_nursery() as nursery:
+            ws = await t.websocket(nursery, path, deflate=deflate, token=True)
+            try:
+                for n in range(10 + s.kernel_round_trips):  # 10 warm-up round trips
+                    msg_id = uuid.uuid4().hex
+                    started = time.perf_counter()
+                    await ws.send_message(execute_request(session, msg_id, "pass"))
+                    with trio.fail_after(60 if n == 0 else s.stall):  # a kernel may still start
+                        while not _idle_after(json.loads(await ws.get_message()), msg_id):
+                            pass
+                    if n >= 10:
+                        times.append(time.perf_counter() - started)
+            finally:
+                with trio.move_on_after(3):
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
+        return {
+            f"{key}_p50": percentile(times, 50) * 1000,
+            f"{key}_p99": percentile(times, 99) * 1000,
+        }
+
+    return scenario
+
+
+def _idle_after(message: dict[str, Any], msg_id: str) -> bool:
+    return (
+        message.get("channel") == "iopub"
+        and message.get("msg_type") == "status"
+        and message.get("parent_header", {}).get("msg_id") == msg_id
+        and message.get("content", {}).get("execution_state") == "idle"
+    )
 
 
 # -- 6: idle sockets ---------------------------------------------------------------------------

@@ -23,12 +23,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
-from bench_client import BenchFailure, login_cookie
+from bench_client import BenchFailure, login_cookie, start_kernel
 from bench_procs import (
     HERE,
     REPO,
@@ -49,6 +50,7 @@ from bench_scenarios import (
     big_message,
     download,
     idle_sockets,
+    kernel_round_trip,
     many_sockets,
     paused_reader,
     sanity,
@@ -69,6 +71,13 @@ class Unit:
     name: str
     run: Scenario
     timeout: Callable[[Settings], float]
+    #: "tunnel": ours through /http_over_websocket; "reverse": ours as plain HTTP/WebSocket on
+    #: its port (Colab's current flow), against direct only (the original has no such path).
+    flow: str = "tunnel"
+
+
+def _kernel_timeout(s: Settings) -> float:
+    return 120 + s.kernel_round_trips * 0.2
 
 
 UNITS = [
@@ -82,7 +91,29 @@ UNITS = [
     Unit("s5_big", ws_echo(MB, 4, "s5_big_mbps"), lambda s: s.duration + 60),
     Unit("s5_bin", ws_echo(MB, 4, "s5_bin_mbps", binary=True), lambda s: s.duration + 60),
     Unit("s7", big_message, lambda s: 180),
-]
+    # Browsers always offer permessage-deflate: the same, with the offer.
+    Unit("s3_small_z", download(lambda s: s.small_download, "s3_small_z", deflate=True),
+         lambda s: 120),
+    Unit("s5_small_z", ws_echo(100, 64, "s5_small_z_msgs", deflate=True),
+         lambda s: s.duration + 60),
+    # Issue 11: the paths Colab's current flow uses.
+    Unit("r1_c1", partial(many_sockets, sockets=1, key="r1_c1", warmup=20),
+         lambda s: s.duration + 60, "reverse"),
+    Unit("r1_c16", partial(many_sockets, sockets=16, key="r1_c16", warmup=20),
+         lambda s: s.duration + 60, "reverse"),
+    Unit("r3_big", download(lambda s: s.big_download, "r3_big"), lambda s: 180, "reverse"),
+    Unit("r4", partial(paused_reader, key="r4_growth"), lambda s: s.pause + 60, "reverse"),
+    Unit("w_small", ws_echo(100, 64, "w_small_msgs"), lambda s: s.duration + 60, "reverse"),
+    Unit("w_big", ws_echo(64 * 1024, 16, "w_big_mbps"), lambda s: s.duration + 60, "reverse"),
+    Unit("w_small_z", ws_echo(100, 64, "w_small_z_msgs", deflate=True),
+         lambda s: s.duration + 60, "reverse"),
+    Unit("w_big_z", ws_echo(64 * 1024, 16, "w_big_z_mbps", deflate=True),
+         lambda s: s.duration + 60, "reverse"),
+    Unit("k_tunnel", kernel_round_trip("k_tunnel", deflate=False), _kernel_timeout),
+    Unit("k_tunnel_z", kernel_round_trip("k_tunnel_z", deflate=True), _kernel_timeout),
+    Unit("k_flow", kernel_round_trip("k_flow", deflate=False), _kernel_timeout, "reverse"),
+    Unit("k_flow_z", kernel_round_trip("k_flow_z", deflate=True), _kernel_timeout, "reverse"),
+]  # fmt: skip
 # Memory first: the shared backend's heap has been churned least by then.
 UNITS.insert(0, Unit("s6", idle_sockets, lambda s: 180))
 
@@ -189,6 +220,40 @@ def rows(s: Settings) -> list[Row]:
         Row("s7", "s7_loop_ms", "7. huge message",
             "diagnose echo (the proxy alone) meanwhile: max ms", "lower", 1, "< 50 ms",
             _at_most(50)),
+        Row("s3_small_z", "s3_small_z_mbps", "3. download", f"{small} MB, deflate offered: MB/s",
+            "higher", 1),
+        Row("s5_small_z", "s5_small_z_msgs", "5. proxied WS echo",
+            "100 B text, 64 in flight, deflate offered: msg/s", "higher", 0),
+        Row("r1_c1", "r1_c1_rps", "8. reverse proxy", "GET, 1 keep-alive socket: req/s",
+            "higher", 0, ">= 0.45x direct", _at_least(None, 0.45)),
+        Row("r1_c1", "r1_c1_p50", "8. reverse proxy", "GET, 1 keep-alive socket: p50 ms",
+            "lower", 2),
+        Row("r1_c1", "r1_c1_p99", "8. reverse proxy", "GET, 1 keep-alive socket: p99 ms",
+            "lower", 2),
+        Row("r1_c16", "r1_c16_rps", "8. reverse proxy",
+            "GET, 16 keep-alive sockets: req/s", "higher", 0,
+            ">= 0.6x direct", _at_least(None, 0.6)),
+        Row("r1_c16", "r1_c16_p99", "8. reverse proxy",
+            "GET, 16 keep-alive sockets: p99 ms", "lower", 2),
+        Row("r3_big", "r3_big_mbps", "8. reverse proxy", f"{big} MB download: MB/s", "higher", 1,
+            ">= 0.5x direct", _at_least(None, 0.5)),
+        Row("r4", "r4_growth", "8. reverse proxy",
+            f"{paused} MB paused reader: RSS growth MB (worst run)", "lower", 1, "<= 16 MB",
+            _at_most(16), worst=True),
+        Row("w_small", "w_small_msgs", "9. plain WS relay", "100 B text, 64 in flight: msg/s",
+            "higher", 0, ">= 0.45x direct", _at_least(None, 0.45)),
+        Row("w_small_z", "w_small_z_msgs", "9. plain WS relay",
+            "100 B text, 64 in flight, deflate offered: msg/s", "higher", 0),
+        Row("w_big", "w_big_mbps", "9. plain WS relay", "64 KB text, 16 in flight: MB/s",
+            "higher", 1, ">= 0.22x direct", _at_least(None, 0.22)),
+        Row("w_big_z", "w_big_z_mbps", "9. plain WS relay",
+            "64 KB text, 16 in flight, deflate offered: MB/s", "higher", 1),
+        *(Row(unit, f"{unit}_{pct}", "10. kernel round trip", f"{how}: {pct} ms", "lower", 2)
+          for unit, how in (("k_tunnel", "tunnel (proxied_ws)"),
+                            ("k_tunnel_z", "tunnel, deflate offered"),
+                            ("k_flow", "direct flow (kernel WS on our port)"),
+                            ("k_flow_z", "direct flow, deflate offered"))
+          for pct in ("p50", "p99")),
     ]  # fmt: skip
 
 
@@ -258,6 +323,18 @@ async def drive(
         "original": Target("original", token, lambda: notebook.base, notebook.rss_bytes),
         "direct": Target("direct", token, lambda: notebook.base, notebook.rss_bytes, cookie),
     }
+    wanted = set(args.only.split(",")) if args.only else None
+    units = [u for u in UNITS if wanted is None or u.name in wanted]
+    if any(u.name.startswith("k_") for u in units):
+        kernel = await start_kernel(notebook.base, cookie)
+        targets = {k: replace(t, kernel=kernel) for k, t in targets.items()}
+    flows = {
+        "tunnel": targets,
+        "reverse": {
+            "ours": replace(targets["ours"], reverse=True),
+            "direct": targets["direct"],
+        },
+    }
     results = Results(args.runs)
     sanity_report: dict[str, str] = {}
     for key, target in targets.items():
@@ -269,21 +346,18 @@ async def drive(
             sanity_report[key] = f"fails ({_reason(exc)})"
         _progress(f"sanity {TITLES[key]}: {sanity_report[key]}")
 
-    wanted = set(args.only.split(",")) if args.only else None
-    for unit in UNITS:
-        if wanted is not None and unit.name not in wanted:
-            continue
+    for unit in units:
         timed_out: set[str] = set()
         for run in range(args.runs):
             order = TARGETS[run % 3 :] + TARGETS[: run % 3]
             for key in order:
-                if key in timed_out:
+                if key in timed_out or key not in flows[unit.flow]:
                     continue  # a hang costs its timeout once, not once per run
                 limit = unit.timeout(settings)
                 started = time.perf_counter()
                 try:
                     with trio.move_on_after(limit) as scope:
-                        values = await unit.run(targets[key], settings)
+                        values = await unit.run(flows[unit.flow][key], settings)
                     if scope.cancelled_caught:
                         raise TimeoutError(f"no result within {limit:.0f} s")
                 except Exception as exc:
