@@ -64,3 +64,48 @@ async def http_request(
                     data += event.data
                 elif isinstance(event, h11.EndOfMessage):
                     return HttpResponse(status, raw, bytes(data))
+
+
+async def websocket_handshake(
+    base: str, path: str, headers: list[tuple[str, str]], then_send: str | None = None
+) -> tuple[HttpResponse, int | None]:
+    """A raw WebSocket upgrade; with ``then_send``, one masked text frame after a 101.
+
+    Returns the handshake's response (no body) and the first byte of the server's first frame
+    (None without ``then_send``): 0x40 in it is RSV1, a compressed message.
+    """
+    host, port = base.removeprefix("http://").split(":")
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {host}:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        *(f"{name}: {value}" for name, value in headers),
+    ]
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        data = b""
+        with trio.fail_after(30):
+            while b"\r\n\r\n" not in data:
+                chunk = await stream.receive_some(65536)
+                assert chunk, f"connection closed during the handshake: {data!r}"
+                data += chunk
+            head, _, data = data.partition(b"\r\n\r\n")
+            status_line, *header_lines = head.decode("latin-1").split("\r\n")
+            raw = [
+                (name.strip().lower(), value.strip())
+                for name, _, value in (line.partition(":") for line in header_lines)
+            ]
+            response = HttpResponse(int(status_line.split(" ", 2)[1]), raw, b"")
+            if then_send is None or response.status != 101:
+                return response, None
+            payload = then_send.encode()
+            assert len(payload) < 126
+            mask = b"\x01\x02\x03\x04"
+            masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            await stream.send_all(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+            while not data:
+                data = await stream.receive_some(65536)
+    return response, data[0]

@@ -237,6 +237,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "read_timeout": ("42", 42.0),
     "shutdown_timeout": ("0.5", 0.5),
     "backend_ca": ("/etc/ca.pem", "/etc/ca.pem"),
+    "ws_compression": ("on", True),  # a switch: the flag alone
 }
 
 
@@ -246,7 +247,8 @@ def test_every_setting_has_a_flag_and_a_variable() -> None:
     assert {s.name for s in SETTINGS} == settable == set(SAMPLES)
     for setting in SETTINGS:
         raw, expected = SAMPLES[setting.name]
-        from_flag = config_from_args(build_parser().parse_args([setting.flag, raw]), {})
+        argv = [setting.flag] if setting.switch else [setting.flag, raw]
+        from_flag = config_from_args(build_parser().parse_args(argv), {})
         from_env = config_from_args(build_parser().parse_args([]), {setting.env: raw})
         assert getattr(from_flag, setting.name) == expected, setting.flag
         assert getattr(from_env, setting.name) == expected, setting.env

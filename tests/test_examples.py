@@ -26,7 +26,7 @@ import trio
 import trio_httpws
 from trio_httpws._jupyter import free_port
 
-from ._http import http_request
+from ._http import http_request, websocket_handshake
 from .conftest import Jupyter, running_proxy
 from .test_jupyter_e2e import http_get
 
@@ -200,6 +200,12 @@ async def test_serve_hypercorn_then_run_cell(jupyter: Jupyter) -> None:
             headers=[("Origin", "https://evil.example")],
         )
         assert refused.status == 403
+        # Browsers offer WebSocket compression; under `hypercorn trio_httpws:app` too it is
+        # declined by default (Config.ws_compression).
+        offer = ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")
+        response, _ = await websocket_handshake(url, "/http_over_websocket/diagnose", [offer])
+        assert response.status == 101
+        assert response.all("sec-websocket-extensions") == []
         await stop(process)
         assert process.returncode == 0, log_path.read_text()
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from . import _hypercorn_fix
+from . import _compression, _hypercorn_fix
 from ._config import Config
 from ._errors import ClientDisconnected
 from ._proxy import Proxy
@@ -92,13 +92,20 @@ class TrioHttpWsApp:
 
     Building one also makes hypercorn (0.17/0.18, process-wide) close a WebSocket whose frame
     wsproto refuses with a Close frame and its code, 1007 for a text message that is not
-    UTF-8, instead of a bare TCP close (``_hypercorn_fix``).
+    UTF-8, instead of a bare TCP close (``_hypercorn_fix``), and lets this app decline
+    permessage-deflate unless ``config.ws_compression`` (``_compression``; other apps keep
+    hypercorn's behaviour).
     """
 
     def __init__(self, config: Config, proxy: Proxy | None = None) -> None:
         self.config = config
         self.proxy = proxy or Proxy(config)
         _hypercorn_fix.install()
+        if not _compression.install() and not config.ws_compression:
+            log.warning(
+                "this hypercorn negotiates WebSocket compression in a way trio_httpws does not "
+                "know: ws_compression=False is not applied"
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -126,6 +133,8 @@ class TrioHttpWsApp:
         if connect["type"] != "websocket.connect":  # pragma: no cover - ASGI guarantees it
             return
         upgrade = _upgrade(scope)
+        # Read by hypercorn's handshake inside our websocket.accept send (see _compression).
+        _compression.accept_compression.set(self.config.ws_compression)
         await self.proxy.handle_websocket(_AsgiPendingSocket(scope, receive, send), upgrade)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=version_text())
     for setting in SETTINGS:
+        if setting.switch:
+            parser.add_argument(
+                setting.flag,
+                dest=setting.name,
+                action=argparse.BooleanOptionalAction,
+                help=f"{setting.help} [{setting.env}]",
+            )
+            continue
         parser.add_argument(
             setting.flag,
             dest=setting.name,

@@ -99,6 +99,8 @@ class Config:
     backend_ca: str | None = None
     #: Seconds in-flight work may take to finish at shutdown before it is cancelled.
     shutdown_timeout: float = 5.0
+    #: Accept a client's permessage-deflate offer (under hypercorn; see _compression).
+    ws_compression: bool = False
     backend_url: BackendURL = field(init=False, repr=False, compare=False)
     origin_policy: OriginPolicy = field(init=False, repr=False, compare=False)
 
@@ -191,6 +193,15 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _switch(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{raw!r} is not one of 1/0, true/false, yes/no, on/off")
+
+
 @dataclass(frozen=True)
 class Setting:
     """One ``Config`` field as an environment variable and a command-line flag."""
@@ -203,6 +214,8 @@ class Setting:
     repeatable: bool = False
     env_name: str = ""  # default: TRIO_HTTPWS_<NAME>
     flag_name: str = ""  # default: --<name-with-dashes>
+    #: A bool field: the flags are --<name> and --no-<name>.
+    switch: bool = False
 
     @property
     def env(self) -> str:
@@ -259,6 +272,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("auth_timeout", _positive_float, "seconds for the whole auth-URL fetch", "S"),
     Setting("shutdown_timeout", _positive_float, "grace for in-flight work at shutdown", "S"),
     Setting("backend_ca", _text, "CA bundle (PEM) for an https backend", "PEM"),
+    Setting(
+        "ws_compression",
+        _switch,
+        "accept the browser's WebSocket compression offer (permessage-deflate): pays over a "
+        "slow link to a remote runtime, costs CPU on the same machine (default: off)",
+        switch=True,
+    ),
 )
 
 
