@@ -82,6 +82,7 @@ def bench(session: nox.Session) -> None:
         "jupyter_http_over_ws==0.0.8",
         "notebook<7",
         "tornado<6.5",
+        "ipykernel",  # the kernel of scenario 9 (notebook 6 pulls it in too; said here)
         external=True,
     )
     session.run(

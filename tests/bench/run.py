@@ -575,6 +575,13 @@ def notes_for(args: argparse.Namespace, s: Settings, elapsed: float) -> list[str
         f"Machine load is shared: loadavg at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}. "
         f"Total bench time {elapsed:.0f} s.",
     ]
+    notes.append(
+        "trio_httpws ran with ws_compression="
+        f"{os.environ.get('TRIO_HTTPWS_WS_COMPRESSION', 'default (off)')} "
+        "(TRIO_HTTPWS_WS_COMPRESSION). 'deflate offered' rows: the client offers "
+        "permessage-deflate as browsers do; the Notebook backend never accepts it (tornado's "
+        "default), trio_httpws only with ws_compression on."
+    )
     if args.app != "trio_httpws:app":
         notes.append(f"hypercorn served {args.app!r} instead of the documented trio_httpws:app.")
     if args.quick:
