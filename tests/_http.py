@@ -109,3 +109,17 @@ async def websocket_handshake(
             while not data:
                 data = await stream.receive_some(65536)
     return response, data[0]
+
+
+def asgi_http_scope(method: str, path: str) -> dict[str, object]:
+    """An ASGI ``http`` scope for a request without a body, as hypercorn on 127.0.0.1 builds it."""
+    return {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1:1")],
+        "server": ("127.0.0.1", 1),
+        "scheme": "http",
+    }

@@ -13,7 +13,7 @@ import trio_websocket
 
 import trio_httpws
 
-from ._http import http_request
+from ._http import asgi_http_scope, http_request
 from .conftest import connect, running_proxy, wait_until
 from .fake_backend import FakeBackend, pattern
 from .test_colab_flow import access_lines
@@ -114,3 +114,49 @@ async def test_client_leaving_before_the_response_cancels_the_backend_request(
     await wait_until(lambda: fake_backend.slow_active(tag) == 0, within=5)
     [line] = await access_lines(caplog, 1)
     assert line.fields["status"] == 499  # type: ignore[attr-defined]
+
+
+async def _asgi_messages(
+    fake_backend: FakeBackend, method: str, path: str
+) -> list[dict[str, object]]:
+    """The ASGI messages the app sends for one request without a body (no server between)."""
+    app = trio_httpws.create_app(trio_httpws.Config(backend=fake_backend.url))
+    scope = asgi_http_scope(method, path)
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        await trio.sleep_forever()
+        raise AssertionError  # pragma: no cover
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    with trio.fail_after(10):
+        await app(scope, receive, send)
+    await app.proxy.aclose()
+    return sent
+
+
+async def test_a_content_length_body_ends_with_its_last_chunk(fake_backend: FakeBackend) -> None:
+    """No empty closing body event after a body whose Content-Length is complete."""
+    sent = await _asgi_messages(fake_backend, "GET", "/api/largeresponse")
+    bodies = sent[1:]
+    assert all(m["type"] == "http.response.body" for m in bodies)
+    assert b"".join(m["body"] for m in bodies) == b"a" * 100000  # type: ignore[misc]
+    assert bodies[-1]["body"] != b""
+    assert [m["more_body"] for m in bodies] == [True] * (len(bodies) - 1) + [False]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "bodies"),
+    [
+        ("GET", "/api/streamedresponse", [b"first", b"last", b""]),  # chunked: no length known
+        ("HEAD", "/api/largeresponse", [b""]),  # a length, and no body
+    ],
+)
+async def test_bodies_without_a_complete_length_end_with_an_empty_event(
+    fake_backend: FakeBackend, method: str, path: str, bodies: list[bytes]
+) -> None:
+    sent = await _asgi_messages(fake_backend, method, path)
+    assert [m["body"] for m in sent[1:]] == bodies
+    assert [m["more_body"] for m in sent[1:]] == [True] * (len(bodies) - 1) + [False]
