@@ -123,7 +123,7 @@ class BackendResponse:
         self.reason: str = response.reason.decode("latin-1")
         self.headers: Headers = list(response.headers.raw_items())
 
-    async def iter_chunks(self) -> AsyncGenerator[bytes, None]:
+    async def iter_chunks(self, read_size: int = READ_SIZE) -> AsyncGenerator[bytes, None]:
         """Yield the body as it arrives: each chunk is all the body bytes one read produced.
 
         The next read from the backend happens only when the consumer asks for the next chunk,
@@ -144,7 +144,7 @@ class BackendResponse:
             if type(event) is h11.EndOfMessage:
                 return
             if event is h11.NEED_DATA:
-                await self._pool._feed(conn)
+                await self._pool._feed(conn, read_size)
                 continue
             raise BackendError(f"backend sent an unexpected {type(event).__name__} in a body")
 
@@ -356,13 +356,13 @@ class BackendPool:
                     before_response=True,
                 )
 
-    async def _feed(self, conn: _Connection) -> None:
+    async def _feed(self, conn: _Connection, read_size: int = READ_SIZE) -> None:
         # A bare CancelScope rather than trio.fail_after: this runs for every read, and the
         # generator-based context manager was ~6% of a small request's profile.
         data: bytes | bytearray = b""
         with trio.CancelScope(deadline=trio.current_time() + self.read_timeout) as scope:
             try:
-                data = await conn.stream.receive_some(READ_SIZE)
+                data = await conn.stream.receive_some(read_size)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise _ConnectionLost(f"connection to backend {self.backend} lost: {exc}") from exc
         if scope.cancelled_caught:

@@ -44,6 +44,11 @@ Send = Callable[[Message], Awaitable[None]]
 #: every response): the backend's copies would make two of each.
 _SERVER_WRITTEN = frozenset({b"date", b"server"})
 
+#: Bytes asked of the backend's socket per read of a body on this path. Nothing here frames the
+#: body, so larger reads cost fewer reads, deadlines and ASGI events per byte; hypercorn's write
+#: of each chunk still waits for the client, so this is also the most one request holds.
+REVERSE_READ_SIZE = 256 * 1024
+
 #: What a send to a client that already left raises under hypercorn's trio worker: the
 #: connection is closed (or being closed by the server's own task) under us.
 _CLIENT_GONE = (trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError)
@@ -183,7 +188,7 @@ async def _exchange(
             await exchange.start(resp.status, _response_headers(resp.headers))
             length = _content_length(resp.headers)
             try:
-                async for chunk in resp.iter_chunks():
+                async for chunk in resp.iter_chunks(REVERSE_READ_SIZE):
                     if length is not None and exchange.sent + len(chunk) >= length:
                         # It completes a Content-Length body, which then ends without another
                         # read: sent below as the final event, one ASGI event (and hypercorn
