@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
-import h11
 import pytest
 import trio
 import trio_websocket
@@ -21,6 +20,7 @@ import trio_websocket
 import trio_httpws
 from trio_httpws.client import execute_request
 
+from ._http import http_request
 from .conftest import Jupyter, connect, fetch, running_proxy
 
 COLAB = "https://colab.research.google.com"
@@ -112,24 +112,8 @@ async def test_kernel_channels_refused_without_credentials(jproxy: str) -> None:
 
 async def http_get(url: str, target: str) -> tuple[int, dict[str, str], bytes]:
     """A plain HTTP/1.1 GET with h11 (no client library between us and the proxy)."""
-    host, port = url.removeprefix("http://").split(":")
-    stream = await trio.open_tcp_stream(host, int(port))
-    async with stream:
-        conn = h11.Connection(h11.CLIENT)
-        request = h11.Request(method="GET", target=target, headers=[("Host", f"{host}:{port}")])
-        await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
-        status, headers, body = 0, {}, b""
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                headers = {k.decode(): v.decode() for k, v in event.headers}
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                return status, headers, body
+    response = await http_request(url, "GET", target)
+    return response.status, response.headers, response.body
 
 
 async def test_reverse_proxy_serves_the_rest_api_and_ui(jproxy: str, jupyter: Jupyter) -> None:

@@ -30,6 +30,7 @@ from trio_httpws._protocol import (
     check_min_version,
     close_code_for_status,
     cookie_header,
+    cookie_headers,
     cookie_pairs,
     data_frame,
     diagnose_frame,
@@ -863,3 +864,8 @@ def test_auth_url_only_raises_auth_url_error(url: str) -> None:
         return
     assert TARGET_RE.fullmatch(target)
     assert not target.startswith("//")
+
+
+def test_cookie_headers() -> None:
+    assert cookie_headers({}) == []
+    assert cookie_headers({"a": "1", "_xsrf": "x"}) == [(b"cookie", b"a=1; _xsrf=x")]

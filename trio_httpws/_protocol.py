@@ -537,6 +537,11 @@ def cookie_header(cookies: Mapping[str, str]) -> str:
     return "; ".join(f"{name}={value}" for name, value in cookies.items())
 
 
+def cookie_headers(cookies: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    """The ``Cookie`` header line a backend request carries for ``cookies`` (none if empty)."""
+    return [(b"cookie", cookie_header(cookies).encode("latin-1"))] if cookies else []
+
+
 def xsrf_cookie_value(cookies: Mapping[str, str]) -> str | None:
     value = cookies.get("_xsrf")
     if not value:

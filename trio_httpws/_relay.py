@@ -27,7 +27,7 @@ from ._errors import AuthUrlError, BackendError, ClientDisconnected
 from ._protocol import (
     GOING_AWAY,
     close_code_for_status,
-    cookie_header,
+    cookie_headers,
     strip_hop_by_hop,
     upgrade_request_headers,
 )
@@ -102,9 +102,7 @@ async def relay(
             await sock.close(close_code_for_status(500), UNCAUGHT_RELAY_TEXT)
             result.status = 500
             return result
-        headers = upgrade_request_headers(upgrade.headers)
-        if cookies:
-            headers.append((b"cookie", cookie_header(cookies).encode("latin-1")))
+        headers = [*upgrade_request_headers(upgrade.headers), *cookie_headers(cookies)]
     else:
         headers = [
             (name, value)

@@ -42,7 +42,7 @@ from ._protocol import (
     CancelRequest,
     ErrorFrame,
     ProxyRequest,
-    cookie_header,
+    cookie_headers,
     data_frame,
     error_frame,
     first_frame,
@@ -330,9 +330,7 @@ class HttpOverWsSession:
             log.warning("request %s: auth URL refused: %s", mid, exc)
             await self._send_frame(error_frame(500, UNCAUGHT_ERROR_TEXT, mid))
             return
-        headers = list(self._base_headers)
-        if cookies:
-            headers.append((b"cookie", cookie_header(cookies).encode("latin-1")))
+        headers = [*self._base_headers, *cookie_headers(cookies)]
         xsrf = xsrf_cookie_value(cookies)
         hop = first_hop(request.method, request.path, request.body, xsrf)
         try:
