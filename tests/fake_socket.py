@@ -30,6 +30,9 @@ class FakeSocket:
         except trio.EndOfChannel:
             raise ClientDisconnected(1000) from None
 
+    async def receive_part(self) -> tuple[str, bool]:
+        return await self.receive(), False
+
     async def send(self, message: str | bytes) -> None:
         if self.paused:
             await trio.sleep_forever()
@@ -55,7 +58,9 @@ class FakePending:
         self.sock = sock
         self.rejected: tuple[int, str] | None = None
 
-    async def accept(self, subprotocol: str | None = None) -> FakeSocket:
+    async def accept(
+        self, subprotocol: str | None = None, *, message_parts: bool = False
+    ) -> FakeSocket:
         return self.sock
 
     async def reject(self, status: int, body: str = "") -> None:

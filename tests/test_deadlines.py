@@ -19,13 +19,15 @@ import wsproto
 import wsproto.events as wse
 
 import trio_httpws
+from trio_httpws import _session
 from trio_httpws._backend import BackendPool
 from trio_httpws._config import BackendURL
+from trio_httpws._parts import MessageAssembler
 from trio_httpws._relay import CLOSE_TIMEOUT, relay
 from trio_httpws._session import HttpOverWsSession, response_buffer_bound
 from trio_httpws._socket import Upgrade
 
-from .conftest import request_json
+from .conftest import Response, connect, read_frame, request_json, running_proxy
 from .fake_backend import FakeBackend, pattern
 from .fake_socket import FakePending, FakeSocket
 
@@ -288,6 +290,34 @@ async def test_large_message_parsed_in_a_thread_is_byte_exact(fake_backend: Fake
     frames = [f for f in sock.sent if f["message_id"] == "big"]
     assert frames[0]["status"] == 200
     assert b"".join(base64.b64decode(f.get("data", "")) for f in frames) == body
+
+
+async def test_large_message_through_hypercorn_comes_in_parts_and_is_byte_exact(
+    fake_backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assemblers: list[MessageAssembler] = []
+
+    class Recorded(MessageAssembler):
+        def __init__(self) -> None:
+            super().__init__()
+            assemblers.append(self)
+
+    monkeypatch.setattr(_session, "MessageAssembler", Recorded)
+    body = pattern(5 * MiB + 1)
+    config = trio_httpws.Config(backend=fake_backend.url)
+    with trio.fail_after(30):
+        async with running_proxy(config) as url, connect(url) as ws:
+            big = request_json("big", "POST", "/echo", body_base64=base64.b64encode(body).decode())
+            await ws.send_message(big)
+            await ws.send_message(request_json("small", "GET", "/api/sessions"))
+            frames: dict[str, list[dict[str, Any]]] = {"big": [], "small": []}
+            while not all(f and f[-1]["done"] for f in frames.values()):
+                frame = await read_frame(ws)
+                frames[frame["message_id"]].append(frame)
+    assert Response(frames["small"]).status == 200
+    assert (Response(frames["big"]).status, Response(frames["big"]).body) == (200, body)
+    assert len(assemblers) == 1
+    assert not assemblers[0].fell_back
 
 
 # -- settings ----------------------------------------------------------------------------------

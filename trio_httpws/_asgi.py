@@ -34,13 +34,24 @@ class _AsgiClientSocket:
         self._closed = False
 
     async def receive(self) -> str | bytes:
+        part, more = await self.receive_part()
+        if not more:
+            return part
+        parts = [part]
+        while more:
+            part, more = await self.receive_part()
+            parts.append(part)
+        return "".join(parts)  # type: ignore[arg-type]  # only text comes in parts
+
+    async def receive_part(self) -> tuple[str | bytes, bool]:
         if self._closed:
             raise ClientDisconnected(None, "closed by us")
         message = await self._receive()
         kind = message["type"]
         if kind == "websocket.receive":
             text = message.get("text")
-            return text if text is not None else bytes(message.get("bytes") or b"")
+            more = bool(message.get(_hypercorn_fix.MORE_KEY))
+            return (text if text is not None else bytes(message.get("bytes") or b"")), more
         self._closed = True
         code = message.get("code")
         # hypercorn reports every close the client starts as 1006, whatever code the client
@@ -67,8 +78,13 @@ class _AsgiPendingSocket:
         self._receive = receive
         self._send = send
 
-    async def accept(self, subprotocol: str | None = None) -> ClientSocket:
-        await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
+    async def accept(
+        self, subprotocol: str | None = None, *, message_parts: bool = False
+    ) -> ClientSocket:
+        accept: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
+        if message_parts:
+            accept[_hypercorn_fix.PARTS_KEY] = True  # other servers ignore an unknown key
+        await self._send(accept)
         return _AsgiClientSocket(self._receive, self._send)
 
     async def reject(self, status: int, body: str = "") -> None:
@@ -92,7 +108,8 @@ class TrioHttpWsApp:
 
     Building one also makes hypercorn (0.17/0.18, process-wide) close a WebSocket whose frame
     wsproto refuses with a Close frame and its code, 1007 for a text message that is not
-    UTF-8, instead of a bare TCP close (``_hypercorn_fix``), and lets this app decline
+    UTF-8, instead of a bare TCP close, and hand a large text message to the tunnel in parts
+    (``_hypercorn_fix``), and lets this app decline
     permessage-deflate unless ``config.ws_compression`` (``_compression``; other apps keep
     hypercorn's behaviour).
     """

@@ -1,4 +1,6 @@
-"""A fix we carry for hypercorn: fail a WebSocket with a Close frame, not a bare TCP close.
+"""What we change in hypercorn's WebSocket stream: a Close frame on bad input; large messages in parts.
+
+**A Close frame, not a bare TCP close.**
 
 wsproto reports a frame it cannot accept (a text message that is not UTF-8: 1007; a protocol
 error such as an unmasked client frame: 1002) as a ``CloseConnection`` event while the
@@ -7,10 +9,20 @@ hypercorn 0.17 and 0.18 answer only the latter with a Close frame and then drop 
 connection either way, so the client sees 1006 and never learns why. RFC 6455 says to send a
 Close frame with the code first (8.1 and 7.4.1 for invalid UTF-8: 1007).
 
-``install()`` puts a ``WSStream`` subclass with that one branch added where hypercorn's
+**Large text messages in parts, for the app that asks.** hypercorn gathers a message in a
+``StringIO`` and hands the app one ``str``: for a 55 MB message (a 40 MiB tunnelled upload)
+``getvalue()`` alone holds the event loop, every other socket, ~55 ms. An app whose
+``websocket.accept`` carries ``PARTS_KEY: True`` gets a text message over ``PART_SIZE`` as
+several ``websocket.receive`` events instead, each marked ``MORE_KEY: True`` but the last
+(``MORE_KEY: False``); a message that fits in one part comes whole, without the key.
+``websocket_max_message_size`` still bounds the whole message (1009). Parts go through
+hypercorn's bounded app queue like messages, so a slow app still stops the socket's reads.
+Apps that do not ask (any other app in the process) see no change.
+
+``install()`` puts a ``WSStream`` subclass with these branches added where hypercorn's
 protocols look the class up. It is process-wide (every hypercorn server in the process gets
-it) and changes nothing but that case. Other hypercorn versions are left alone: the override
-copies 0.17/0.18's event loop, which a later version may change.
+it). Other hypercorn versions are left alone (no Close frame, messages always whole): the
+override copies 0.17/0.18's event loop, which a later version may change.
 """
 
 from __future__ import annotations
@@ -19,11 +31,12 @@ import importlib
 import logging
 import sys
 from importlib.metadata import version
+from typing import Any
 
 from hypercorn.protocol import ws_stream
 from hypercorn.protocol.events import StreamClosed
 from wsproto.connection import ConnectionState
-from wsproto.events import CloseConnection, Message, Ping
+from wsproto.events import CloseConnection, Message, Ping, TextMessage
 from wsproto.frame_protocol import CloseReason
 
 log = logging.getLogger("trio_httpws")
@@ -31,28 +44,61 @@ log = logging.getLogger("trio_httpws")
 #: hypercorn versions whose ``WSStream._handle_events`` the override below reproduces.
 FIXED_VERSIONS = ("0.17.", "0.18.")
 
+#: In an app's ``websocket.accept``: True asks for large text messages in parts.
+PARTS_KEY = "trio_httpws.message_parts"
+#: In a ``websocket.receive`` carrying a part: whether more parts of the message follow.
+MORE_KEY = "trio_httpws.more"
+#: A text message is handed over whenever this many characters of it are buffered.
+PART_SIZE = 1 << 20
+
 _original = ws_stream.WSStream
 
 
-class FailWithCloseWSStream(ws_stream.WSStream):
-    """hypercorn's WebSocket stream, sending a Close frame when wsproto fails the connection."""
+class PatchedWSStream(ws_stream.WSStream):
+    """hypercorn's WebSocket stream, with a Close frame on bad input and messages in parts."""
+
+    #: The app asked for parts (PARTS_KEY in its accept).
+    _in_parts = False
+    #: Characters of the current message already handed over in parts.
+    _handed = 0
+
+    async def app_send(self, message: Any) -> None:
+        if message is not None and message.get("type") == "websocket.accept":
+            self._in_parts = bool(message.get(PARTS_KEY))
+        await super().app_send(message)
 
     async def _handle_events(self) -> None:
-        # hypercorn 0.18's loop as it is, plus the branch marked "added".
+        # hypercorn 0.18's loop as it is, plus the branches marked "added".
         for event in self.connection.events():
             if isinstance(event, Message):
                 try:
                     self.buffer.extend(event)
+                    if self._handed + self.buffer.length > self.buffer.max_length:  # added
+                        raise ws_stream.FrameTooLargeError
                 except ws_stream.FrameTooLargeError:
                     await self._send_wsproto_event(
                         CloseConnection(code=CloseReason.MESSAGE_TOO_BIG)
                     )
                     break
 
+                assert self.app_put is not None
                 if event.message_finished:
-                    assert self.app_put is not None
-                    await self.app_put(self.buffer.to_message())
+                    message = self.buffer.to_message()
+                    if self._handed:  # added: the last part
+                        message[MORE_KEY] = False
+                        self._handed = 0
+                    await self.app_put(message)
                     self.buffer.clear()
+                elif (  # added
+                    self._in_parts
+                    and isinstance(event, TextMessage)
+                    and self.buffer.length >= PART_SIZE
+                ):
+                    message = self.buffer.to_message()
+                    message[MORE_KEY] = True
+                    self._handed += self.buffer.length
+                    self.buffer.clear()
+                    await self.app_put(message)
             elif isinstance(event, Ping):
                 await self._send_wsproto_event(event.response())
             elif isinstance(event, CloseConnection):
@@ -70,10 +116,10 @@ class FailWithCloseWSStream(ws_stream.WSStream):
 
 
 def install() -> bool:
-    """Make hypercorn use :class:`FailWithCloseWSStream`; True if it does (idempotent)."""
+    """Make hypercorn use :class:`PatchedWSStream`; True if it does (idempotent)."""
     if not version("hypercorn").startswith(FIXED_VERSIONS):
         return False
-    ws_stream.WSStream = FailWithCloseWSStream  # type: ignore[misc]
+    ws_stream.WSStream = PatchedWSStream  # type: ignore[misc]
     # The protocol modules imported the class by name: replace it there too. h3 needs aioquic
     # and is imported only for QUIC; once ws_stream is patched it picks up the subclass itself.
     for name in ("hypercorn.protocol.h11", "hypercorn.protocol.h2", "hypercorn.protocol.h3"):
@@ -81,5 +127,5 @@ def install() -> bool:
         if module is None and not name.endswith("h3"):
             module = importlib.import_module(name)
         if module is not None and getattr(module, "WSStream", None) is _original:
-            module.WSStream = FailWithCloseWSStream  # type: ignore[attr-defined]
+            module.WSStream = PatchedWSStream  # type: ignore[attr-defined]
     return True

@@ -173,7 +173,8 @@ class Proxy:
             )
 
     async def _session(self, pending: PendingSocket, upgrade: Upgrade) -> None:
-        sock = await pending.accept()
+        # In parts: the session decodes a large upload as it arrives (_parts).
+        sock = await pending.accept(message_parts=True)
         check = check_min_version(upgrade.params.get(MIN_VERSION_PARAM))
         if check.status is not VersionStatus.OK:
             if check.status is VersionStatus.OUTDATED:

@@ -35,6 +35,9 @@ class _TrioWsClientSocket:
         except trio_websocket.ConnectionClosed as exc:
             raise _disconnected(exc) from None
 
+    async def receive_part(self) -> tuple[str | bytes, bool]:
+        return await self.receive(), False
+
     async def send(self, message: str | bytes) -> None:
         try:
             await self._ws.send_message(message)
@@ -53,7 +56,10 @@ class _TrioWsPendingSocket:
     def __init__(self, request: trio_websocket.WebSocketRequest) -> None:
         self._request = request
 
-    async def accept(self, subprotocol: str | None = None) -> ClientSocket:
+    async def accept(
+        self, subprotocol: str | None = None, *, message_parts: bool = False
+    ) -> ClientSocket:
+        # trio-websocket gathers every message whole: message_parts has nothing to ask for.
         return _TrioWsClientSocket(await self._request.accept(subprotocol=subprotocol))
 
     async def reject(self, status: int, body: str = "") -> None:

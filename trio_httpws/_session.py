@@ -15,8 +15,12 @@ pushes back on the backend: memory stays bounded whatever the body size.
 
 The other direction is bounded too: the request bodies a socket holds (parsed, waiting for a slot
 or being sent) are counted, and the reader stops reading the socket while one more message would
-take them past ``max_pending_bytes``. A message above ``thread_parse_threshold`` is parsed in a
-worker thread, in steps that let the event loop (every other socket) run in between.
+take them past ``max_pending_bytes``.
+
+A large message must not stall the other sockets. Under hypercorn it comes in parts of ~1 MiB and
+its body is decoded part by part (``_parts``); a whole message above ``thread_parse_threshold``
+(trio-websocket, other hypercorn versions) is parsed in a worker thread, in steps that let the
+event loop (every other socket) run in between.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from ._auth import AuthCookies
 from ._backend import READ_SIZE, BackendPool, BackendResponse
 from ._config import Config
 from ._errors import AuthUrlError, BackendError, ClientDisconnected
+from ._parts import MessageAssembler
 from ._protocol import (
     GOING_AWAY,
     MAX_FRAME_DATA,
@@ -157,8 +162,9 @@ class HttpOverWsSession:
         # Response body bytes queued for the socket (see buffered_response_bytes).
         self._queued_bytes = 0
         self.peak_buffered_response_bytes = 0
-        #: Messages parsed in a worker thread (a test hook).
+        #: Whole messages parsed in a worker thread, and messages that came in parts (test hooks).
         self.thread_parses = 0
+        self.parted_parses = 0
         #: Set once shutdown began and the last request finished.
         self._drained: trio.Event | None = None
 
@@ -193,14 +199,13 @@ class HttpOverWsSession:
     async def _reader(self, nursery: trio.Nursery) -> None:
         while True:
             try:
-                message = await self._sock.receive()
+                parsed = await self._receive_parsed()
             except ClientDisconnected as exc:
                 if exc.code not in (None, 1000, 1001):
                     log.warning("client socket closed with code %s", exc.code)
                 if self._flights:
                     log.info("client went away; cancelling %d request(s)", len(self._flights))
                 return
-            parsed = await self._parse(message)
             if isinstance(parsed, ErrorFrame):
                 log.warning(
                     "refused message (id %s): %s", parsed.message_id_json, parsed.status_text
@@ -228,6 +233,21 @@ class HttpOverWsSession:
                 flight = _Flight(parsed.message_id_json, trio.CancelScope())
                 self._flights[parsed.message_id_json] = flight
                 nursery.start_soon(self._request_task, parsed, flight)
+
+    async def _receive_parsed(self) -> ProxyRequest | CancelRequest | ErrorFrame:
+        part, more = await self._sock.receive_part()
+        if not more:
+            return await self._parse(part)
+        # A large message in parts: decode its body as the parts come, each a short step on the
+        # event loop; the last step (joining the body, parsing the rest) in a worker thread.
+        assembler = MessageAssembler()
+        while True:
+            assembler.feed(part)  # type: ignore[arg-type]  # only text comes in parts
+            if not more:
+                break
+            part, more = await self._sock.receive_part()
+        self.parted_parses += 1
+        return await trio.to_thread.run_sync(assembler.finish, limiter=_limiter())
 
     async def _parse(self, message: str | bytes) -> ProxyRequest | CancelRequest | ErrorFrame:
         if len(message) < self._config.thread_parse_threshold:

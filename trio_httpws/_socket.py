@@ -29,6 +29,14 @@ class ClientSocket(Protocol):
     async def receive(self) -> str | bytes:
         """The next message; raises ``ClientDisconnected`` once the socket is closed."""
 
+    async def receive_part(self) -> tuple[str | bytes, bool]:
+        """The next part of a message, and whether more parts of the same message follow.
+
+        A socket accepted with ``message_parts=True`` may hand over a large text message in
+        parts (under hypercorn, see ``_hypercorn_fix``); any other gives whole messages, each
+        with False.
+        """
+
     async def send(self, message: str | bytes) -> None:
         """Send one message; waits while the client is slow (backpressure)."""
 
@@ -39,7 +47,10 @@ class ClientSocket(Protocol):
 class PendingSocket(Protocol):
     """A client WebSocket handshake we have not answered yet."""
 
-    async def accept(self, subprotocol: str | None = None) -> ClientSocket: ...
+    async def accept(
+        self, subprotocol: str | None = None, *, message_parts: bool = False
+    ) -> ClientSocket:
+        """Accept the handshake; ``message_parts`` asks for large text messages in parts."""
 
     async def reject(self, status: int, body: str = "") -> None:
         """Refuse the handshake with an HTTP status (adapters may only be able to send 403)."""
