@@ -552,6 +552,27 @@ async def test_message_over_size_limit_closes_only_that_socket(fake_backend: Fak
             await assert_accepts_new_sockets(url)
 
 
+async def test_socket_closed_in_the_middle_of_a_message_in_parts(
+    fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Over the limit after some parts: the session has begun assembling when hypercorn closes.
+    limit = 3 * 1024 * 1024
+    config = trio_httpws.Config(backend=fake_backend.url, max_message_size=limit)
+    with trio.fail_after(TIMEOUT):
+        async with running_proxy(config) as url, connect(url) as bystander:
+            async with connect(url) as ws:
+                body = base64.b64encode(b"x" * limit).decode()
+                await ws.send_message(request_json("big", "POST", "/echo", body_base64=body))
+                with pytest.raises(trio_websocket.ConnectionClosed) as info:
+                    await ws.get_message()
+            assert info.value.reason is not None
+            assert info.value.reason.code == 1009
+            await assert_still_serves(bystander)
+            await assert_accepts_new_sockets(url)
+    assert warned(caplog, "closing a WebSocket with 1009: a message over 3145728 characters")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_duplicate_in_flight_message_id(proxy: str, caplog: pytest.LogCaptureFixture) -> None:
     with trio.fail_after(TIMEOUT):
         async with connect(proxy) as ws:

@@ -9,6 +9,10 @@ hypercorn 0.17 and 0.18 answer only the latter with a Close frame and then drop 
 connection either way, so the client sees 1006 and never learns why. RFC 6455 says to send a
 Close frame with the code first (8.1 and 7.4.1 for invalid UTF-8: 1007).
 
+It also answers the peer's Close after refusing a message over ``websocket_max_message_size``
+(1009): hypercorn stopped reading the events there, so a client that sent a message well over
+the limit waited for a TCP close that never came.
+
 **Large text messages in parts, for the app that asks.** hypercorn gathers a message in a
 ``StringIO`` and hands the app one ``str``: for a 55 MB message (a 40 MiB tunnelled upload)
 ``getvalue()`` alone holds the event loop, every other socket, ~55 ms. An app whose
@@ -61,6 +65,8 @@ class PatchedWSStream(ws_stream.WSStream):
     _in_parts = False
     #: Characters of the current message already handed over in parts.
     _handed = 0
+    #: A message over the size limit was refused (1009): the rest of it is dropped.
+    _refused = False
 
     async def app_send(self, message: Any) -> None:
         if message is not None and message.get("type") == "websocket.accept":
@@ -71,15 +77,25 @@ class PatchedWSStream(ws_stream.WSStream):
         # hypercorn 0.18's loop as it is, plus the branches marked "added".
         for event in self.connection.events():
             if isinstance(event, Message):
+                if self._refused:  # added
+                    continue
                 try:
                     self.buffer.extend(event)
                     if self._handed + self.buffer.length > self.buffer.max_length:  # added
                         raise ws_stream.FrameTooLargeError
                 except ws_stream.FrameTooLargeError:
+                    log.warning(  # added
+                        "closing a WebSocket with 1009: a message over %d characters",
+                        self.buffer.max_length,
+                    )
                     await self._send_wsproto_event(
                         CloseConnection(code=CloseReason.MESSAGE_TOO_BIG)
                     )
-                    break
+                    # Changed from "break": hypercorn then left the rest of the message and the
+                    # peer's Close answer unread, so the TCP connection stayed open for good.
+                    self._refused = True
+                    self.buffer.clear()
+                    continue
 
                 assert self.app_put is not None
                 if event.message_finished:
