@@ -50,8 +50,9 @@ class _AsgiClientSocket:
         kind = message["type"]
         if kind == "websocket.receive":
             text = message.get("text")
-            more = bool(message.get(_hypercorn_fix.MORE_KEY))
-            return (text if text is not None else bytes(message.get("bytes") or b"")), more
+            if text is None:
+                return bytes(message.get("bytes") or b""), False
+            return text, bool(message.get(_hypercorn_fix.MORE_KEY))
         self._closed = True
         code = message.get("code")
         # hypercorn reports every close the client starts as 1006, whatever code the client

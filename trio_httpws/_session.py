@@ -242,7 +242,8 @@ class HttpOverWsSession:
         # event loop; the last step (joining the body, parsing the rest) in a worker thread.
         assembler = MessageAssembler()
         while True:
-            assembler.feed(part)  # type: ignore[arg-type]  # only text comes in parts
+            assert isinstance(part, str)  # only text comes in parts (ClientSocket.receive_part)
+            assembler.feed(part)
             if not more:
                 break
             part, more = await self._sock.receive_part()

@@ -32,8 +32,8 @@ class ClientSocket(Protocol):
     async def receive_part(self) -> tuple[str | bytes, bool]:
         """The next part of a message, and whether more parts of the same message follow.
 
-        A socket accepted with ``message_parts=True`` may hand over a large text message in
-        parts (under hypercorn, see ``_hypercorn_fix``); any other gives whole messages, each
+        A socket accepted with ``message_parts=True`` may hand over a large text message (never
+        a binary one) in parts (under hypercorn, see ``_hypercorn_fix``); any other gives whole messages, each
         with False.
         """
 
