@@ -18,22 +18,21 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from trio_httpws import _parts, _protocol
-from trio_httpws._parts import PLACEHOLDER, MessageAssembler
+from trio_httpws import _parts
+from trio_httpws._parts import PLACEHOLDER, MessageAssembler, parse_large_client_message
 from trio_httpws._protocol import (
     BAD_JSON_TEXT,
     ClientMessage,
     ErrorFrame,
     ProxyRequest,
     parse_client_message,
-    parse_large_client_message,
 )
 
 
 @contextmanager
 def small_sizes(step: int = 8, head_limit: int = 64) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_protocol, "STEP", step)
+        mp.setattr(_parts, "STEP", step)
         mp.setattr(_parts, "HEAD_LIMIT", head_limit)
         yield
 
@@ -84,7 +83,12 @@ def test_the_body_key_may_come_last_or_first() -> None:
 @pytest.mark.parametrize(
     ("text", "why"),
     [
-        ('{"message_id": "m", "method": "POST", "path": "/", "body_base64": "QUJD\\/"}', "escape"),
+        (
+            '{"message_id": "m", "method": "POST", "path": "/", "body_base64": "QUJ\\u0044"}',
+            "escape",
+        ),
+        ('{"message_id": "m", "method": "POST", "path": "/", "body_base64": "QU\\\\/D"}', "\\\\"),
+        ('{"message_id": "m", "method": "POST", "path": "/", "body_base64": "QUJD\\"}', '\\"'),
         ('{"message_id": "m", "method": "POST", "path": "/", "body_base64": "QQ=A"}', "pad, data"),
         ('{"message_id": "m", "method": "POST", "path": "/", "body_base64": "QQ==="}', "3 pads"),
         ('{"message_id": "m", "method": "POST", "path": "/", "body_base64": "QUJD', "cut off"),
@@ -135,6 +139,48 @@ def test_no_key_within_the_head_limit_falls_back() -> None:
         assembler = assemble(text, [10, 100])
         assert assembler.fell_back
         assert assembler.finish() == parse_client_message(text)
+
+
+H = '"message_id": "1", "method": "POST", "path": "/x"'
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # What json's pure-Python scanner (the stepped parser before) judged otherwise:
+        "{" + H + ', "n": 1\u0662, "body": "' + "x" * 300 + '"}',  # a non-ASCII digit
+        "{" + H + ', "x": ' + "[" * 600 + "1" + "]" * 600 + ', "body": "' + "x" * 300 + '"}',
+        # Padding where a slice of the old stepped decoder ended (Python 3.10's lenient decoder).
+        "{" + H + f', "y": "{PLACEHOLDER}", "body_base64": "' + "A" * 7 + '=="}',
+        # Nesting near the recursion limit, with a body: the pairs hook's frame must not count.
+        "{" + H + ', "x": ' + '{"a": ' * 985 + "1" + "}" * 985 + ', "body_base64": "QUJDREVG"}',
+    ],
+)
+def test_fall_backs_are_exact(text: str) -> None:
+    expected = parse_client_message(text)
+    with small_sizes():
+        for cuts in ([5], [40, 200], list(range(0, len(text), 97))):
+            assert assemble(text, cuts).finish() == expected
+        assert parse_large_client_message(text) == expected
+
+
+def test_an_escaped_slash_is_a_slash() -> None:
+    # Some JSON encoders (PHP's, for one) write every "/" as "\/".
+    body = bytes(range(256)) * 3
+    text = message(body).replace("/", r"\/")
+    assert r"\/" in text
+    for cut in range(len(text) + 1):
+        assembler = assemble(text, [cut, cut + 1])
+        assert not assembler.fell_back
+        assert assembler.finish() == ProxyRequest('"m1"', "POST", "/api/x", body)
+
+
+def test_a_late_escape_falls_back_after_a_large_body() -> None:
+    body = base64.b64encode(bytes(range(255)) * 4000).decode()  # no padding
+    text = "{" + H + ', "body_base64": "' + body + r'\u0041AAA"}'
+    assembler = assemble(text, list(range(0, len(text), 65536)))
+    assert assembler.fell_back
+    assert assembler.finish() == parse_client_message(text)
 
 
 def test_not_json() -> None:

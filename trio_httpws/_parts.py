@@ -12,8 +12,11 @@ parsing the small rest) is meant for a worker thread.
 
 The result is exactly ``parse_client_message``'s for the whole text, whatever the text and
 wherever it is cut. What the fast path does not expect (an escape inside the body, a key that
-never comes, the placeholder written by the client) falls back to rebuilding the whole text and
-parsing that: slower, never different.
+never comes, a long string elsewhere, the placeholder written by the client) falls back to
+``parse_client_message`` on the whole text, rebuilt at the end: exact, but one long call.
+
+``parse_large_client_message`` runs the same assembler over a whole message (trio-websocket,
+other hypercorn versions) in slices, for a worker thread.
 """
 
 from __future__ import annotations
@@ -23,13 +26,7 @@ import json
 import re
 from enum import Enum, auto
 
-from ._protocol import (
-    ClientMessage,
-    _b64decode,
-    _parse_message,
-    parse_client_message,
-    parse_large_client_message,
-)
+from ._protocol import ClientMessage, _b64decode, _parse_message, parse_client_message
 
 # The opening of the body's value. The run of base64 after it is cut out only if the parse at the
 # end finds the placeholder exactly once, as the top-level body_base64: a nested or escaped key,
@@ -44,6 +41,8 @@ PLACEHOLDER = "@trio_httpws:body@"
 #: Text before the body that the assembler holds while looking for the key; past it, it falls
 #: back (a large message whose bulk is not a body_base64 value).
 HEAD_LIMIT = 1 << 20
+#: Slice of a whole message fed at a time by parse_large_client_message.
+STEP = 1 << 20
 
 
 class _Where(Enum):
@@ -51,7 +50,7 @@ class _Where(Enum):
     BODY = auto()  # inside it, in the base64 characters
     PAD = auto()  # inside it, in the "=" padding
     TAIL = auto()  # after it
-    WHOLE = auto()  # fallen back: keeping the text as it came
+    WHOLE = auto()  # fallen back: what came so far is kept as it is, what follows as text
 
 
 class _Fallback(Exception):
@@ -66,13 +65,12 @@ class MessageAssembler:
         #: HEAD: the text so far; later: the text up to and including the body's opening quote.
         self._head = ""
         self._searched = 0
-        self._chunks: list[bytes] = []
-        # Base64 characters not decoded yet: the last whole group and what follows it, so that the
-        # final group is decoded with what precedes it, as b64decode sees it ("QUJD==" is valid,
-        # "==" alone is not).
-        self._carry = ""
+        self._body = _Base64()
+        #: The part before ended in a backslash: the first half of an escape, maybe "\/".
+        self._backslash = False
         self._pad = ""
         self._tail: list[str] = []
+        #: WHOLE: the text fed after the fall-back.
         self._parts: list[str] = []
 
     @property
@@ -92,17 +90,20 @@ class MessageAssembler:
         else:
             self._parts.append(part)
 
-    def finish(self) -> ClientMessage:
-        """The message's outcome: exactly ``parse_client_message`` of the whole text."""
+    def finish(self, whole: str | None = None) -> ClientMessage:
+        """The message's outcome: exactly ``parse_client_message`` of the whole text.
+
+        Meant for a worker thread. ``whole``, the text itself when the caller has it, spares
+        rebuilding it for a fall-back.
+        """
         if self._where is _Where.TAIL:
             try:
                 return self._finish_condensed()
             except _Fallback:
                 pass
-        elif self._where is not _Where.WHOLE:
-            # It ended before the body's key or inside the body (not JSON): rare, parse it whole.
-            self._fall_back("")
-        return _parse_whole("".join(self._whole_text()))
+        # Fallen back, or it ended before the body's key or inside the body (not JSON).
+        text = "".join(self._whole_text()) if whole is None else whole
+        return _parse_message(text, json.loads, _b64decode_stepped)
 
     # -- feeding ---------------------------------------------------------------------------------
 
@@ -120,14 +121,29 @@ class MessageAssembler:
         self._feed_body(text[match.end() :])
 
     def _feed_body(self, text: str) -> None:
+        if self._backslash:
+            text = "\\" + text
+            self._backslash = False
         end = text.find('"')
         run = text if end < 0 else text[:end]
-        if not self._take(run):
+        if "\\" in run:
+            # Some encoders write "/" as "\/": a plain "/" to JSON. Any other escape (or a
+            # backslash escaped itself) leaves a backslash behind and falls back.
+            hold = end < 0 and run.endswith("\\")
+            unescaped = (run[:-1] if hold else run).replace("\\/", "/")
+            if "\\" in unescaped:
+                self._fall_back(text)
+                return
+            self._backslash = hold
+            text = unescaped + text[len(run) :]
+            run = unescaped
+            end = -1 if end < 0 else len(run)
+        if not self._body.take(run):
             # Something other than base64 before the next quote: find it (a slower scan, once).
             match = _NOT_B64.search(run)
-            assert match is not None  # _take accepts any run of base64 characters alone
+            assert match is not None  # take() accepts any run of base64 characters alone
             cut = match.start()
-            taken = self._take(run[:cut])
+            taken = self._body.take(run[:cut])
             assert taken
             if run[cut] == "=":
                 self._where = _Where.PAD
@@ -138,7 +154,79 @@ class MessageAssembler:
         if end >= 0:
             self._end_body(text[end:])
 
-    def _take(self, run: str) -> bool:
+    def _feed_pad(self, text: str) -> None:
+        while text[:1] == "=" and len(self._pad) < 2:
+            self._pad += "="
+            text = text[1:]
+        if not text:
+            return
+        if text[0] == '"':
+            self._end_body(text)
+        else:
+            self._fall_back(text)
+
+    def _end_body(self, rest: str) -> None:
+        """The body's value ended: ``rest`` starts with its closing quote."""
+        self._where = _Where.TAIL
+        self._tail.append(rest)
+
+    def _fall_back(self, rest: str) -> None:
+        # What was taken apart stays so until finish() (in a worker thread) rebuilds it: here,
+        # on the event loop, re-encoding a body decoded so far would be one long step.
+        self._parts.append(rest)
+        self._where = _Where.WHOLE
+
+    def _whole_text(self) -> list[str]:
+        """The text fed so far, rebuilt (decoding whole groups of base64 is exactly reversible;
+        a "\\/" comes back as "/", the same string to JSON)."""
+        held = "\\" if self._backslash else ""
+        return [self._head, *self._body.text(), held, self._pad, *self._tail, *self._parts]
+
+    # -- the end ---------------------------------------------------------------------------------
+
+    def _finish_condensed(self) -> ClientMessage:
+        if self._body.empty and not self._pad:
+            # An empty body: the condensed text is the whole text.
+            return parse_client_message(self._head + "".join(self._tail))
+        seen = 0
+
+        def pairs_hook(pairs: list[tuple[str, object]]) -> dict[str, object]:
+            nonlocal seen
+            seen += sum(1 for _, v in pairs if v == PLACEHOLDER)
+            return dict(pairs)
+
+        def loads(text: str) -> object:
+            try:
+                return json.loads(text, object_pairs_hook=pairs_hook)
+            except RecursionError:
+                # The hook's frame counts too: near the limit, let the plain parser judge.
+                raise _Fallback from None
+
+        def b64decode(text: str) -> bytes:
+            if text != PLACEHOLDER:
+                return _b64decode(text)  # another body_base64 than the one we cut out
+            if seen != 1:
+                raise _Fallback  # the client wrote the placeholder too
+            return self._body.end(self._pad)
+
+        return _parse_message(self._head + PLACEHOLDER + "".join(self._tail), loads, b64decode)
+
+
+class _Base64:
+    """A run of base64 characters decoded as it comes, judged at the end as b64decode would."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        # Characters not decoded yet: the last whole group and what follows it, so that the end
+        # is decoded with what precedes it, as b64decode(validate=True) sees it: "QUJD==" is
+        # valid, "==" alone is not, and the padding rules differ between Python 3.10 and 3.11+.
+        self._carry = ""
+
+    @property
+    def empty(self) -> bool:
+        return not self._chunks and not self._carry
+
+    def take(self, run: str) -> bool:
         """Decode ``run`` (after what is carried) but the last group; False if not all base64."""
         data = self._carry + run
         # Keep 4 to 7 characters undecoded (see _carry).
@@ -158,65 +246,40 @@ class MessageAssembler:
         self._carry = data[cut:]
         return True
 
-    def _feed_pad(self, text: str) -> None:
-        while text[:1] == "=" and len(self._pad) < 2:
-            self._pad += "="
-            text = text[1:]
-        if not text:
-            return
-        if text[0] == '"':
-            self._end_body(text)
-        else:
-            self._fall_back(text)
+    def end(self, pad: str) -> bytes:
+        """The decoded run, ``pad`` after it; raises binascii.Error where b64decode would."""
+        self._chunks.append(_b64decode(self._carry + pad))
+        # bytes.join releases the GIL for a large join: fine in a worker thread.
+        return b"".join(self._chunks)
 
-    def _end_body(self, rest: str) -> None:
-        """The body's value ended: ``rest`` starts with its closing quote."""
-        self._where = _Where.TAIL
-        self._tail.append(rest)
-
-    def _fall_back(self, rest: str) -> None:
-        self._parts = [*self._whole_text(), rest]
-        self._where = _Where.WHOLE
-        self._head, self._chunks, self._carry, self._pad, self._tail = "", [], "", "", []
-
-    def _whole_text(self) -> list[str]:
-        """The text fed so far, rebuilt (decoding whole groups of base64 is exactly reversible)."""
-        if self._where is _Where.WHOLE:
-            return self._parts
-        body = [binascii.b2a_base64(chunk, newline=False).decode("ascii") for chunk in self._chunks]
-        return [self._head, *body, self._carry, self._pad, *self._tail]
-
-    # -- the end ---------------------------------------------------------------------------------
-
-    def _finish_condensed(self) -> ClientMessage:
-        value = self._carry + self._pad
-        if not self._chunks and not value:
-            # An empty body: the condensed text is the whole text.
-            return parse_client_message(self._head + "".join(self._tail))
-        seen = 0
-
-        def pairs_hook(pairs: list[tuple[str, object]]) -> dict[str, object]:
-            nonlocal seen
-            seen += sum(1 for _, v in pairs if v == PLACEHOLDER)
-            return dict(pairs)
-
-        def loads(text: str) -> object:
-            return json.loads(text, object_pairs_hook=pairs_hook)
-
-        def b64decode(text: str) -> bytes:
-            if text != PLACEHOLDER:
-                return _b64decode(text)  # another body_base64 than the one we cut out
-            if seen != 1:
-                raise _Fallback  # the client wrote the placeholder too
-            # The last group with what was carried: raises binascii.Error when invalid.
-            self._chunks.append(_b64decode(value))
-            # bytes.join releases the GIL for a large join: fine in a worker thread.
-            return b"".join(self._chunks)
-
-        return _parse_message(self._head + PLACEHOLDER + "".join(self._tail), loads, b64decode)
+    def text(self) -> list[str]:
+        """The run as it came (whole groups of base64 re-encode to the same characters)."""
+        encoded = [binascii.b2a_base64(c, newline=False).decode("ascii") for c in self._chunks]
+        return [*encoded, self._carry]
 
 
-def _parse_whole(text: str) -> ClientMessage:
-    if len(text) > HEAD_LIMIT:
-        return parse_large_client_message(text)
-    return parse_client_message(text)
+def _b64decode_stepped(text: str) -> bytes:
+    """``base64.b64decode(text, validate=True)`` a STEP at a time."""
+    data_end = len(text.rstrip("="))
+    body = _Base64()
+    for start in range(0, data_end, STEP):
+        if not body.take(text[start : min(start + STEP, data_end)]):
+            # Any character outside the alphabet before the final padding: b64decode refuses it
+            # on every Python version (a regex on 3.10, strict mode since 3.11).
+            raise binascii.Error("Non-base64 digit found")
+    return body.end(text[data_end:])
+
+
+def parse_large_client_message(message: str | bytes) -> ClientMessage:
+    """``parse_client_message`` for a large whole message, in steps: for a worker thread.
+
+    ``json.loads`` and base64 decoding would each hold the GIL for their whole run, ~0.1 s for a
+    40 MiB upload, stalling every other thread (the event loop) as long; the assembler's steps
+    each hold it a few milliseconds. Same result for every input.
+    """
+    if isinstance(message, bytes):
+        return parse_client_message(message)
+    assembler = MessageAssembler()
+    for start in range(0, len(message), STEP):
+        assembler.feed(message[start : start + STEP])
+    return assembler.finish(whole=message)

@@ -211,70 +211,8 @@ def parse_client_message(message: str | bytes) -> ClientMessage:
     return _parse_message(message, json.loads, _b64decode)
 
 
-def parse_large_client_message(message: str | bytes) -> ClientMessage:
-    """``parse_client_message`` for a large message, in steps of at most ~1 MiB.
-
-    Same result for every input. ``json.loads`` and base64 decoding each hold the GIL for their
-    whole run, so a 40 MiB message in one call stalls every other thread (the event loop) for
-    ~0.2 s; this version scans long strings and decodes base64 slice by slice, so run in a worker
-    thread it lets the event loop take the GIL between slices. Slower in total: large only.
-    """
-    # A decoder per message: the pure-Python scanner keeps per-call state (its memo).
-    return _parse_message(message, _SteppedDecoder().decode, _b64decode_stepped)
-
-
-#: Slice of a long string scanned or decoded in one C call by the stepped parser.
-STEP = 1 << 20
-_JSON_SPECIAL = re.compile(r"[\x00-\x1f\\]")
-_B64_BODY = re.compile(r"[A-Za-z0-9+/]*\Z")
-
-
-def _scan_string_stepped(s: str, end: int, strict: bool = True) -> tuple[str, int]:
-    """json's ``scanstring`` for the string starting at ``end``, checked in STEP slices.
-
-    A string with no escape or control character (a base64 body) is cut out at once; any other
-    goes to json's own scanner, so the result and the errors are exactly json's.
-    """
-    close = s.find('"', end)
-    if close >= 0:
-        for start in range(end, close, STEP):
-            if _JSON_SPECIAL.search(s, start, min(start + STEP, close)):
-                break
-        else:
-            return s[end:close], close + 1
-    result: tuple[str, int] = json.decoder.scanstring(s, end, strict)  # type: ignore[attr-defined]
-    return result
-
-
-class _SteppedDecoder(json.JSONDecoder):
-    def __init__(self) -> None:
-        super().__init__()
-        # The pure-Python scanner, with the string scanner above: the C scanner would take a
-        # 40 MiB string in one GIL-holding call. Object keys still use json's scanner (short).
-        self.parse_string = _scan_string_stepped
-        self.scan_once = json.scanner.py_make_scanner(self)  # type: ignore[attr-defined]
-
-
 def _b64decode(text: str) -> bytes:
     return base64.b64decode(text, validate=True)
-
-
-def _b64decode_stepped(text: str) -> bytes:
-    """``base64.b64decode(text, validate=True)`` in STEP slices (STEP is a multiple of 4)."""
-    parts = []
-    last = len(text) - STEP
-    for start in range(0, len(text), STEP):
-        if start >= last:
-            # The last slice with the group before it, as b64decode judges the end ("QUJD==" is
-            # valid, "==" alone is not): that group decodes to the same 3 bytes again.
-            context = min(start, 4)
-            parts.append(_b64decode(text[start - context :])[context // 4 * 3 :])
-            break
-        piece = text[start : start + STEP]
-        if not _B64_BODY.match(piece):
-            raise binascii.Error("Non-base64 digit found")
-        parts.append(binascii.a2b_base64(piece))
-    return b"".join(parts)
 
 
 def _parse_message(

@@ -39,7 +39,7 @@ from ._auth import AuthCookies
 from ._backend import READ_SIZE, BackendPool, BackendResponse
 from ._config import Config
 from ._errors import AuthUrlError, BackendError, ClientDisconnected
-from ._parts import MessageAssembler
+from ._parts import MessageAssembler, parse_large_client_message
 from ._protocol import (
     GOING_AWAY,
     MAX_FRAME_DATA,
@@ -53,7 +53,6 @@ from ._protocol import (
     first_frame,
     first_header,
     parse_client_message,
-    parse_large_client_message,
     response_headers,
     upgrade_request_headers,
     xsrf_cookie_value,
