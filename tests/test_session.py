@@ -7,9 +7,13 @@ import hashlib
 import itertools
 import json
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from hypercorn.trio import serve as hypercorn_serve
 
 import trio_httpws
@@ -18,6 +22,8 @@ from trio_httpws._backend import BackendPool
 from trio_httpws._config import BackendURL
 from trio_httpws._proxy import Proxy
 from trio_httpws._serve import hypercorn_config
+from trio_httpws._session import HttpOverWsSession
+from trio_httpws._socket import Upgrade
 
 from .conftest import (
     connect,
@@ -29,6 +35,7 @@ from .conftest import (
     wait_until,
 )
 from .fake_backend import FakeBackend, pattern
+from .fake_socket import FakeSocket
 from .test_reverse_proxy import http
 
 
@@ -256,3 +263,63 @@ async def test_programming_error_costs_one_request_not_the_socket(
     [record] = [r for r in caplog.records if "Uncaught error" in r.getMessage()]
     assert record.exc_info is not None
     assert "expected programming error" in str(record.exc_info[1])
+
+
+class _GatedSocket(FakeSocket):
+    """A client socket whose first send waits for ``gate``: a frame being written, held there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = trio.Event()
+        self.writing = trio.Event()
+
+    async def send(self, message: str | bytes) -> None:
+        if not self.writing.is_set():
+            self.writing.set()
+            await self.gate.wait()
+        await super().send(message)
+
+
+class _TwoPiecesThenSilencePool:
+    """A backend that sends two body pieces and then nothing more."""
+
+    @asynccontextmanager
+    async def request(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        class Response:
+            status, reason = 200, "OK"
+            headers: list[tuple[bytes, bytes]] = []  # noqa: RUF012
+
+            async def iter_pieces(self, limit: int) -> AsyncIterator[bytes]:
+                yield b"first"
+                yield b"second"
+                await trio.sleep_forever()
+
+        yield Response()
+
+
+async def test_cancel_while_a_request_writes_its_own_frame_waits_for_the_frame() -> None:
+    # With nothing queued, a request task writes its frame to the socket itself. A cancel that
+    # lands meanwhile must not cut that write short (trio-websocket would leave half a frame on
+    # the socket, breaking it for every other request): the frame goes out whole, then the 499.
+    upgrade = Upgrade("ws", "/http_over_websocket", "", [(b"host", b"localhost")])
+    sock = _GatedSocket()
+    session = HttpOverWsSession(
+        sock,  # type: ignore[arg-type]
+        upgrade,
+        trio_httpws.Config(),
+        _TwoPiecesThenSilencePool(),  # type: ignore[arg-type]
+    )
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.run)
+            sock.inbox.send_nowait(request_json("r", "GET", "/"))
+            await sock.writing.wait()
+            sock.inbox.send_nowait(json.dumps({"message_id": "r", "cancel": True}))
+            await trio.testing.wait_all_tasks_blocked()
+            sock.gate.set()
+            await sock.wait_finals(1)
+            sock.inbox.close()
+    first, final = sock.sent
+    assert (first["status"], first["done"]) == (200, False)
+    assert base64.b64decode(first["data"]) == b"first"
+    assert (final["status"], final["done"]) == (499, True)

@@ -11,7 +11,9 @@ Shape of a session::
 The reader never waits on the backend. Every request task pushes its frames into one bounded
 channel that a single writer drains into the socket, so a client that reads slowly fills the
 channel, the request tasks block on it, stop reading from their backend connections, and TCP
-pushes back on the backend: memory stays bounded whatever the body size.
+pushes back on the backend: memory stays bounded whatever the body size. When nothing is queued
+and nobody is writing, a request task writes its frame itself instead (no hop through the
+writer task); it then waits for the socket as the writer would, so order and bounds are the same.
 
 The other direction is bounded too: the request bodies a socket holds (parsed, waiting for a slot
 or being sent) are counted, and the reader stops reading the socket while one more message would
@@ -114,6 +116,10 @@ class _Flight:
     cancelled_by_client: bool = False
     #: Response body bytes read from the backend and not yet queued for the socket.
     held: int = 0
+    #: The request task is writing one of its frames to the socket itself.
+    writing: bool = False
+    #: The client cancelled while it was: the cancel waits until the frame is written whole.
+    cancel_after_write: bool = False
 
 
 class HttpOverWsSession:
@@ -154,6 +160,13 @@ class HttpOverWsSession:
         self._frames_in, self._frames_out = trio.open_memory_channel[tuple[str, int] | None](
             FRAME_QUEUE
         )
+        #: Items put in the channel and not yet written. Not the channel's own count: that drops
+        #: as the writer takes an item, before the item is written.
+        self._frames_pending = 0
+        #: Held by whoever writes to the socket: the writer, or a request task writing its own
+        #: frame (one at a time: trio-websocket's send is not safe to run concurrently).
+        self._socket_lock = trio.Lock()
+        self._session_scope: trio.CancelScope | None = None
         #: Request body bytes held (parsed and not finished); the reader waits above the budget.
         self.pending_request_bytes = 0
         self.peak_pending_request_bytes = 0
@@ -177,13 +190,44 @@ class HttpOverWsSession:
             self.peak_buffered_response_bytes, self.buffered_response_bytes
         )
 
-    async def _send_frame(self, frame: str, body_bytes: int = 0) -> None:
-        await self._frames_in.send((frame, body_bytes))
+    async def _send_frame(
+        self, frame: str, body_bytes: int = 0, flight: _Flight | None = None
+    ) -> None:
+        if flight is not None and not self._frames_pending and not self._socket_lock.locked():
+            # Nothing queued ahead and the socket idle: write it from this task, saving the
+            # writer task's wake-up per frame. Frames already queued go first, so one request's
+            # frames keep their order.
+            await self._write_own_frame(frame, flight)
+            return
+        self._frames_pending += 1
+        try:
+            await self._frames_in.send((frame, body_bytes))
+        except BaseException:
+            self._frames_pending -= 1  # cancelled while the channel was full: not queued
+            raise
         self._queued_bytes += body_bytes
+
+    async def _write_own_frame(self, frame: str, flight: _Flight) -> None:
+        self._socket_lock.acquire_nowait()
+        flight.writing = True
+        try:
+            await self._sock.send(frame)
+        except ClientDisconnected:
+            # As in the writer: the socket is gone, and the session with it.
+            assert self._session_scope is not None
+            self._session_scope.cancel()
+        finally:
+            flight.writing = False
+            self._socket_lock.release()
+        if flight.cancel_after_write:
+            flight.scope.cancel()
+        if self._session_scope is not None and self._session_scope.cancel_called:
+            await trio.lowlevel.checkpoint()  # raises Cancelled: stop this request here
 
     async def run(self) -> None:
         try:
             async with trio.open_nursery() as nursery:
+                self._session_scope = nursery.cancel_scope
                 nursery.start_soon(self._writer, nursery.cancel_scope)
                 if self._shutdown is not None:
                     nursery.start_soon(self._watch_shutdown, nursery.cancel_scope)
@@ -278,12 +322,20 @@ class HttpOverWsSession:
     async def _writer(self, session_scope: trio.CancelScope) -> None:
         try:
             async for item in self._frames_out:
-                if item is None:
-                    await self._sock.close(GOING_AWAY, "server shutting down")
-                    break
-                frame, body_bytes = item
-                await self._sock.send(frame)
+                if self._socket_lock.locked():
+                    await self._socket_lock.acquire()  # a request task is writing its own frame
+                else:
+                    self._socket_lock.acquire_nowait()  # no checkpoint: one fewer per frame
+                try:
+                    if item is None:
+                        await self._sock.close(GOING_AWAY, "server shutting down")
+                        break
+                    frame, body_bytes = item
+                    await self._sock.send(frame)
+                finally:
+                    self._socket_lock.release()
                 self._queued_bytes -= body_bytes
+                self._frames_pending -= 1
         except ClientDisconnected:
             pass
         session_scope.cancel()
@@ -298,7 +350,9 @@ class HttpOverWsSession:
         with trio.move_on_after(self._config.shutdown_timeout):
             await self._drained.wait()
             # Through the writer, so the frames already queued (final frames of the requests
-            # that just finished) go out before the close.
+            # that just finished) go out before the close. Counted as pending and never
+            # written: no request task writes a frame of its own after it.
+            self._frames_pending += 1
             await self._frames_in.send(None)
             return
         # A client that stopped reading: close now, whatever is still queued.
@@ -311,7 +365,12 @@ class HttpOverWsSession:
             log.info("cancel for message_id %s, which is not in flight", message_id_json)
             return
         flight.cancelled_by_client = True
-        flight.scope.cancel()
+        if flight.writing:
+            # Cancelled now, trio-websocket would stop mid-frame and break the socket for every
+            # request on it: cancel once the frame is written.
+            flight.cancel_after_write = True
+        else:
+            flight.scope.cancel()
 
     # -- one request -------------------------------------------------------------------------
 
@@ -319,25 +378,40 @@ class HttpOverWsSession:
         mid = request.message_id_json
         try:
             with flight.scope:
-                async with self._slots:
-                    try:
-                        await self._proxy(request, flight)
-                    except Exception:
-                        # A bug of ours must cost this one request, not the socket's others.
-                        log.exception("Uncaught error when proxying request %s", mid)
-                        await self._send_frame(error_frame(500, UNCAUGHT_ERROR_TEXT, mid))
+                await self._take_slot()
+                try:
+                    await self._proxy(request, flight)
+                except Exception:
+                    # A bug of ours must cost this one request, not the socket's others.
+                    log.exception("Uncaught error when proxying request %s", mid)
+                    await self._send_frame(error_frame(500, UNCAUGHT_ERROR_TEXT, mid), 0, flight)
+                finally:
+                    self._slots.release()
             # cancelled_caught: the cancel really cut the request short. A cancel that arrives as
             # the final frame is being queued finds nothing left to stop; a 499 then would be a
             # second final frame for this message_id.
             if flight.cancelled_by_client and flight.scope.cancelled_caught:
                 log.info("request %s cancelled by the client", mid)
-                await self._send_frame(error_frame(499, "Request cancelled by the client", mid))
+                await self._send_frame(
+                    error_frame(499, "Request cancelled by the client", mid), 0, flight
+                )
         finally:
             del self._flights[mid]
             self._free_request_bytes(len(request.body or b""))
             self._queued.release()
             if not self._flights and self._drained is not None:
                 self._drained.set()
+
+    async def _take_slot(self) -> None:
+        """``self._slots.acquire()``, without its trip through the scheduler when a slot is free.
+
+        A request cancelled before it started still stops here (as ``acquire`` would).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            await self._slots.acquire()
 
     async def _proxy(self, request: ProxyRequest, flight: _Flight) -> None:
         mid = request.message_id_json
@@ -348,7 +422,7 @@ class HttpOverWsSession:
         except AuthUrlError as exc:
             # A refusal we expect (another origin, a failing fetch), not a bug: a warning.
             log.warning("request %s: auth URL refused: %s", mid, exc)
-            await self._send_frame(error_frame(500, UNCAUGHT_ERROR_TEXT, mid))
+            await self._send_frame(error_frame(500, UNCAUGHT_ERROR_TEXT, mid), 0, flight)
             return
         headers = [*self._base_headers, *cookie_headers(cookies)]
         xsrf = xsrf_cookie_value(cookies)
@@ -360,13 +434,13 @@ class HttpOverWsSession:
                 progress.status = exc.status
                 log.warning("request %s %s failed: %s", mid, request.method, exc)
                 text = f"{HTTPStatus(progress.status).phrase}: {exc}"
-                await self._send_frame(error_frame(progress.status, text, mid))
+                await self._send_frame(error_frame(progress.status, text, mid), 0, flight)
             else:
                 # Headers and some of the body went out already: the only honest ending is a final
                 # frame with an error status, so the client knows the body is truncated.
                 log.warning("response %s truncated after %d bytes: %s", mid, progress.sent, exc)
                 await self._send_frame(
-                    error_frame(502, f"Bad Gateway: response truncated: {exc}", mid)
+                    error_frame(502, f"Bad Gateway: response truncated: {exc}", mid), 0, flight
                 )
         finally:
             log_access(
@@ -449,5 +523,5 @@ class HttpOverWsSession:
             frame = first_frame(mid, resp.status, resp.reason, headers, data, done)
             progress.started = True
         progress.sent += len(data)
-        await self._send_frame(frame, len(data))
+        await self._send_frame(frame, len(data), flight)
         flight.held -= len(data)
