@@ -116,6 +116,20 @@ async def test_client_leaving_before_the_response_cancels_the_backend_request(
     assert line.fields["status"] == 499  # type: ignore[attr-defined]
 
 
+async def test_a_completed_response_is_not_logged_as_the_client_leaving(
+    proxy: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # hypercorn puts an http.disconnect in the request's channel as it closes a completed
+    # response's stream; the watcher of the client once read it as the client leaving.
+    caplog.set_level("INFO", logger="trio_httpws")
+    for _ in range(5):
+        status, _, _ = await http(proxy, "GET", "/api/sessions")
+        assert status == 200
+    lines = await access_lines(caplog, 5)
+    assert [line.fields["status"] for line in lines] == [200] * 5  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if "client left" in r.getMessage()]
+
+
 async def _asgi_messages(
     fake_backend: FakeBackend, method: str, path: str
 ) -> list[dict[str, object]]:

@@ -67,6 +67,8 @@ class _Exchange:
         self.origin_class = OriginClass.NONE
         self.cors_origin: str | None = None
         self.client_left = False
+        #: The last body message was handed to the server: the response is complete.
+        self.complete = False
         #: Cancelled when the client is gone: the scope of the exchange with the backend.
         self.scope: trio.CancelScope | None = None
 
@@ -105,6 +107,10 @@ class _Exchange:
 
     async def body(self, data: bytes, more: bool) -> None:
         self.sent += len(data)
+        if not more:
+            # hypercorn answers the last body with an http.disconnect of its own as it closes
+            # the stream: from here on, a disconnect is not the client leaving early.
+            self.complete = True
         await self.send({"type": "http.response.body", "body": data, "more_body": more})
 
     async def answer(self, answer: Answer) -> None:
@@ -273,6 +279,8 @@ async def _cancel_on_disconnect(
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
+            if exchange.complete:
+                return
             log.info("%s %s: client left; cancelled", exchange.method, exchange.path)
             exchange.client_left = True
             nursery.cancel_scope.cancel()
