@@ -11,9 +11,10 @@ than one part's worth of work, and the last one (joining the body, which release
 parsing the small rest) is meant for a worker thread.
 
 The result is exactly ``parse_client_message``'s for the whole text, whatever the text and
-wherever it is cut. What the fast path does not expect (an escape inside the body, a key that
-never comes, a long string elsewhere, the placeholder written by the client) falls back to
-``parse_client_message`` on the whole text, rebuilt at the end: exact, but one long call.
+wherever it is cut. A ``\\/`` inside the body (some encoders write ``/`` so) is read as ``/``.
+What else the fast path does not expect (another escape inside the body, a key that never
+comes, a long string elsewhere, the placeholder written by the client) falls back to the whole
+text, rebuilt at the end and parsed by json's own parser: exact, but one long call.
 
 ``parse_large_client_message`` runs the same assembler over a whole message (trio-websocket,
 other hypercorn versions) in slices, for a worker thread.
