@@ -174,9 +174,8 @@ class HttpOverWsSession:
         # Response body bytes queued for the socket (see buffered_response_bytes).
         self._queued_bytes = 0
         self.peak_buffered_response_bytes = 0
-        #: Whole messages parsed in a worker thread, and messages that came in parts (test hooks).
+        #: Whole messages parsed in a worker thread (a test hook).
         self.thread_parses = 0
-        self.parted_parses = 0
         #: Set once shutdown began and the last request finished.
         self._drained: trio.Event | None = None
 
@@ -290,7 +289,6 @@ class HttpOverWsSession:
             if not more:
                 break
             part, more = await self._sock.receive_part()
-        self.parted_parses += 1
         return await trio.to_thread.run_sync(assembler.finish, limiter=_limiter())
 
     async def _parse(self, message: str | bytes) -> ProxyRequest | CancelRequest | ErrorFrame:
