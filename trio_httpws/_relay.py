@@ -1,23 +1,18 @@
 """WebSocket relays to the backend: ``/http_over_websocket/proxied_ws/...`` and plain WebSockets.
 
-The backend side is a trio-websocket client over a stream from the backend pool's opener (so TLS
-and test streams work the same as for HTTP). Two pumps copy messages both ways; each waits for its
-receiver, so a slow side pushes back on the other instead of queueing (trio-websocket buffers at
-most ``message_queue_size`` messages).
+The backend side is our wsproto client (``_wsclient``) over a stream from the backend pool's
+opener (so TLS and test streams work the same as for HTTP). Two pumps copy messages both ways;
+each waits for its receiver and nothing queues between them, so a slow side pushes back on the
+other. Large text messages from the client go on as fragments, a part at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import sys
 from dataclasses import dataclass
-from typing import Any
 
 import trio
-import trio_websocket
-
-if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
 
 from ._auth import AuthCookies
 from ._backend import BackendPool
@@ -31,21 +26,18 @@ from ._protocol import (
     strip_hop_by_hop,
     upgrade_request_headers,
 )
-from ._socket import ClientSocket, PendingSocket, Upgrade, close_of
+from ._socket import ClientSocket, PendingSocket, Upgrade
+from ._wsclient import BackendClosed, BackendWebSocket, HandshakeFailed, HandshakeRejected
 
 log = logging.getLogger("trio_httpws.relay")
 
 INTERNAL_ERROR = 1011
 UNCAUGHT_RELAY_TEXT = "Uncaught error when proxying request"
-#: Messages trio-websocket may hold from the backend before we forward them.
-BACKEND_QUEUE = 4
+#: Bytes asked of the backend's socket per read: a 1 MB kernel message in 4 reads, not 256
+#: (measured with trio-websocket's 4 KiB default: 1 MB echo 16-23 -> 29-38 MB/s).
 RELAY_READ_SIZE = 256 * 1024
 #: Seconds the backend gets to answer our close frame; then its stream is closed regardless.
 CLOSE_TIMEOUT = 5.0
-
-
-class _HandshakeTimeout(Exception):
-    """The backend accepted the connection but did not answer the WebSocket handshake."""
 
 
 def sendable_close_code(code: int | None) -> int:
@@ -119,89 +111,40 @@ async def relay(
         await _fail(pending, tunnelled, 502, "Bad Gateway: backend unreachable")
         result.status = 502
         return result
-    accepted = False
+    backend = BackendWebSocket(
+        stream, max_message_size=config.max_message_size, read_size=RELAY_READ_SIZE
+    )
     try:
-        async with trio.open_nursery() as nursery:
-            # trio-websocket reports a refused handshake from its reader task, i.e. through
-            # this nursery, which is why the failure is handled around it below.
-            with trio.move_on_after(config.read_timeout) as handshake:
-                backend = await trio_websocket.wrap_client_stream(
-                    nursery,
-                    stream,  # type: ignore[arg-type]  # any trio Stream works; the hint is narrow
-                    upgrade.host,
-                    target,
-                    subprotocols=upgrade.subprotocols or None,
-                    extra_headers=headers,
-                    message_queue_size=BACKEND_QUEUE,
-                    max_message_size=config.max_message_size,
-                    # trio-websocket reads 4 KiB at a time by default; 1 MB kernel messages then cost
-                    # 256 reads each (measured: 1 MB echo 16-23 -> 29-38 MB/s with 256 KiB).
-                    receive_buffer_size=RELAY_READ_SIZE,
-                )
-            if handshake.cancelled_caught:
-                raise _HandshakeTimeout(f"no handshake answer in {config.read_timeout:g}s")
-            log.info("proxying WebSocket connection to %s", shown)
-            try:
-                sock = await pending.accept(backend.subprotocol)
-                accepted = True
-                result.status = 101
-                await _pump_both(sock, backend, shutdown, result)
-            finally:
-                await _close_backend(backend)
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        failure = _handshake_failure(group)
-        if failure is None:
-            raise
-        with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(stream)
-        if accepted:
-            log.warning("backend WebSocket %s failed: %r", shown, failure)
+        try:
+            with trio.fail_after(config.read_timeout):
+                await backend.handshake(upgrade.host, target, upgrade.subprotocols, headers)
+        except HandshakeRejected as exc:
+            log.info("backend refused WebSocket %s with HTTP %d", shown, exc.status)
+            await _fail(pending, tunnelled, exc.status, f"backend refused: HTTP {exc.status}")
+            result.status = exc.status
             return result
-        if isinstance(failure, trio_websocket.ConnectionRejected):
-            status = failure.status_code
-            log.info("backend refused WebSocket %s with HTTP %d", shown, status)
-            await _fail(pending, tunnelled, status, f"backend refused: HTTP {status}")
-            result.status = status
-        elif isinstance(failure, _HandshakeTimeout):
-            log.warning("WebSocket handshake with backend for %s: %s", shown, failure)
+        except trio.TooSlowError:
+            log.warning(
+                "WebSocket handshake with backend for %s: no answer in %gs",
+                shown,
+                config.read_timeout,
+            )
             await _fail(pending, tunnelled, 504, "Gateway Timeout: backend handshake timed out")
             result.status = 504
-        else:
-            log.warning("WebSocket handshake with backend for %s failed: %r", shown, failure)
+            return result
+        except HandshakeFailed as exc:
+            log.warning("WebSocket handshake with backend for %s failed: %s", shown, exc)
             await _fail(pending, tunnelled, 502, "Bad Gateway: backend handshake failed")
             result.status = 502
+            return result
+        log.info("proxying WebSocket connection to %s", shown)
+        # Large text messages in parts: each goes on to the backend as a fragment (_wsclient).
+        sock = await pending.accept(backend.subprotocol, message_parts=True)
+        result.status = 101
+        await _pump_both(sock, backend, shutdown, result)
+    finally:
+        await backend.aclose()
     return result
-
-
-_HANDSHAKE_ERRORS = (
-    _HandshakeTimeout,
-    trio_websocket.HandshakeError,
-    trio_websocket.ConnectionClosed,
-    trio.BrokenResourceError,
-    OSError,
-)
-
-
-def _handshake_failure(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The backend handshake error inside ``group``, if that is all the group holds."""
-    matched, rest = group.split(_HANDSHAKE_ERRORS)
-    if matched is None or rest is not None:
-        return None
-    leaf: BaseException = matched
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return leaf
-
-
-async def _close_backend(
-    backend: trio_websocket.WebSocketConnection, code: int = 1000, reason: str | None = None
-) -> None:
-    # Shielded, so a cancelled relay still closes its backend socket; bounded, so a backend that
-    # never answers the close frame cannot hold the relay (or the server's shutdown) forever.
-    # trio-websocket closes the stream itself when its closing handshake is cut short.
-    with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
-        await backend.aclose(code, reason)
 
 
 async def _fail(pending: PendingSocket, tunnelled: bool, status: int, reason: str) -> None:
@@ -214,43 +157,52 @@ async def _fail(pending: PendingSocket, tunnelled: bool, status: int, reason: st
 
 async def _pump_both(
     sock: ClientSocket,
-    backend: trio_websocket.WebSocketConnection,
+    backend: BackendWebSocket,
     shutdown: trio.Event | None,
     result: RelayResult,
 ) -> None:
-    async def client_to_backend(cancel: trio.CancelScope) -> None:
-        try:
-            while True:
-                message = await sock.receive()
-                await backend.send_message(message)
-        except ClientDisconnected as exc:
-            await _close_backend(backend, sendable_close_code(exc.code), exc.reason or None)
-        except trio_websocket.ConnectionClosed:
-            return  # the backend is closing; the other pump passes its close on
-        cancel.cancel()
-
-    async def backend_to_client(cancel: trio.CancelScope) -> None:
-        try:
-            while True:
-                message: Any = await backend.get_message()
-                await sock.send(message)
-                result.bytes_to_client += len(message)
-        except trio_websocket.ConnectionClosed as exc:
-            code, reason = close_of(exc)
-            await sock.close(sendable_close_code(code), reason)
-        except ClientDisconnected:
-            await _close_backend(backend)
-        cancel.cancel()
-
-    async def going_away(cancel: trio.CancelScope) -> None:
-        assert shutdown is not None
-        await shutdown.wait()
-        await sock.close(GOING_AWAY, "server shutting down")
-        await _close_backend(backend, GOING_AWAY, "proxy shutting down")
-        cancel.cancel()
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(client_to_backend, nursery.cancel_scope)
-        nursery.start_soon(backend_to_client, nursery.cancel_scope)
+
+        def wind_down() -> None:
+            # Our close is sent: the backend pump reads the answer, for CLOSE_TIMEOUT at most.
+            scope = nursery.cancel_scope
+            scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_TIMEOUT)
+
+        async def client_to_backend() -> None:
+            try:
+                while True:
+                    part, more = await sock.receive_part()
+                    await backend.send(part, finished=not more)
+            except ClientDisconnected as exc:
+                await backend.start_close(sendable_close_code(exc.code), exc.reason or None)
+                wind_down()
+            except BackendClosed:
+                pass  # the backend pump passes the backend's close on
+
+        async def backend_to_client() -> None:
+            try:
+                while True:
+                    message = await backend.receive_message()
+                    await sock.send(message)
+                    result.bytes_to_client += len(message)
+            except BackendClosed as exc:
+                await sock.close(sendable_close_code(exc.code), exc.reason)
+            except ClientDisconnected:
+                await backend.start_close()
+                wind_down()
+                with contextlib.suppress(BackendClosed):
+                    while True:  # drops what still comes, until the backend answers our close
+                        await backend.receive_message()
+            nursery.cancel_scope.cancel()
+
+        async def going_away() -> None:
+            assert shutdown is not None
+            await shutdown.wait()
+            await sock.close(GOING_AWAY, "server shutting down")
+            await backend.start_close(GOING_AWAY, "proxy shutting down")
+            wind_down()
+
+        nursery.start_soon(client_to_backend)
+        nursery.start_soon(backend_to_client)
         if shutdown is not None:
-            nursery.start_soon(going_away, nursery.cancel_scope)
+            nursery.start_soon(going_away)
