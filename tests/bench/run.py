@@ -8,6 +8,9 @@ One Notebook 6 server (Python 3.11, the original ``jupyter_http_over_ws`` 0.0.8 
 - ``original``: the extension inside that very server;
 - ``direct``: the server itself over plain HTTP/1.1 and WebSocket (the limit).
 
+Four reverse-flow units also run ``hypercorn alone``: the same hypercorn serving
+``empty_app.py``, no backend; its extra rows and notes show the ceiling hypercorn sets.
+
 Every scenario runs each target in turn, rotating the order every round, ``--runs`` rounds (at
 least 3); a cell is the median. Prints one table and writes ``results.json`` and ``results.md``.
 """
@@ -703,11 +706,11 @@ def notes_for(args: argparse.Namespace, s: Settings, elapsed: float) -> list[str
             "backend, no login), run in the same rounds. 'Hypercorn ceiling' notes add up "
             "the two costs a proxy served by hypercorn pays per request or message at least: "
             "hypercorn's own for an app that does nothing, and the backend's; what the app "
-            "itself does is on top, so the real ceiling is lower still. The sum is exact "
-            "for one request at a time, where every step waits for the one before (it counts "
-            "the bench client twice, standing in for the proxy's own client to the backend); "
-            "with many in flight the three processes overlap on the cores, so there it is a "
-            "guide, not a bound."
+            "itself does is on top, so the real ceiling is lower still. That holds for one "
+            "request at a time (r1_c1), where every step waits for the one before (the sum "
+            "counts the bench client twice, standing in for the proxy's own client to the "
+            "backend); with many in flight the three processes overlap on the cores and a "
+            "proxy can pass it, so there it is a guide, not a bound."
         )
     if args.app != "trio_httpws:app":
         notes.append(f"hypercorn served {args.app!r} instead of the documented trio_httpws:app.")
