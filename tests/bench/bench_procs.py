@@ -120,8 +120,17 @@ def start_notebook(original_python: str, token: str, workdir: Path) -> Process:
     return proc
 
 
-def start_proxy(backend: str, workdir: Path, app: str = "trio_httpws:app") -> Process:
-    """``python -m hypercorn --worker-class trio trio_httpws:app`` in front of ``backend``."""
+#: What the "hypercorn alone" target serves: hypercorn imports a module from a file path.
+EMPTY_APP = f"{HERE / 'empty_app.py'}:app"
+
+
+def start_proxy(
+    backend: str, workdir: Path, app: str = "trio_httpws:app", name: str = "hypercorn"
+) -> Process:
+    """``python -m hypercorn --worker-class trio trio_httpws:app`` in front of ``backend``.
+
+    ``name``: of its log in ``workdir``, so that a second hypercorn (the empty app) has its own.
+    """
     port = free_port()
     env = dict(os.environ)
     env.update(TRIO_HTTPWS_BACKEND=backend, TRIO_HTTPWS_ALLOW_ORIGIN="*")
@@ -141,7 +150,7 @@ def start_proxy(backend: str, workdir: Path, app: str = "trio_httpws:app") -> Pr
         "--bind",
         f"127.0.0.1:{port}",
     ]
-    proc = _spawn("hypercorn", command, env, workdir, f"http://127.0.0.1:{port}")
+    proc = _spawn(name, command, env, workdir, f"http://127.0.0.1:{port}")
     # /api answers without authentication; through the proxy it proves the whole path works.
     proc.wait_ready("/api")
     return proc

@@ -76,7 +76,7 @@ class Settings:
 class Target:
     """One of the ways to reach the backend."""
 
-    key: str  # "ours" | "original" | "direct"
+    key: str  # "ours" | "original" | "direct" | "hypercorn" (the empty app, issue 11)
     token: str
     base: Callable[[], str]  # http://host:port, the server the client talks to
     rss: Callable[[], int]  # RSS of the proxy process (direct: of the backend itself)
@@ -87,6 +87,8 @@ class Target:
     reverse: bool = False
     kernel: str = ""  # the id of the backend kernel scenario 10 talks to
     cookies: dict[str, str] = field(default_factory=dict)  # reverse: login cookies by base
+    #: No login: the empty app (``empty_app.py``) has no Jupyter behind it to set cookies.
+    anonymous: bool = False
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -101,6 +103,8 @@ class Target:
     async def login(self) -> str:
         """The login cookies for ``base()``: Jupyter names them after the Host's port, so the
         reverse target needs its own, set by the token URL fetched through the proxy."""
+        if self.anonymous:
+            return ""
         if not self.reverse:
             return self.cookie
         base = self.base()
@@ -133,7 +137,8 @@ class Target:
             headers = [("Origin", BROWSER_ORIGIN)]
         else:
             url = f"ws://{urlsplit(base).netloc}{path}"
-            headers = [("Cookie", await self.login())]
+            cookie = await self.login()
+            headers = [("Cookie", cookie)] if cookie else []
         try:
             return await open_ws(nursery, url, headers, deflate=deflate)
         except trio_websocket.HandshakeError as exc:

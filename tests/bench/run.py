@@ -8,6 +8,9 @@ One Notebook 6 server (Python 3.11, the original ``jupyter_http_over_ws`` 0.0.8 
 - ``original``: the extension inside that very server;
 - ``direct``: the server itself over plain HTTP/1.1 and WebSocket (the limit).
 
+Four reverse-flow units also run ``hypercorn alone``: the same hypercorn serving
+``empty_app.py``, no backend; its extra rows and notes show the ceiling hypercorn sets.
+
 Every scenario runs each target in turn, rotating the order every round, ``--runs`` rounds (at
 least 3); a cell is the median. Prints one table and writes ``results.json`` and ``results.md``.
 """
@@ -22,7 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -31,6 +34,7 @@ from typing import Any
 import trio
 from bench_client import BenchFailure, login_cookie, start_kernel
 from bench_procs import (
+    EMPTY_APP,
     HERE,
     REPO,
     Process,
@@ -59,7 +63,11 @@ from bench_scenarios import (
 )
 
 TARGETS = ("ours", "original", "direct")
-TITLES = {"ours": "trio_httpws", "original": "original", "direct": "direct"}
+#: hypercorn's trio worker serving empty_app.py, no backend: its own cost (issue 11). Only the
+#: units marked ``ceiling`` run it; its cells are extra rows, not a column of TARGETS.
+ALONE = "hypercorn"
+TITLES = {"ours": "trio_httpws", "original": "original", "direct": "direct",
+          ALONE: "hypercorn alone"}  # fmt: skip
 
 Scenario = Callable[[Target, Settings], Awaitable[dict[str, float]]]
 
@@ -74,6 +82,8 @@ class Unit:
     #: "tunnel": ours through /http_over_websocket; "reverse": ours as plain HTTP/WebSocket on
     #: its port (Colab's current flow), against direct only (the original has no such path).
     flow: str = "tunnel"
+    #: Also run against hypercorn alone (the empty app), for the ceiling a proxy can reach.
+    ceiling: bool = False
 
 
 def _kernel_timeout(s: Settings) -> float:
@@ -98,13 +108,15 @@ UNITS = [
          lambda s: s.duration + 60),
     # Issue 11: the paths Colab's current flow uses.
     Unit("r1_c1", partial(many_sockets, sockets=1, key="r1_c1", warmup=20),
-         lambda s: s.duration + 60, "reverse"),
+         lambda s: s.duration + 60, "reverse", ceiling=True),
     Unit("r1_c16", partial(many_sockets, sockets=16, key="r1_c16", warmup=20),
-         lambda s: s.duration + 60, "reverse"),
+         lambda s: s.duration + 60, "reverse", ceiling=True),
     Unit("r3_big", download(lambda s: s.big_download, "r3_big"), lambda s: 180, "reverse"),
     Unit("r4", partial(paused_reader, key="r4_growth"), lambda s: s.pause + 60, "reverse"),
-    Unit("w_small", ws_echo(100, 64, "w_small_msgs"), lambda s: s.duration + 60, "reverse"),
-    Unit("w_big", ws_echo(64 * 1024, 16, "w_big_mbps"), lambda s: s.duration + 60, "reverse"),
+    Unit("w_small", ws_echo(100, 64, "w_small_msgs"), lambda s: s.duration + 60, "reverse",
+         ceiling=True),
+    Unit("w_big", ws_echo(64 * 1024, 16, "w_big_mbps"), lambda s: s.duration + 60, "reverse",
+         ceiling=True),
     Unit("w_small_z", ws_echo(100, 64, "w_small_z_msgs", deflate=True),
          lambda s: s.duration + 60, "reverse"),
     Unit("w_big_z", ws_echo(64 * 1024, 16, "w_big_z_mbps", deflate=True),
@@ -133,6 +145,8 @@ class Row:
     worst: bool = False
     #: The ratio to the original the target asks for (to tell when direct itself falls short).
     need_vs_original: float | None = None
+    #: Followed by a row of hypercorn alone and a note of the ceiling it sets (ceiling units).
+    ceiling: bool = False
 
 
 def _num(cell: Any) -> float | None:
@@ -225,14 +239,14 @@ def rows(s: Settings) -> list[Row]:
         Row("s5_small_z", "s5_small_z_msgs", "5. proxied WS echo",
             "100 B text, 64 in flight, deflate offered: msg/s", "higher", 0),
         Row("r1_c1", "r1_c1_rps", "8. reverse proxy", "GET, 1 keep-alive socket: req/s",
-            "higher", 0, ">= 0.45x direct", _at_least(None, 0.45)),
+            "higher", 0, ">= 0.45x direct", _at_least(None, 0.45), ceiling=True),
         Row("r1_c1", "r1_c1_p50", "8. reverse proxy", "GET, 1 keep-alive socket: p50 ms",
             "lower", 2),
         Row("r1_c1", "r1_c1_p99", "8. reverse proxy", "GET, 1 keep-alive socket: p99 ms",
             "lower", 2),
         Row("r1_c16", "r1_c16_rps", "8. reverse proxy",
             "GET, 16 keep-alive sockets: req/s", "higher", 0,
-            ">= 0.6x direct", _at_least(None, 0.6)),
+            ">= 0.6x direct", _at_least(None, 0.6), ceiling=True),
         Row("r1_c16", "r1_c16_p99", "8. reverse proxy",
             "GET, 16 keep-alive sockets: p99 ms", "lower", 2),
         Row("r3_big", "r3_big_mbps", "8. reverse proxy", f"{big} MB download: MB/s", "higher", 1,
@@ -241,11 +255,11 @@ def rows(s: Settings) -> list[Row]:
             f"{paused} MB paused reader: RSS growth MB (worst run)", "lower", 1, "<= 16 MB",
             _at_most(16), worst=True),
         Row("w_small", "w_small_msgs", "9. plain WS relay", "100 B text, 64 in flight: msg/s",
-            "higher", 0, ">= 0.45x direct", _at_least(None, 0.45)),
+            "higher", 0, ">= 0.45x direct", _at_least(None, 0.45), ceiling=True),
         Row("w_small_z", "w_small_z_msgs", "9. plain WS relay",
             "100 B text, 64 in flight, deflate offered: msg/s", "higher", 0),
         Row("w_big", "w_big_mbps", "9. plain WS relay", "64 KB text, 16 in flight: MB/s",
-            "higher", 1, ">= 0.22x direct", _at_least(None, 0.22)),
+            "higher", 1, ">= 0.22x direct", _at_least(None, 0.22), ceiling=True),
         Row("w_big_z", "w_big_z_mbps", "9. plain WS relay",
             "64 KB text, 16 in flight, deflate offered: MB/s", "higher", 1),
         *(Row(unit, f"{unit}_{pct}", "10. kernel round trip", f"{how}: {pct} ms", "lower", 2)
@@ -258,6 +272,26 @@ def rows(s: Settings) -> list[Row]:
 
 
 # -- running ----------------------------------------------------------------------------------
+
+
+def selected(only: str) -> list[Unit]:
+    """The units ``--only`` names (all of them without it), in the order they run."""
+    wanted = set(only.split(",")) if only else None
+    return [u for u in UNITS if wanted is None or u.name in wanted]
+
+
+def run_order(run: int, keys: Sequence[str]) -> list[str]:
+    """The targets of round ``run`` (from 0) of a unit that runs ``keys``, in the order they go.
+
+    Without hypercorn alone, the rotation the benchmark always had: TARGETS turned by one each
+    round, the targets the unit does not run left out (so results stay comparable with earlier
+    runs). With it, the unit's own targets turn, so each goes first equally often.
+    """
+    if ALONE not in keys:
+        turn = run % len(TARGETS)
+        return [k for k in TARGETS[turn:] + TARGETS[:turn] if k in keys]
+    turn = run % len(keys)
+    return [*keys[turn:], *keys[:turn]]
 
 
 def _reason(exc: BaseException) -> str:
@@ -308,7 +342,7 @@ class Results:
 
 
 async def drive(
-    notebook: Process, proxy: Proxy, token: str, args: argparse.Namespace
+    notebook: Process, proxy: Proxy, empty: Proxy | None, token: str, args: argparse.Namespace
 ) -> tuple[Results, dict[str, str]]:
     settings = Settings.quick() if args.quick else Settings()
     if args.duration:
@@ -323,8 +357,7 @@ async def drive(
         "original": Target("original", token, lambda: notebook.base, notebook.rss_bytes),
         "direct": Target("direct", token, lambda: notebook.base, notebook.rss_bytes, cookie),
     }
-    wanted = set(args.only.split(",")) if args.only else None
-    units = [u for u in UNITS if wanted is None or u.name in wanted]
+    units = selected(args.only)
     if any(u.name.startswith("k_") for u in units):
         kernel = await start_kernel(notebook.base, cookie)
         targets = {k: replace(t, kernel=kernel) for k, t in targets.items()}
@@ -335,6 +368,12 @@ async def drive(
             "direct": targets["direct"],
         },
     }
+    # Plain HTTP and WebSocket like the reverse flow's, with no login: the empty app has no
+    # Jupyter behind it, and answers every path (/api/status, /bench/ws-echo) by itself. Not in
+    # ``targets``: the sanity checks need the backend's endpoints.
+    alone = None
+    if empty is not None:
+        alone = Target(ALONE, token, empty.base, empty.rss, reverse=True, anonymous=True)
     results = Results(args.runs)
     sanity_report: dict[str, str] = {}
     for key, target in targets.items():
@@ -347,17 +386,19 @@ async def drive(
         _progress(f"sanity {TITLES[key]}: {sanity_report[key]}")
 
     for unit in units:
+        runs_on = dict(flows[unit.flow])
+        if unit.ceiling and alone is not None:
+            runs_on[ALONE] = alone
         timed_out: set[str] = set()
         for run in range(args.runs):
-            order = TARGETS[run % 3 :] + TARGETS[: run % 3]
-            for key in order:
-                if key in timed_out or key not in flows[unit.flow]:
+            for key in run_order(run, list(runs_on)):
+                if key in timed_out:
                     continue  # a hang costs its timeout once, not once per run
                 limit = unit.timeout(settings)
                 started = time.perf_counter()
                 try:
                     with trio.move_on_after(limit) as scope:
-                        values = await unit.run(flows[unit.flow][key], settings)
+                        values = await unit.run(runs_on[key], settings)
                     if scope.cancelled_caught:
                         raise TimeoutError(f"no result within {limit:.0f} s")
                 except Exception as exc:
@@ -377,10 +418,10 @@ async def drive(
 
 
 class Proxy:
-    """hypercorn serving trio_httpws; if it cannot start, every trio_httpws cell says why."""
+    """hypercorn serving trio_httpws (or the empty app); if it cannot start, its cells say why."""
 
-    def __init__(self, backend: str, workdir: Path, app: str) -> None:
-        self._args = (backend, workdir, app)
+    def __init__(self, backend: str, workdir: Path, app: str, name: str = "hypercorn") -> None:
+        self._args = (backend, workdir, app, name)
         self._process: Process | None = None
         self._error = "not started"
 
@@ -476,7 +517,82 @@ def build_table(
                 "need_vs_original": row.need_vs_original,
             }
         )
+        if row.ceiling:
+            table.append(_alone_entry(results, row, cells["direct"], cells["ours"]))
     return table
+
+
+def series(a: float, b: float) -> float:
+    """The rate of two stages in series, each costing its own time per request: 1/(1/a + 1/b)."""
+    return 1 / (1 / a + 1 / b)
+
+
+def _alone_entry(results: Results, row: Row, direct: Any, ours: Any) -> dict[str, Any]:
+    """The row of hypercorn alone under ``row``: its cell in the trio_httpws column (the
+    metric says whose it is), direct's again for the ratio, and the series ceiling."""
+    alone = results.cell(row.unit, row.key, ALONE, row.worst)
+    what, _, unit = row.metric.rpartition(": ")
+    a, d, o = _num(alone), _num(direct), _num(ours)
+    ceiling = series(a, d) if a is not None and d is not None and a > 0 and d > 0 else None
+    return {
+        "scenario": row.scenario,
+        "metric": f"{what}, {TITLES[ALONE]} (empty app): {unit}",
+        "key": f"{row.key}_{ALONE}",
+        "better": row.better,
+        "values": {ALONE: alone, "direct": direct},
+        "runs": {k: results.values.get(row.key, {}).get(k, []) for k in (ALONE, "direct")},
+        "failures": {ALONE: results.failures.get(row.unit, {}).get(ALONE, [])},
+        "cells": {
+            "trio_httpws": _fmt(alone, row.digits),
+            "original": "-",
+            "direct": _fmt(direct, row.digits),
+        },
+        "vs_original": "-",
+        "vs_direct": _fmt_ratio(alone, direct, row),
+        "target": "",
+        "met": None,
+        "direct_vs_original": None,
+        "need_vs_original": None,
+        # For the note: what a proxy in series under hypercorn can reach, and what ours did.
+        "ceiling": {
+            "rate": ceiling,
+            "vs_direct": None if ceiling is None or not d else ceiling / d,
+            "of": row.metric,
+            "target": row.target,
+            "digits": row.digits,
+            "ours_vs_ceiling": None if ceiling is None or o is None else o / ceiling,
+        },
+    }
+
+
+def alone_notes(table: list[dict[str, Any]]) -> list[str]:
+    """Per ceiling row measured: the rate a proxy in series under hypercorn can reach, here."""
+    notes = []
+    for entry in table:
+        found = entry.get("ceiling")
+        if found is None or entry["values"][ALONE] is None:
+            continue  # the unit did not run
+        what = f"{entry['scenario']} / {found['of']}"
+        alone, direct = entry["values"][ALONE], entry["values"]["direct"]
+        if found["rate"] is None:
+            notes.append(
+                f"Hypercorn ceiling, {what}: not computed (hypercorn alone: "
+                f"{entry['cells']['trio_httpws']}; direct: {entry['cells']['direct']})."
+            )
+            continue
+        digits, unit = found["digits"], found["of"].rpartition(": ")[2]
+        ours = (
+            ""
+            if found["ours_vs_ceiling"] is None
+            else f"; trio_httpws reached {found['ours_vs_ceiling']:.2f}x of it"
+        )
+        notes.append(
+            f"Hypercorn ceiling, {what}: for a proxy in series under hypercorn, "
+            f"1/(1/hypercorn_alone + 1/direct) = 1/(1/{alone:,.{digits}f} + "
+            f"1/{direct:,.{digits}f}) = {found['rate']:,.{digits}f} {unit} = "
+            f"{found['vs_direct']:.2f}x direct (target {found['target']}){ours}."
+        )
+    return notes
 
 
 def ceiling_notes(table: list[dict[str, Any]]) -> list[str]:
@@ -582,6 +698,20 @@ def notes_for(args: argparse.Namespace, s: Settings, elapsed: float) -> list[str
         "permessage-deflate as browsers do; the Notebook backend never accepts it (tornado's "
         "default), trio_httpws only with ws_compression on."
     )
+    if any(u.ceiling for u in selected(args.only)):
+        notes.append(
+            f"'{TITLES[ALONE]} (empty app)' rows: the trio_httpws column holds the same "
+            "hypercorn command line serving tests/bench/empty_app.py instead (200 and a body "
+            "the size of /api/status for every request, every WebSocket message echoed; no "
+            "backend, no login), run in the same rounds. 'Hypercorn ceiling' notes add up "
+            "the two costs a proxy served by hypercorn pays per request or message at least: "
+            "hypercorn's own for an app that does nothing, and the backend's; what the app "
+            "itself does is on top, so the real ceiling is lower still. That holds for one "
+            "request at a time (r1_c1), where every step waits for the one before (the sum "
+            "counts the bench client twice, standing in for the proxy's own client to the "
+            "backend); with many in flight the three processes overlap on the cores and a "
+            "proxy can pass it, so there it is a guide, not a bound."
+        )
     if args.app != "trio_httpws:app":
         notes.append(f"hypercorn served {args.app!r} instead of the documented trio_httpws:app.")
     if args.quick:
@@ -634,17 +764,25 @@ def main(argv: list[str] | None = None) -> int:
         _progress("starting the Notebook 6 backend (original extension + bench_ext)")
         notebook = start_notebook(args.original_python, token, workdir)
         proxy = Proxy(notebook.base, workdir, args.app)
+        empty = None
+        if any(u.ceiling for u in selected(args.only)):
+            empty = Proxy(notebook.base, workdir, EMPTY_APP, "hypercorn-empty")
         try:
             _progress(f"starting python -m hypercorn --worker-class trio {args.app}")
             proxy.restart()
-            results, sanity_report = trio.run(drive, notebook, proxy, token, args)
+            if empty is not None:
+                _progress(f"starting python -m hypercorn --worker-class trio {EMPTY_APP}")
+                empty.restart()
+            results, sanity_report = trio.run(drive, notebook, proxy, empty, token, args)
         finally:
             proxy.stop()
+            if empty is not None:
+                empty.stop()
             notebook.stop()
     elapsed = time.perf_counter() - started
 
     table = build_table(results, sanity_report, settings)
-    notes = notes_for(args, settings, elapsed) + ceiling_notes(table)
+    notes = notes_for(args, settings, elapsed) + ceiling_notes(table) + alone_notes(table)
     text = render_text(table)
     print()
     print(text)

@@ -1,0 +1,89 @@
+"""An ASGI app that does nothing: what hypercorn's trio worker costs by itself (issue 11).
+
+The benchmark serves it with the same ``python -m hypercorn --worker-class trio`` command line
+as trio_httpws (``bench_procs.start_proxy``), on a port of its own, with no backend behind it:
+
+- every HTTP request, whatever its path, gets 200 and a body as large as the Notebook backend's
+  ``GET /api/status`` answer, with as many headers (hypercorn adds ``date`` and ``server``
+  itself, as tornado does), so the bytes on the wire match what the client gets from direct;
+- every WebSocket is accepted and each message echoed as it came (text as text, bytes as
+  bytes), as the backend's ``/bench/ws-echo`` does.
+
+A proxy in series under hypercorn pays at least this per request or message plus the
+backend's own cost, so this bounds what any app served this way can reach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: The length of the backend's /api/status body (122 bytes with Notebook 6.5: connections,
+#: kernels, last_activity, started), as JSON like it.
+STATUS_BODY = (
+    b'{"connections": 0, "kernels": 0, "last_activity": "2026-01-01T00:00:00.000000Z", '
+    b'"started": "2026-01-01T00:00:00.000000Z"}'
+)
+#: tornado's headers on that answer, but for server and date, which hypercorn adds.
+HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"x-content-type-options", b"nosniff"),
+    (
+        b"content-security-policy",
+        b"frame-ancestors 'self'; report-uri /api/security/csp-report; default-src 'none'",
+    ),
+    (b"access-control-allow-origin", b"*"),
+    (b"etag", b'"55b5b64415ab855760bec98858e954ff19f7d920"'),
+    (b"content-length", str(len(STATUS_BODY)).encode()),
+]
+
+
+async def app(scope: Message, receive: Receive, send: Send) -> None:
+    if scope["type"] == "http":
+        await _http(receive, send)
+    elif scope["type"] == "websocket":
+        await _websocket(receive, send)
+    elif scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+
+
+async def _http(receive: Receive, send: Send) -> None:
+    # The request body is read to its end first, as a proxy would before answering.
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        if not message.get("more_body", False):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": STATUS_BODY})
+
+
+async def _websocket(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif kind == "websocket.receive":
+            # ASGI sets one of the two; the other is absent or None.
+            if message.get("text") is not None:
+                await send({"type": "websocket.send", "text": message["text"]})
+            else:
+                await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+        elif kind == "websocket.disconnect":
+            return
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
