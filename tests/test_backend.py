@@ -17,7 +17,14 @@ import pytest
 import trio
 import trio.testing
 
-from trio_httpws._backend import BackendPool, Body, _ConnectionLost, _socket_readable, may_replay
+from trio_httpws._backend import (
+    RAW_BODY_MIN,
+    BackendPool,
+    Body,
+    _ConnectionLost,
+    _socket_readable,
+    may_replay,
+)
 from trio_httpws._config import BackendURL
 from trio_httpws._errors import BackendBusy, BackendError, BackendTimeout
 
@@ -155,6 +162,71 @@ async def test_half_read_body_discards_the_connection() -> None:
         assert await get(pool) == (200, b"y" * 500_000)
         assert pool.opened == 2
         await pool.aclose()
+
+
+def _big(size: int) -> bytes:
+    return bytes(range(256)) * (size // 256) + b"!" * (size % 256)
+
+
+async def test_large_content_length_body_is_read_past_h11_and_byte_exact() -> None:
+    """Past RAW_BODY_MIN a body is read from the stream itself: exact bytes, then a new
+    connection for the next request (h11 never saw that body end); small bodies still reuse."""
+    big = _big(3 * RAW_BODY_MIN + 123)
+    sizes: list[int] = []
+
+    def respond(req: h11.Request, body: bytes) -> list[h11.Event]:
+        return ok(big if req.target == b"/big" else b"small")
+
+    async with trio.open_nursery() as nursery:
+        pool = BackendPool(BACKEND, opener=Opener(nursery, lambda s: serve_h11(s, respond)))
+        assert await get(pool, "/small") == (200, b"small")
+        async with pool.request("GET", "/big", [(b"host", b"b")]) as resp:
+            received = []
+            async for chunk in resp.iter_chunks(256 * 1024):
+                sizes.append(len(chunk))
+                received.append(chunk)
+        assert b"".join(received) == big
+        assert max(sizes) <= 256 * 1024  # one read's worth at most: backpressure holds
+        assert await get(pool, "/small") == (200, b"small")
+        assert await get(pool, "/small") == (200, b"small")
+        assert pool.opened == 2  # the big body's connection was not reused, the next one is
+        await pool.aclose()
+
+
+async def _read_into(pool: BackendPool, received: list[bytes]) -> None:
+    """GET / and keep each chunk of the body, until it ends or fails."""
+    async with pool.request("GET", "/", [(b"host", b"b")]) as resp:
+        async for chunk in resp.iter_chunks():
+            received.append(chunk)
+
+
+async def test_large_body_cut_short_is_a_backend_error_that_says_so() -> None:
+    def respond(req: h11.Request, body: bytes) -> bytes:
+        head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % (3 * RAW_BODY_MIN)
+        return head + b"x" * (2 * RAW_BODY_MIN)  # then hangs up
+
+    async with trio.open_nursery() as nursery:
+        pool = BackendPool(BACKEND, opener=Opener(nursery, lambda s: serve_h11(s, respond)))
+        received: list[bytes] = []
+        with pytest.raises(BackendError, match=f"{RAW_BODY_MIN} bytes before the end of the body"):
+            await _read_into(pool, received)
+        assert len(b"".join(received)) == 2 * RAW_BODY_MIN
+        assert pool.idle_count == 0
+
+
+async def test_large_body_that_stalls_times_out(autojump_clock: trio.testing.MockClock) -> None:
+    async def stalls(stream: trio.abc.Stream) -> None:
+        await stream.receive_some(65536)
+        head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % (3 * RAW_BODY_MIN)
+        await stream.send_all(head + b"x" * (2 * RAW_BODY_MIN))
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        pool = BackendPool(BACKEND, opener=Opener(nursery, stalls), read_timeout=7)
+        with pytest.raises(BackendTimeout, match="sent nothing for 7s"):
+            await _read_into(pool, [])
+        assert pool.idle_count == 0
+        nursery.cancel_scope.cancel()
 
 
 async def test_stale_pooled_connection_is_retried_once() -> None:
