@@ -64,7 +64,12 @@ class Api(Protocol):
 
 
 async def open_ws(
-    nursery: trio.Nursery, url: str, headers: Headers = (), *, deflate: bool = False
+    nursery: trio.Nursery,
+    url: str,
+    headers: Headers = (),
+    *,
+    deflate: bool = False,
+    max_message: int = MAX_MESSAGE,
 ) -> trio_websocket.WebSocketConnection:
     """A client WebSocket whose background reader runs in ``nursery``.
 
@@ -83,7 +88,7 @@ async def open_ws(
         path=parts.path + (f"?{parts.query}" if parts.query else ""),
         client_extra_headers=[(k.encode(), v.encode()) for k, v in headers],
         message_queue_size=1,
-        max_message_size=MAX_MESSAGE,
+        max_message_size=max_message,
         receive_buffer_size=RECEIVE_BUFFER,
     )
     if deflate:

@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,10 @@ class Settings:
     ws_big_window: int = 4
     idle_sockets: int = 1000  # scenario 6
     big_message: int = 40 * MiB  # scenario 7: the body of one POST (4/3 as much as base64)
+    #: w7: one text message, echoed; under the Notebook backend's 10 MiB limit (tornado's
+    #: default websocket_max_message_size).
+    huge_message: int = 9 * MiB
+    huge_repeats: int = 3
     kernel_round_trips: int = 300  # scenario 10
     stall: float = 15.0  # a download with no data for this long fails as stalled
 
@@ -543,15 +548,8 @@ async def big_message(t: Target, s: Settings) -> dict[str, float]:
             for _ in range(s.warmup_requests):
                 await _ok(api)
             kind = "direct" if t.direct else "protocol"
-            command = [sys.executable, str(BIG_SENDER), kind, t.base(), t.token, t.cookie or "-"]
-            sender = await trio.lowlevel.open_process(
-                [*command, str(s.big_message)], stdin=-1, stdout=-1
-            )
-            try:
-                lines = _lines(sender.stdout)  # type: ignore[arg-type]
-                with trio.fail_after(60):
-                    if await anext(lines) != "ready":
-                        raise BenchFailure("the big sender did not start")
+            arguments = [kind, t.base(), t.token, t.cookie or "-", str(s.big_message)]
+            async with _big_sender(arguments) as (sender, lines):
                 result: dict[str, object] = {}
                 latencies: list[float] = []
                 echoes: list[float] = []
@@ -577,9 +575,6 @@ async def big_message(t: Target, s: Settings) -> dict[str, float]:
                             started = time.perf_counter()
                             await _ok(api)
                             latencies.append(time.perf_counter() - started)
-            finally:
-                sender.kill()
-                await sender.wait()
             if "error" in result:
                 raise BenchFailure(f"big POST: {result['error']}")
             if result.get("status") != 200 or result.get("body") != str(s.big_message):
@@ -597,6 +592,75 @@ async def big_message(t: Target, s: Settings) -> dict[str, float]:
     if echoes:
         values["s7_loop_ms"] = max(echoes) * 1000
     return values
+
+
+async def huge_ws_echo(t: Target, s: Settings) -> dict[str, float]:
+    """Small echoes on one plain WebSocket while another process has a 9 MiB text message
+    echoed on another (w7): the slowest small echo is how long the big message stalled the
+    other sockets of the relay (and of the backend, which echoes both: the direct column).
+
+    The 9 MiB message is sent ``s.huge_repeats`` times, one after the other, so the small
+    echoes sample several big messages in every run.
+    """
+    async with trio.open_nursery() as nursery:
+        ws = await t.echo_socket(nursery)
+        small = "".join(chr(32 + i % 95) for i in range(100))
+        try:
+            for _ in range(s.warmup_requests):
+                await ws.send_message(small)
+                _same(await ws.get_message(), small)
+            # The login cookies of the reverse target are the proxy's own (named after its port).
+            cookie = await t.login() or "-"
+            arguments = ["ws", t.base(), t.token, cookie, str(s.huge_message), str(s.huge_repeats)]
+            async with _big_sender(arguments) as (sender, lines):
+                result: dict[str, Any] = {}
+                latencies: list[float] = []
+
+                async def wait_for_result() -> None:
+                    result.update(json.loads(await anext(lines)))
+
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(wait_for_result)
+                    await sender.stdin.send_all(b"go\n")  # type: ignore[union-attr]
+                    with trio.fail_after(120):
+                        while not result:
+                            started = time.perf_counter()
+                            await ws.send_message(small)
+                            _same(await ws.get_message(), small)
+                            latencies.append(time.perf_counter() - started)
+            if "error" in result:
+                raise BenchFailure(f"{s.huge_message // MiB} MiB echo: {result['error']}")
+        except trio_websocket.ConnectionClosed as exc:
+            raise BenchFailure(f"the small echo socket closed: {exc.reason}") from None
+        finally:
+            with trio.move_on_after(2):
+                await ws.aclose()
+            nursery.cancel_scope.cancel()
+    return {
+        "w7_max_ms": max(latencies) * 1000,
+        "w7_p50_ms": statistics.median(latencies) * 1000,
+        # Not in the table: how long each big echo took, for the progress lines and the JSON.
+        "w7_huge_ms": statistics.median(result["ms"]),
+    }
+
+
+@asynccontextmanager
+async def _big_sender(
+    arguments: list[str],
+) -> AsyncIterator[tuple[trio.Process, AsyncIterator[str]]]:
+    """``bench_bigsend.py`` with ``arguments``, once it said ``ready``; killed on the way out."""
+    sender = await trio.lowlevel.open_process(
+        [sys.executable, str(BIG_SENDER), *arguments], stdin=-1, stdout=-1
+    )
+    try:
+        lines = _lines(sender.stdout)  # type: ignore[arg-type]
+        with trio.fail_after(60):
+            if await anext(lines) != "ready":
+                raise BenchFailure("the big sender did not start")
+        yield sender, lines
+    finally:
+        sender.kill()
+        await sender.wait()
 
 
 async def _lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:

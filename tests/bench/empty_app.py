@@ -7,7 +7,12 @@ as trio_httpws (``bench_procs.start_proxy``), on a port of its own, with no back
   ``GET /api/status`` answer, with as many headers (hypercorn adds ``date`` and ``server``
   itself, as tornado does), so the bytes on the wire match what the client gets from direct;
 - every WebSocket is accepted and each message echoed as it came (text as text, bytes as
-  bytes), as the backend's ``/bench/ws-echo`` does.
+  bytes), as the backend's ``/bench/ws-echo`` does;
+- but a WebSocket to ``/http_over_websocket`` (the tunnel; its query, with the auth URL and
+  min_version, is ignored: there is no backend to log in to) answers each request message with
+  the one frame trio_httpws sends for ``GET /api/status``: its ``message_id``, status 200, the
+  headers (in the protocol's Header-Case, ``Server`` and ``Date`` included, as the backend's
+  own reach a tunnel client), the body base64-encoded and ``done: true``.
 
 A proxy in series under hypercorn pays at least this per request or message plus the
 backend's own cost, so this bounds what any app served this way can reach.
@@ -15,6 +20,8 @@ backend's own cost, so this bounds what any app served this way can reach.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -41,10 +48,32 @@ HEADERS = [
     (b"content-length", str(len(STATUS_BODY)).encode()),
 ]
 
+TUNNEL_PATH = "/http_over_websocket"
+#: A tunnel frame after its message_id, which is all that changes from one request to the next
+#: (built once: the empty app does no work of its own per request).
+TUNNEL_FRAME_REST = json.dumps(
+    {
+        "status": 200,
+        "statusText": "OK",
+        "headers": {
+            "-".join(word.capitalize() for word in name.decode().split("-")): value.decode()
+            for name, value in [
+                (b"server", b"TornadoServer/6.4.2"),
+                (b"date", b"Thu, 01 Jan 2026 00:00:00 GMT"),
+                *HEADERS,
+            ]
+        },
+        "data": base64.b64encode(STATUS_BODY).decode("ascii"),
+        "done": True,
+    }
+)[1:]
+
 
 async def app(scope: Message, receive: Receive, send: Send) -> None:
     if scope["type"] == "http":
         await _http(receive, send)
+    elif scope["type"] == "websocket" and scope["path"] == TUNNEL_PATH:
+        await _tunnel(receive, send)
     elif scope["type"] == "websocket":
         await _websocket(receive, send)
     elif scope["type"] == "lifespan":
@@ -75,6 +104,21 @@ async def _websocket(receive: Receive, send: Send) -> None:
                 await send({"type": "websocket.send", "text": message["text"]})
             else:
                 await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+        elif kind == "websocket.disconnect":
+            return
+
+
+async def _tunnel(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif kind == "websocket.receive":
+            # Parsed as a proxy must, to find the message_id (echoed with its JSON type).
+            request = json.loads(message.get("text") or message.get("bytes") or b"")
+            frame = '{"message_id":' + json.dumps(request["message_id"]) + "," + TUNNEL_FRAME_REST
+            await send({"type": "websocket.send", "text": frame})
         elif kind == "websocket.disconnect":
             return
 

@@ -8,8 +8,9 @@ One Notebook 6 server (Python 3.11, the original ``jupyter_http_over_ws`` 0.0.8 
 - ``original``: the extension inside that very server;
 - ``direct``: the server itself over plain HTTP/1.1 and WebSocket (the limit).
 
-Four reverse-flow units also run ``hypercorn alone``: the same hypercorn serving
-``empty_app.py``, no backend; its extra rows and notes show the ceiling hypercorn sets.
+Six units also run ``hypercorn alone``: the same hypercorn serving ``empty_app.py``, no
+backend, reached as the unit reaches trio_httpws (the tunnel, or plain HTTP and WebSockets);
+its extra rows and notes show the ceiling hypercorn sets.
 
 Every scenario runs each target in turn, rotating the order every round, ``--runs`` rounds (at
 least 3); a cell is the median. Prints one table and writes ``results.json`` and ``results.md``.
@@ -53,6 +54,7 @@ from bench_scenarios import (
     Target,
     big_message,
     download,
+    huge_ws_echo,
     idle_sockets,
     kernel_round_trip,
     many_sockets,
@@ -91,8 +93,8 @@ def _kernel_timeout(s: Settings) -> float:
 
 
 UNITS = [
-    Unit("s1_c1", small_requests(1), lambda s: s.duration + 60),
-    Unit("s1_c16", small_requests(16), lambda s: s.duration + 60),
+    Unit("s1_c1", small_requests(1), lambda s: s.duration + 60, ceiling=True),
+    Unit("s1_c16", small_requests(16), lambda s: s.duration + 60, ceiling=True),
     Unit("s2", many_sockets, lambda s: s.duration + 90),
     Unit("s3_big", download(lambda s: s.big_download, "s3_big"), lambda s: 180),
     Unit("s3_small", download(lambda s: s.small_download, "s3_small"), lambda s: 120),
@@ -121,6 +123,7 @@ UNITS = [
          lambda s: s.duration + 60, "reverse"),
     Unit("w_big_z", ws_echo(64 * 1024, 16, "w_big_z_mbps", deflate=True),
          lambda s: s.duration + 60, "reverse"),
+    Unit("w7", huge_ws_echo, lambda s: 180, "reverse"),
     Unit("k_tunnel", kernel_round_trip("k_tunnel", deflate=False), _kernel_timeout),
     Unit("k_tunnel_z", kernel_round_trip("k_tunnel_z", deflate=True), _kernel_timeout),
     Unit("k_flow", kernel_round_trip("k_flow", deflate=False), _kernel_timeout, "reverse"),
@@ -147,6 +150,8 @@ class Row:
     need_vs_original: float | None = None
     #: Followed by a row of hypercorn alone and a note of the ceiling it sets (ceiling units).
     ceiling: bool = False
+    #: That ceiling is a bound, not only a guide: one request at a time, so nothing overlaps.
+    bound: bool = False
 
 
 def _num(cell: Any) -> float | None:
@@ -200,11 +205,11 @@ def rows(s: Settings) -> list[Row]:
     small_target = ">= 8x original, >= 0.6x direct"
     return [
         Row("s1_c1", "s1_c1_rps", "1. small requests", "1 in flight: req/s", "higher", 0,
-            small_target, _at_least(8, 0.6), need_vs_original=8),
+            small_target, _at_least(8, 0.6), need_vs_original=8, ceiling=True, bound=True),
         Row("s1_c1", "s1_c1_p50", "1. small requests", "1 in flight: p50 ms", "lower", 2),
         Row("s1_c1", "s1_c1_p99", "1. small requests", "1 in flight: p99 ms", "lower", 2),
         Row("s1_c16", "s1_c16_rps", "1. small requests", "16 in flight: req/s", "higher", 0,
-            small_target, _at_least(8, 0.6), need_vs_original=8),
+            small_target, _at_least(8, 0.6), need_vs_original=8, ceiling=True),
         Row("s1_c16", "s1_c16_p50", "1. small requests", "16 in flight: p50 ms", "lower", 2),
         Row("s1_c16", "s1_c16_p99", "1. small requests", "16 in flight: p99 ms", "lower", 2),
         Row("s2", "s2_rps", f"2. {s.sockets} sockets", "1 in flight each: req/s", "higher", 0),
@@ -239,7 +244,7 @@ def rows(s: Settings) -> list[Row]:
         Row("s5_small_z", "s5_small_z_msgs", "5. proxied WS echo",
             "100 B text, 64 in flight, deflate offered: msg/s", "higher", 0),
         Row("r1_c1", "r1_c1_rps", "8. reverse proxy", "GET, 1 keep-alive socket: req/s",
-            "higher", 0, ">= 0.45x direct", _at_least(None, 0.45), ceiling=True),
+            "higher", 0, ">= 0.45x direct", _at_least(None, 0.45), ceiling=True, bound=True),
         Row("r1_c1", "r1_c1_p50", "8. reverse proxy", "GET, 1 keep-alive socket: p50 ms",
             "lower", 2),
         Row("r1_c1", "r1_c1_p99", "8. reverse proxy", "GET, 1 keep-alive socket: p99 ms",
@@ -262,6 +267,10 @@ def rows(s: Settings) -> list[Row]:
             "higher", 1, ">= 0.22x direct", _at_least(None, 0.22), ceiling=True),
         Row("w_big_z", "w_big_z_mbps", "9. plain WS relay",
             "64 KB text, 16 in flight, deflate offered: MB/s", "higher", 1),
+        Row("w7", "w7_max_ms", "9. plain WS relay",
+            f"small echoes while {s.huge_message // MiB} MiB is echoed: max ms", "lower", 1),
+        Row("w7", "w7_p50_ms", "9. plain WS relay",
+            f"small echoes while {s.huge_message // MiB} MiB is echoed: p50 ms", "lower", 2),
         *(Row(unit, f"{unit}_{pct}", "10. kernel round trip", f"{how}: {pct} ms", "lower", 2)
           for unit, how in (("k_tunnel", "tunnel (proxied_ws)"),
                             ("k_tunnel_z", "tunnel, deflate offered"),
@@ -368,12 +377,14 @@ async def drive(
             "direct": targets["direct"],
         },
     }
-    # Plain HTTP and WebSocket like the reverse flow's, with no login: the empty app has no
-    # Jupyter behind it, and answers every path (/api/status, /bench/ws-echo) by itself. Not in
-    # ``targets``: the sanity checks need the backend's endpoints.
-    alone = None
+    # Reached by each flow's own client: plain HTTP and WebSocket like the reverse flow's, with
+    # no login (the empty app has no Jupyter behind it, and answers every path, /api/status and
+    # /bench/ws-echo, by itself), or the tunnel like ours (the auth URL it carries is ignored).
+    # Not in ``targets``: the sanity checks need the backend's endpoints.
+    alone: dict[str, Target] = {}
     if empty is not None:
-        alone = Target(ALONE, token, empty.base, empty.rss, reverse=True, anonymous=True)
+        plain = Target(ALONE, token, empty.base, empty.rss, reverse=True, anonymous=True)
+        alone = {"reverse": plain, "tunnel": replace(plain, reverse=False)}
     results = Results(args.runs)
     sanity_report: dict[str, str] = {}
     for key, target in targets.items():
@@ -387,8 +398,8 @@ async def drive(
 
     for unit in units:
         runs_on = dict(flows[unit.flow])
-        if unit.ceiling and alone is not None:
-            runs_on[ALONE] = alone
+        if unit.ceiling and alone:
+            runs_on[ALONE] = alone[unit.flow]
         timed_out: set[str] = set()
         for run in range(args.runs):
             for key in run_order(run, list(runs_on)):
@@ -558,7 +569,10 @@ def _alone_entry(results: Results, row: Row, direct: Any, ours: Any) -> dict[str
             "rate": ceiling,
             "vs_direct": None if ceiling is None or not d else ceiling / d,
             "of": row.metric,
-            "target": row.target,
+            # The ceiling is a ratio to direct: a part of the target about the original (s1's
+            # ">= 8x original") has nothing to say next to it.
+            "target": ", ".join(p for p in row.target.split(", ") if "direct" in p),
+            "bound": row.bound,
             "digits": row.digits,
             "ours_vs_ceiling": None if ceiling is None or o is None else o / ceiling,
         },
@@ -586,11 +600,17 @@ def alone_notes(table: list[dict[str, Any]]) -> list[str]:
             if found["ours_vs_ceiling"] is None
             else f"; trio_httpws reached {found['ours_vs_ceiling']:.2f}x of it"
         )
+        target = f"target {found['target']}; " if found["target"] else ""
+        kind = (
+            "a bound: one request at a time"
+            if found["bound"]
+            else "a guide: with many in flight the processes overlap"
+        )
         notes.append(
             f"Hypercorn ceiling, {what}: for a proxy in series under hypercorn, "
             f"1/(1/hypercorn_alone + 1/direct) = 1/(1/{alone:,.{digits}f} + "
             f"1/{direct:,.{digits}f}) = {found['rate']:,.{digits}f} {unit} = "
-            f"{found['vs_direct']:.2f}x direct (target {found['target']}){ours}."
+            f"{found['vs_direct']:.2f}x direct ({target}{kind}){ours}."
         )
     return notes
 
@@ -702,12 +722,14 @@ def notes_for(args: argparse.Namespace, s: Settings, elapsed: float) -> list[str
         notes.append(
             f"'{TITLES[ALONE]} (empty app)' rows: the trio_httpws column holds the same "
             "hypercorn command line serving tests/bench/empty_app.py instead (200 and a body "
-            "the size of /api/status for every request, every WebSocket message echoed; no "
-            "backend, no login), run in the same rounds. 'Hypercorn ceiling' notes add up "
+            "the size of /api/status for every request, every WebSocket message echoed, and "
+            "on /http_over_websocket each request answered with the one frame of that "
+            "answer; no backend, no login), driven by the unit's own client (the tunnel's "
+            "for s1_*), in the same rounds. 'Hypercorn ceiling' notes add up "
             "the two costs a proxy served by hypercorn pays per request or message at least: "
             "hypercorn's own for an app that does nothing, and the backend's; what the app "
             "itself does is on top, so the real ceiling is lower still. That holds for one "
-            "request at a time (r1_c1), where every step waits for the one before (the sum "
+            "request at a time (s1_c1, r1_c1), where every step waits for the one before (the sum "
             "counts the bench client twice, standing in for the proxy's own client to the "
             "backend); with many in flight the three processes overlap on the cores and a "
             "proxy can pass it, so there it is a guide, not a bound."
