@@ -20,6 +20,7 @@ import wsproto.events as wse
 from wsproto.frame_protocol import FrameProtocol
 
 import trio_httpws
+from trio_httpws._relay import CLOSE_TIMEOUT, RelayResult, _pump_both
 from trio_httpws._wsclient import (
     BackendClosed,
     BackendWebSocket,
@@ -28,6 +29,7 @@ from trio_httpws._wsclient import (
 )
 
 from .conftest import connect, running_proxy
+from .fake_socket import FakeSocket
 
 MiB = 1024 * 1024
 
@@ -296,3 +298,97 @@ async def test_a_large_message_reaches_the_backend_in_fragments_byte_exact() -> 
     assert big_length == len(message)
     assert big_frames > 1  # fragments, a part at a time
     assert small_frames == 1
+
+
+# -- found in review: a close that races other frames ------------------------------------------
+
+
+async def test_the_last_message_before_the_backends_close_is_delivered() -> None:
+    """Both in one read: wsproto is past the Close by the time the message is taken."""
+    async with pair() as (client, peer):
+        await handshake(client, peer)
+        await peer.stream.send_all(
+            server_frames(wse.TextMessage(data='["disconnect", 1]'))
+            + peer.ws.send(wse.CloseConnection(code=1000, reason="bye"))
+        )
+        assert await client.receive_message() == '["disconnect", 1]'
+        with pytest.raises(BackendClosed) as info:
+            await client.receive_message()
+        assert (info.value.code, info.value.reason) == (1000, "bye")
+
+
+async def test_a_message_and_a_close_in_the_same_read_as_the_101_are_both_seen() -> None:
+    async with pair() as (client, peer):
+        close = FrameProtocol(client=False, extensions=[]).close(1001, "going")
+        await handshake(client, peer, extra=server_frames(wse.TextMessage(data="hi")) + close)
+        assert await client.receive_message() == "hi"
+        with pytest.raises(BackendClosed) as info:
+            await client.receive_message()
+        assert info.value.code == 1001
+
+
+async def test_closes_from_both_sides_at_once_raise_nothing_unexpected() -> None:
+    """Our close waits behind a fragment being written while the backend's close arrives: the
+    answer to the backend's close must not be sent after ours (wsproto would refuse it)."""
+    ours, theirs = trio.testing.lockstep_stream_pair()
+    client = BackendWebSocket(ours, max_message_size=64 * MiB)
+    peer = Peer(theirs)
+    await handshake(client, peer)
+    outcome: dict[str, object] = {}
+
+    async def reader() -> None:
+        with pytest.raises(BackendClosed) as info:
+            await client.receive_message()
+        outcome["reader"] = info.value.code
+
+    async def closer() -> None:
+        await client.start_close(1000)  # documented never to raise
+        outcome["closer"] = "sent"
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(client.send, "x" * 200_000, finished=False))
+            await trio.testing.wait_all_tasks_blocked()  # the fragment holds the lock, unread
+            nursery.start_soon(closer)
+            await trio.testing.wait_all_tasks_blocked()
+            # The backend's own close arrives (written beside the reads below) ...
+            close = peer.ws.send(wse.CloseConnection(1001, "going"))
+            nursery.start_soon(peer.stream.send_all, close)
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            # ... and the backend reads again, so the fragment and what follows get written.
+            nursery.start_soon(peer.read_until, lambda: False)
+            while len(outcome) < 2:
+                await trio.testing.wait_all_tasks_blocked()
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert outcome == {"reader": 1001, "closer": "sent"}
+    # Both closes crossed: ours went out after the backend's arrived, and no answer followed it.
+    assert [c.code for c in peer.closes] == [1000]
+    await client.aclose()
+
+
+async def test_a_shutdown_while_an_upload_is_stuck_is_bounded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The backend stopped reading in the middle of a large message; the server shuts down:
+    both closes wait behind that write, and the relay still ends within CLOSE_TIMEOUT."""
+    async with trio.open_nursery() as nursery:
+        ours, theirs = trio.testing.lockstep_stream_pair()
+        client = BackendWebSocket(ours, max_message_size=64 * MiB)
+        peer = Peer(theirs)
+        await handshake(client, peer)  # after this the backend never reads again
+        sock = FakeSocket()
+        await sock.inbox.send("x" * 300_000)
+        shutdown = trio.Event()
+        started = trio.current_time()
+        nursery.start_soon(_set_later, shutdown)
+        await _pump_both(sock, client, shutdown, RelayResult())
+        assert trio.current_time() - started == pytest.approx(0.1 + CLOSE_TIMEOUT)
+        assert sock.closed == (1001, "server shutting down")
+        await client.aclose()
+
+
+async def _set_later(event: trio.Event) -> None:
+    await trio.sleep(0.1)
+    event.set()

@@ -126,7 +126,8 @@ class BackendResponse:
         self.reason: str = response.reason.decode("latin-1")
         self.headers: Headers = list(response.headers.raw_items())
         # h11 validated the framing headers; a body it frames by Content-Length has this many
-        # bytes (chunked, or no body at all, as for HEAD or 304: None).
+        # bytes (chunked: None). A response without a body (to HEAD, a 304) may still name a
+        # length here: harmless, h11 ends it before any read.
         self._content_length: int | None = None
         if conn.h11.their_state is h11.SEND_BODY:
             lengths = [v for n, v in self.headers if n.lower() == b"content-length"]

@@ -174,8 +174,8 @@ async def _pump_both(
                     part, more = await sock.receive_part()
                     await backend.send(part, finished=not more)
             except ClientDisconnected as exc:
+                wind_down()  # first: the close itself may wait for a write in progress
                 await backend.start_close(sendable_close_code(exc.code), exc.reason or None)
-                wind_down()
             except BackendClosed:
                 pass  # the backend pump passes the backend's close on
 
@@ -188,8 +188,8 @@ async def _pump_both(
             except BackendClosed as exc:
                 await sock.close(sendable_close_code(exc.code), exc.reason)
             except ClientDisconnected:
-                await backend.start_close()
                 wind_down()
+                await backend.start_close()
                 with contextlib.suppress(BackendClosed):
                     while True:  # drops what still comes, until the backend answers our close
                         await backend.receive_message()
@@ -198,9 +198,9 @@ async def _pump_both(
         async def going_away() -> None:
             assert shutdown is not None
             await shutdown.wait()
+            wind_down()  # bounds both closes: the client may not read, the backend may not either
             await sock.close(GOING_AWAY, "server shutting down")
             await backend.start_close(GOING_AWAY, "proxy shutting down")
-            wind_down()
 
         nursery.start_soon(client_to_backend)
         nursery.start_soon(backend_to_client)

@@ -74,6 +74,11 @@ class BackendWebSocket:
         self._events: deque[Event] = deque()
         #: Set once the connection is over; every later call raises it again.
         self._closed: BackendClosed | None = None
+        #: Our close frame went out: what the backend still sends before its answer is dropped.
+        self._close_sent = False
+        #: The message being gathered, kept here so that a cancelled receive loses nothing.
+        self._parts: list[str | bytes | bytearray] = []
+        self._size = 0
         self.subprotocol: str | None = None
 
     # -- handshake ---------------------------------------------------------------------------
@@ -116,9 +121,10 @@ class BackendWebSocket:
     # -- messages ----------------------------------------------------------------------------
 
     async def send(self, message: str | bytes, finished: bool = True) -> None:
-        """Send a message, or a part of one (``finished=False``: more parts follow)."""
-        if self._ws.state is not ConnectionState.OPEN:
-            raise self._closed or BackendClosed(ABNORMAL_CLOSURE, "closing")
+        """Send a message, or a part of one (``finished=False``: more parts follow).
+
+        Raises ``BackendClosed`` once the connection is closing or closed.
+        """
         if isinstance(message, str):
             await self._send_event(TextMessage(data=message, message_finished=finished))
         else:
@@ -132,29 +138,30 @@ class BackendWebSocket:
         past ``max_message_size`` (1009, after our close). Once we sent our own close, messages
         still on their way are dropped: this waits for the backend's answer.
         """
-        parts: list[str | bytes | bytearray] = []
-        size = 0
         while True:
             while self._events:
                 event = self._events.popleft()
                 kind = type(event)
                 if kind is TextMessage or kind is BytesMessage:
                     assert isinstance(event, (TextMessage, BytesMessage))
-                    if self._ws.state is not ConnectionState.OPEN:
+                    # Not wsproto's state: it is already past a Close further on in the same
+                    # read, and the messages before that Close are still the backend's to say.
+                    if self._close_sent:
                         continue
-                    size += len(event.data)
-                    if size > self._max_message_size:
+                    self._size += len(event.data)
+                    if self._size > self._max_message_size:
                         reason = f"message over {self._max_message_size} bytes"
                         await self.start_close(MESSAGE_TOO_BIG, reason)
                         self._closed = BackendClosed(MESSAGE_TOO_BIG, reason)
                         raise self._closed
-                    parts.append(event.data)
+                    self._parts.append(event.data)
                     if event.message_finished:
-                        return _joined(parts)
+                        message = _joined(self._parts)
+                        self._parts, self._size = [], 0
+                        return message
                 elif kind is Ping:
                     assert isinstance(event, Ping)
-                    if self._ws.state is ConnectionState.OPEN:
-                        await self._send_event(event.response())
+                    await self._send_event(event.response(), quiet=True)
                 elif kind is CloseConnection:
                     assert isinstance(event, CloseConnection)
                     await self._closed_by_backend(event)
@@ -170,27 +177,42 @@ class BackendWebSocket:
 
     async def _closed_by_backend(self, event: CloseConnection) -> None:
         # REMOTE_CLOSING: the backend began and waits for our answer. OPEN: wsproto refused a
-        # frame and reports the code to close with; we send the close. LOCAL_CLOSING becomes
-        # CLOSED by this event (our close was answered); CLOSED: the stream ended.
-        if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            await self._send_event(event.response(), quiet=True)
+        # frame and reports the code to close with; we send the close. LOCAL_CLOSING became
+        # CLOSED by this event (our close was answered), CLOSED also when the stream ended: then
+        # there is nothing to send, and _send_event sends nothing.
+        await self._send_event(event.response(), quiet=True)
         code = event.code if event.code is not None else ABNORMAL_CLOSURE
         self._closed = BackendClosed(int(code), event.reason or "")
 
     async def start_close(self, code: int = 1000, reason: str | None = None) -> None:
         """Send our close frame, if the connection is still open; ``receive_message`` reads the
         answer. Never raises: a connection that broke has nothing left to close politely."""
-        if self._ws.state is ConnectionState.OPEN and self._closed is None:
-            await self._send_event(CloseConnection(code=code, reason=reason), quiet=True)
+        await self._send_event(CloseConnection(code=code, reason=reason), quiet=True)
 
     async def aclose(self) -> None:
-        """Close the stream (shielded: a cancelled relay must still free its socket)."""
-        if self._closed is None:
-            self._closed = BackendClosed(ABNORMAL_CLOSURE, "closed by the proxy")
+        """Close the stream (shielded: a cancelled relay must still free its socket).
+
+        A connection nobody closed politely (the relay was cancelled) gets a going-away close
+        frame first if the socket is free at once; its answer is not awaited.
+        """
         with trio.CancelScope(shield=True):
+            if self._closed is None and not self._send_lock.locked():
+                with trio.move_on_after(1):
+                    await self.start_close(1001, "proxy closing")
+            if self._closed is None:
+                self._closed = BackendClosed(ABNORMAL_CLOSURE, "closed by the proxy")
             await trio.aclose_forcefully(self._stream)
 
+    def _may_send(self, event: Event) -> bool:
+        state = self._ws.state
+        if isinstance(event, CloseConnection):
+            return state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING)
+        return state is ConnectionState.OPEN
+
     async def _send_event(self, event: Event, *, quiet: bool = False) -> None:
+        """Frame and write ``event``. ``quiet``: a pong or close that can no longer be sent
+        (the connection closed or began closing meanwhile) is dropped; a failed write is only
+        recorded. Otherwise raises ``BackendClosed``."""
         # The lock is taken before wsproto builds the frame: frames reach the wire in the order
         # they were built (fragments of one message stay in order, a pong goes between them).
         try:
@@ -198,21 +220,25 @@ class BackendWebSocket:
         except trio.WouldBlock:
             await self._send_lock.acquire()
         try:
-            if self._closed is not None:
+            # Judged with the lock held: another task's close may have gone out while we waited.
+            if self._closed is not None or not self._may_send(event):
                 if quiet:
                     return
-                raise self._closed
+                raise self._closed or BackendClosed(ABNORMAL_CLOSURE, "closing")
             data = self._ws.send(event)
-            await self._stream.send_all(data)
-        except _STREAM_ERRORS as exc:
-            self._closed = BackendClosed(ABNORMAL_CLOSURE, "backend connection lost")
-            if not quiet:
-                raise self._closed from exc
-        except BaseException:
-            # Cancelled in the middle of a frame: what is on the wire is unknown, so the
-            # connection cannot carry another frame.
-            self._closed = BackendClosed(ABNORMAL_CLOSURE, "a frame was cut short")
-            raise
+            if isinstance(event, CloseConnection):
+                self._close_sent = True
+            try:
+                await self._stream.send_all(data)
+            except _STREAM_ERRORS as exc:
+                self._closed = BackendClosed(ABNORMAL_CLOSURE, "backend connection lost")
+                if not quiet:
+                    raise self._closed from exc
+            except BaseException:
+                # Cancelled in the middle of a frame: what is on the wire is unknown, so the
+                # connection cannot carry another frame.
+                self._closed = BackendClosed(ABNORMAL_CLOSURE, "a frame was cut short")
+                raise
         finally:
             self._send_lock.release()
 
