@@ -73,9 +73,9 @@ async def app(scope: Message, receive: Receive, send: Send) -> None:
     if scope["type"] == "http":
         await _http(receive, send)
     elif scope["type"] == "websocket" and scope["path"] == TUNNEL_PATH:
-        await _tunnel(receive, send)
+        await _websocket(receive, send, _tunnel_answer)
     elif scope["type"] == "websocket":
-        await _websocket(receive, send)
+        await _websocket(receive, send, _echo)
     elif scope["type"] == "lifespan":
         await _lifespan(receive, send)
 
@@ -92,35 +92,31 @@ async def _http(receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": STATUS_BODY})
 
 
-async def _websocket(receive: Receive, send: Send) -> None:
+async def _websocket(receive: Receive, send: Send, answer: Callable[[Message], Message]) -> None:
+    """Accept, then send ``answer(message)`` for every message received, until disconnected."""
     while True:
         message = await receive()
         kind = message["type"]
         if kind == "websocket.connect":
             await send({"type": "websocket.accept"})
         elif kind == "websocket.receive":
-            # ASGI sets one of the two; the other is absent or None.
-            if message.get("text") is not None:
-                await send({"type": "websocket.send", "text": message["text"]})
-            else:
-                await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+            await send(answer(message))
         elif kind == "websocket.disconnect":
             return
 
 
-async def _tunnel(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        kind = message["type"]
-        if kind == "websocket.connect":
-            await send({"type": "websocket.accept"})
-        elif kind == "websocket.receive":
-            # Parsed as a proxy must, to find the message_id (echoed with its JSON type).
-            request = json.loads(message.get("text") or message.get("bytes") or b"")
-            frame = '{"message_id":' + json.dumps(request["message_id"]) + "," + TUNNEL_FRAME_REST
-            await send({"type": "websocket.send", "text": frame})
-        elif kind == "websocket.disconnect":
-            return
+def _echo(message: Message) -> Message:
+    # ASGI sets one of the two; the other is absent or None.
+    if message.get("text") is not None:
+        return {"type": "websocket.send", "text": message["text"]}
+    return {"type": "websocket.send", "bytes": message.get("bytes") or b""}
+
+
+def _tunnel_answer(message: Message) -> Message:
+    # Parsed as a proxy must, to find the message_id (echoed with its JSON type).
+    request = json.loads(message.get("text") or message.get("bytes") or b"")
+    frame = '{"message_id":' + json.dumps(request["message_id"]) + "," + TUNNEL_FRAME_REST
+    return {"type": "websocket.send", "text": frame}
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
