@@ -163,7 +163,7 @@ async def test_the_end_of_the_stream_is_an_abnormal_closure() -> None:
         await peer.stream.aclose()
         with pytest.raises(BackendClosed) as info:
             await client.receive_message()
-        assert info.value.code == 1006
+        assert (info.value.code, info.value.reason) == (1006, "backend connection lost")
 
 
 async def test_invalid_utf8_from_the_backend_closes_with_1007() -> None:
@@ -209,6 +209,7 @@ async def test_after_our_close_only_the_answer_is_awaited() -> None:
     [
         (b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n", HandshakeRejected),
         (b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n", HandshakeFailed),
+        (b"\x00\x01 not HTTP\r\n\r\n", HandshakeFailed),
         (b"", HandshakeFailed),
     ],
 )

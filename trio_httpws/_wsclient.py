@@ -181,8 +181,10 @@ class BackendWebSocket:
         # CLOSED by this event (our close was answered), CLOSED also when the stream ended: then
         # there is nothing to send, and _send_event sends nothing.
         await self._send_event(event.response(), quiet=True)
-        code = event.code if event.code is not None else ABNORMAL_CLOSURE
-        self._closed = BackendClosed(int(code), event.reason or "")
+        code = int(event.code) if event.code is not None else ABNORMAL_CLOSURE
+        # The end of the stream comes with no reason: say what happened.
+        reason = event.reason or ("backend connection lost" if code == ABNORMAL_CLOSURE else "")
+        self._closed = BackendClosed(code, reason)
 
     async def start_close(self, code: int = 1000, reason: str | None = None) -> None:
         """Send our close frame, if the connection is still open; ``receive_message`` reads the
