@@ -129,6 +129,8 @@ class BackendResponse:
         # bytes (chunked: None). A response without a body (to HEAD, a 304) may still name a
         # length here: harmless, h11 ends it before any read.
         self._content_length: int | None = None
+        #: Body bytes h11 handed over so far (on the response, not per iteration of it).
+        self._body_seen = 0
         if conn.h11.their_state is h11.SEND_BODY:
             lengths = [v for n, v in self.headers if n.lower() == b"content-length"]
             chunked = any(n.lower() == b"transfer-encoding" for n, _ in self.headers)
@@ -150,12 +152,11 @@ class BackendResponse:
         """
         conn = self._conn
         parts: list[bytes] = []
-        seen = 0
         while True:
             event = self._pool._next_buffered_event(conn)
             if type(event) is h11.Data:
                 data = bytes(event.data)
-                seen += len(data)
+                self._body_seen += len(data)
                 parts.append(data)
                 continue
             if parts and (event is h11.NEED_DATA or type(event) is h11.EndOfMessage):
@@ -165,7 +166,7 @@ class BackendResponse:
             if type(event) is h11.EndOfMessage:
                 return
             if event is h11.NEED_DATA:
-                left = self._raw_body_left(seen)
+                left = self._raw_body_left()
                 if left is not None and left > RAW_BODY_MIN:
                     while left > 0:
                         raw = await self._pool._receive(conn, min(read_size, left))
@@ -181,11 +182,11 @@ class BackendResponse:
                 continue
             raise BackendError(f"backend sent an unexpected {type(event).__name__} in a body")
 
-    def _raw_body_left(self, seen: int) -> int | None:
+    def _raw_body_left(self) -> int | None:
         """Body bytes still to come when h11 frames the body by Content-Length, else None."""
         if self._content_length is None:
             return None
-        return self._content_length - seen
+        return self._content_length - self._body_seen
 
     async def iter_pieces(self, limit: int) -> AsyncGenerator[bytes, None]:
         """Yield the body in pieces of the backend's making, none over ``limit`` bytes.
