@@ -125,17 +125,17 @@ class BackendResponse:
         self.status: int = response.status_code
         self.reason: str = response.reason.decode("latin-1")
         self.headers: Headers = list(response.headers.raw_items())
-        # h11 validated the framing headers; a body it frames by Content-Length has this many
-        # bytes (chunked: None). A response without a body (to HEAD, a 304) may still name a
-        # length here: harmless, h11 ends it before any read.
-        self._content_length: int | None = None
+        #: The body's length when h11 frames it by Content-Length (it validated the header);
+        #: None for a chunked body. A response without a body (to HEAD, a 304) may still name a
+        #: length here: h11 ends that body before any read.
+        self.content_length: int | None = None
         #: Body bytes h11 handed over so far (on the response, not per iteration of it).
         self._body_seen = 0
         if conn.h11.their_state is h11.SEND_BODY:
             lengths = [v for n, v in self.headers if n.lower() == b"content-length"]
             chunked = any(n.lower() == b"transfer-encoding" for n, _ in self.headers)
             if lengths and not chunked:
-                self._content_length = int(lengths[0])
+                self.content_length = int(lengths[0])
 
     async def iter_chunks(self, read_size: int = READ_SIZE) -> AsyncGenerator[bytes, None]:
         """Yield the body as it arrives: each chunk is all the body bytes one read produced.
@@ -184,9 +184,9 @@ class BackendResponse:
 
     def _raw_body_left(self) -> int | None:
         """Body bytes still to come when h11 frames the body by Content-Length, else None."""
-        if self._content_length is None:
+        if self.content_length is None:
             return None
-        return self._content_length - self._body_seen
+        return self.content_length - self._body_seen
 
     async def iter_pieces(self, limit: int) -> AsyncGenerator[bytes, None]:
         """Yield the body in pieces of the backend's making, none over ``limit`` bytes.

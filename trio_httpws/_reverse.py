@@ -192,7 +192,7 @@ async def _exchange(
     try:
         async with proxy.pool.request(exchange.method, exchange.target, forward, body) as resp:
             await exchange.start(resp.status, _response_headers(resp.headers))
-            length = _content_length(resp.headers)
+            length = resp.content_length
             try:
                 async for chunk in resp.iter_chunks(REVERSE_READ_SIZE):
                     if length is not None and exchange.sent + len(chunk) >= length:
@@ -234,12 +234,13 @@ def _framing_problem(target: str, headers: list[tuple[bytes, bytes]]) -> str | N
 
 
 def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    return [(n, v) for n, v in strip_hop_by_hop(headers) if n.lower() not in _SERVER_WRITTEN]
-
-
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    value = first_header(headers, b"content-length")
-    return int(value) if value is not None and value.isdigit() else None
+    dropped = _SERVER_WRITTEN
+    if any(n.lower() == b"transfer-encoding" for n, _ in headers):
+        # The body was framed by its Transfer-Encoding, not by a Content-Length beside it, and
+        # the server in front of us frames it anew: a proxy must not pass such a Content-Length
+        # on (RFC 9112 6.3), or the client would read a body of the wrong length.
+        dropped = _SERVER_WRITTEN | {b"content-length"}
+    return [(n, v) for n, v in strip_hop_by_hop(headers) if n.lower() not in dropped]
 
 
 def _target(scope: Scope) -> str:
