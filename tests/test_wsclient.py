@@ -166,16 +166,21 @@ async def test_the_end_of_the_stream_is_an_abnormal_closure() -> None:
         assert (info.value.code, info.value.reason) == (1006, "backend connection lost")
 
 
+async def closes_both_ways(client: BackendWebSocket, peer: Peer, code: int) -> None:
+    """The next receive reports ``code``, and our close frame with ``code`` reached the peer."""
+    with pytest.raises(BackendClosed) as info:
+        await client.receive_message()
+    assert info.value.code == code
+    await peer.read_until(lambda: bool(peer.closes))
+    assert peer.closes[0].code == code
+
+
 async def test_invalid_utf8_from_the_backend_closes_with_1007() -> None:
     async with pair() as (client, peer):
         await handshake(client, peer)
         # A text frame (FIN, opcode 1) of 2 bytes that are not UTF-8, unmasked as a server sends.
         await peer.stream.send_all(b"\x81\x02\xff\xfe")
-        with pytest.raises(BackendClosed) as info:
-            await client.receive_message()
-        assert info.value.code == 1007
-        await peer.read_until(lambda: bool(peer.closes))
-    assert peer.closes[0].code == 1007
+        await closes_both_ways(client, peer, 1007)
 
 
 async def test_a_message_over_the_limit_is_closed_with_1009() -> None:
@@ -183,11 +188,7 @@ async def test_a_message_over_the_limit_is_closed_with_1009() -> None:
         await handshake(client, peer)
         await peer.send(wse.TextMessage(data="x" * 600, message_finished=False))
         await peer.send(wse.TextMessage(data="x" * 600))
-        with pytest.raises(BackendClosed) as info:
-            await client.receive_message()
-        assert info.value.code == 1009
-        await peer.read_until(lambda: bool(peer.closes))
-    assert peer.closes[0].code == 1009
+        await closes_both_ways(client, peer, 1009)
 
 
 async def test_after_our_close_only_the_answer_is_awaited() -> None:
