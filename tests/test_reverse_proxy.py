@@ -179,8 +179,8 @@ async def test_bodies_without_a_content_length_end_with_an_empty_event(
 
 async def test_a_chunked_body_that_also_names_a_content_length_arrives_whole() -> None:
     """A backend sending both framings: h11 reads the chunks (Transfer-Encoding wins), and the
-    Content-Length beside it is not passed on. Holding back the chunk that seemed to complete
-    that length used to drop a chunk, under a header that made the short body look whole."""
+    Content-Length beside it is neither believed nor passed on. It used to be both, and the
+    client got no complete response (an ASGI error in hypercorn)."""
 
     async def backend(stream: trio.SocketStream) -> None:
         async with stream:
