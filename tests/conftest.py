@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -211,6 +212,8 @@ class Jupyter:
     url: str
     token: str
     port: int
+    #: Jupyter's own log (its stderr), for a test to show when a kernel misbehaves.
+    log: Path
 
 
 @contextmanager
@@ -218,14 +221,18 @@ def jupyter_server(*extra_args: str) -> Iterator[Jupyter]:
     """Run a real jupyter_server + ipykernel on 127.0.0.1 (``extra_args`` appended); stop it."""
     port = free_port()
     token = "test-token-" + os.urandom(8).hex()
-    with tempfile.TemporaryDirectory() as root:
-        process = subprocess.Popen(
-            [*jupyter_command(port, token, root), *extra_args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+    with tempfile.TemporaryDirectory() as root, tempfile.TemporaryDirectory() as logs:
+        # A file, not a pipe: the session-wide server logs for the whole run, and a pipe nobody
+        # reads would block it once full.
+        log = Path(logs) / "jupyter.log"
+        with log.open("wb") as stderr:
+            process = subprocess.Popen(
+                [*jupyter_command(port, token, root), *extra_args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
         try:
             deadline = time.monotonic() + 60
             while True:
@@ -236,10 +243,9 @@ def jupyter_server(*extra_args: str) -> Iterator[Jupyter]:
                 except OSError:
                     pass
                 if process.poll() is not None or time.monotonic() > deadline:
-                    _, err = process.communicate(timeout=5)
-                    pytest.fail(f"Jupyter Server did not start: {err.decode()[-2000:]}")
+                    pytest.fail(f"Jupyter Server did not start: {log.read_text()[-2000:]}")
                 time.sleep(0.1)
-            yield Jupyter(f"http://127.0.0.1:{port}", token, port)
+            yield Jupyter(f"http://127.0.0.1:{port}", token, port, log)
         finally:
             process.terminate()
             try:
@@ -247,8 +253,6 @@ def jupyter_server(*extra_args: str) -> Iterator[Jupyter]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-            if process.stderr is not None:
-                process.stderr.close()
 
 
 @pytest.fixture(scope="session")

@@ -621,7 +621,18 @@ async def running_cli(
             token = printed.group(1)
         else:
             token = jupyter.token
-        yield Runtime(f"http://localhost:{port}", token, backend, log_path, root_dir)
+        try:
+            yield Runtime(f"http://localhost:{port}", token, backend, log_path, root_dir)
+        except BaseException:
+            # What the proxy and Jupyter saw, for a failure that shows only in the browser (pytest
+            # prints a failed test's captured output).
+            for name, path in (
+                ("trio-httpws", log_path),
+                ("Jupyter", jupyter.log if jupyter else None),
+            ):
+                if path and path.exists():
+                    print(f"--- the end of {name}'s log ---\n{path.read_text()[-6000:]}")
+            raise
     finally:
         await stop(process)
 
