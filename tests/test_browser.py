@@ -223,6 +223,9 @@ async def launch_chromium(executable: str, *extra_flags: str) -> AsyncIterator[B
                 stdout=log_file,
                 stderr=log_file,
                 start_new_session=True,
+                # Its singleton socket directory goes in TMPDIR, and stays there when Chromium is
+                # stopped by a signal: in the profile, it goes with it.
+                env={**os.environ, "TMPDIR": profile},
             )
         try:
             # Chromium writes its DevTools port and path here once it listens.
