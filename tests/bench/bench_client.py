@@ -1,8 +1,8 @@
 """The benchmark's clients, written here so the measurement depends on nothing under test.
 
 - :class:`HttpOverWs`: the HTTP-over-WebSocket protocol as a browser front end speaks it, on a
-  trio-websocket connection: one JSON message per request, frames routed by ``message_id``,
-  any number of requests in flight on one socket.
+  wsproto socket of its own (:class:`_LeanWs`): one JSON message per request, frames routed by
+  ``message_id``, any number of requests in flight on one socket.
 - :class:`RawHttp`: the "direct" baseline, plain HTTP/1.1 over one keep-alive trio socket with
   pipelining (several requests written before their responses are read, answered in order), so
   "N in flight on one socket" means the same thing for the backend as for the proxies.
@@ -18,6 +18,7 @@ import dataclasses
 import itertools
 import json
 from collections.abc import AsyncIterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
@@ -25,7 +26,19 @@ from urllib.parse import quote, urlsplit
 import trio
 import trio_websocket
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
 from wsproto.extensions import PerMessageDeflate
+from wsproto.utilities import LocalProtocolError
 
 #: Read size of the WebSocket clients (trio-websocket's default of 4 KiB would make the client
 #: the bottleneck of a download).
@@ -115,10 +128,107 @@ def protocol_url(http_base: str, endpoint: str, token: str, *, min_version: bool
     return f"ws://{parts.netloc}{endpoint}{sep}{query}"
 
 
+class _LeanWs:
+    """A client WebSocket for one reading task: wsproto straight on a trio socket.
+
+    As lean as :class:`RawHttp` is for plain HTTP: the client shares the machine's cores with
+    the server it measures, so every task hop it saves is CPU the server gets. (trio-websocket
+    adds a reader task and a message queue: two hops per message before ours.)
+    """
+
+    def __init__(self, stream: trio.SocketStream, ws: WSConnection, early: list[Event]) -> None:
+        self._stream = stream
+        self._ws = ws
+        self._early = early
+        self._send_lock = trio.Lock()
+
+    @classmethod
+    async def connect(cls, url: str, headers: Headers, *, deflate: bool) -> _LeanWs:
+        parts = urlsplit(url)
+        if not parts.hostname or not parts.port:
+            raise BenchFailure(f"not a ws://host:port URL: {url}")
+        try:
+            stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+        except OSError as exc:
+            raise BenchFailure(f"connect failed: {exc}") from exc
+        ws = WSConnection(ConnectionType.CLIENT)
+        request = Request(
+            host=parts.netloc,
+            target=parts.path + (f"?{parts.query}" if parts.query else ""),
+            extra_headers=[(k.encode(), v.encode()) for k, v in headers],
+            extensions=[PerMessageDeflate()] if deflate else [],
+        )
+        try:
+            await stream.send_all(ws.send(request))
+            while True:
+                data = await stream.receive_some(RECEIVE_BUFFER)
+                if not data:
+                    raise BenchFailure("WebSocket upgrade failed: connection closed")
+                ws.receive_data(data)
+                events = list(ws.events())
+                for i, event in enumerate(events):
+                    if isinstance(event, AcceptConnection):
+                        return cls(stream, ws, events[i + 1 :])
+                    if isinstance(event, RejectConnection):
+                        raise BenchFailure(f"WebSocket upgrade failed: HTTP {event.status_code}")
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+
+    async def send(self, message: str) -> None:
+        await self._write(TextMessage(data=message))
+
+    async def _write(self, event: Event) -> None:
+        async with self._send_lock:
+            try:
+                await self._stream.send_all(self._ws.send(event))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, LocalProtocolError) as exc:
+                raise BenchFailure(f"socket closed: {exc!r}") from exc
+
+    async def messages(self) -> AsyncIterator[str]:
+        """Whole text messages until the server closes (then BenchFailure with its code)."""
+        parts: list[str] = []
+        size = 0
+        events: list[Event] = self._early
+        while True:
+            for event in events:
+                if isinstance(event, TextMessage):
+                    parts.append(event.data)
+                    size += len(event.data)
+                    if size > MAX_MESSAGE:
+                        raise BenchFailure(f"a message over {MAX_MESSAGE} characters")
+                    if event.message_finished:
+                        message = parts[0] if len(parts) == 1 else "".join(parts)
+                        parts, size = [], 0
+                        yield message
+                elif isinstance(event, Ping):
+                    await self._write(event.response())
+                elif isinstance(event, CloseConnection):
+                    if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                        with suppress(BenchFailure):
+                            await self._write(event.response())
+                    raise BenchFailure(f"socket closed: {event.code} {event.reason}".rstrip())
+                elif isinstance(event, BytesMessage):
+                    raise BenchFailure("a binary message on the tunnel")
+            try:
+                data = await self._stream.receive_some(RECEIVE_BUFFER)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise BenchFailure(f"socket closed: {exc!r}") from exc
+            self._ws.receive_data(data or None)  # b"": the end of the stream (1006)
+            events = list(self._ws.events())
+
+    async def aclose(self) -> None:
+        with trio.move_on_after(2):
+            if self._ws.state is ConnectionState.OPEN:
+                with suppress(BenchFailure):
+                    await self._write(CloseConnection(code=1000))
+        await trio.aclose_forcefully(self._stream)
+
+
 class HttpOverWs:
     """One ``/http_over_websocket`` socket; ``request``/``stream`` may run concurrently."""
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+    def __init__(self, ws: _LeanWs) -> None:
         self._ws = ws
         self._ids = itertools.count(1)
         self._waiting: dict[str, trio.MemorySendChannel[dict[str, Any]]] = {}
@@ -130,18 +240,15 @@ class HttpOverWs:
         cls, nursery: trio.Nursery, http_base: str, token: str, *, deflate: bool = False
     ) -> HttpOverWs:
         url = protocol_url(http_base, "/http_over_websocket", token)
-        try:
-            ws = await open_ws(nursery, url, [("Origin", BROWSER_ORIGIN)], deflate=deflate)
-        except (OSError, trio_websocket.HandshakeError) as exc:
-            raise BenchFailure(f"WebSocket upgrade failed: {exc}") from exc
+        ws = await _LeanWs.connect(url, [("Origin", BROWSER_ORIGIN)], deflate=deflate)
         self = cls(ws)
         nursery.start_soon(self._read_frames)
         return self
 
     async def _read_frames(self) -> None:
+        # The only reader: a frame goes from the socket to its request's task in one hop.
         try:
-            while True:
-                message = await self._ws.get_message()
+            async for message in self._ws.messages():
                 if len(message) > self.max_frame:
                     self.max_frame = len(message)
                 frame = json.loads(message)
@@ -151,8 +258,8 @@ class HttpOverWs:
                 await channel.send(frame)
                 if frame.get("done"):
                     channel.close()
-        except trio_websocket.ConnectionClosed as exc:
-            self._broken = f"socket closed: {exc.reason}"
+        except BenchFailure as exc:
+            self._broken = str(exc)
         finally:
             for channel in self._waiting.values():
                 channel.close()
@@ -171,10 +278,7 @@ class HttpOverWs:
         elif body is not None:
             # Text bodies: the original decodes body_base64 as UTF-8, so the bench sends text.
             message["body"] = body.decode()
-        try:
-            await self._ws.send_message(json.dumps(message))
-        except trio_websocket.ConnectionClosed as exc:
-            raise BenchFailure(f"socket closed: {exc.reason}") from exc
+        await self._ws.send(json.dumps(message))
         return mid, receive
 
     async def _frames(
@@ -228,8 +332,7 @@ class HttpOverWs:
             n += 1
 
     async def aclose(self) -> None:
-        with trio.move_on_after(2):
-            await self._ws.aclose()
+        await self._ws.aclose()
 
 
 # -- plain HTTP/1.1 ----------------------------------------------------------------------------
