@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 import trio
 import trio_websocket
@@ -128,6 +128,17 @@ def protocol_url(http_base: str, endpoint: str, token: str, *, min_version: bool
     return f"ws://{parts.netloc}{endpoint}{sep}{query}"
 
 
+async def _open_tcp(url: str) -> tuple[SplitResult, trio.SocketStream]:
+    """A TCP connection to the host and port of ``url`` (which must name both)."""
+    parts = urlsplit(url)
+    if not parts.hostname or not parts.port:
+        raise BenchFailure(f"not a scheme://host:port URL: {url}")
+    try:
+        return parts, await trio.open_tcp_stream(parts.hostname, parts.port)
+    except OSError as exc:
+        raise BenchFailure(f"connect failed: {exc}") from exc
+
+
 class _LeanWs:
     """A client WebSocket for one reading task: wsproto straight on a trio socket.
 
@@ -144,13 +155,7 @@ class _LeanWs:
 
     @classmethod
     async def connect(cls, url: str, headers: Headers, *, deflate: bool) -> _LeanWs:
-        parts = urlsplit(url)
-        if not parts.hostname or not parts.port:
-            raise BenchFailure(f"not a ws://host:port URL: {url}")
-        try:
-            stream = await trio.open_tcp_stream(parts.hostname, parts.port)
-        except OSError as exc:
-            raise BenchFailure(f"connect failed: {exc}") from exc
+        parts, stream = await _open_tcp(url)
         ws = WSConnection(ConnectionType.CLIENT)
         request = Request(
             host=parts.netloc,
@@ -361,13 +366,7 @@ class RawHttp:
 
     @classmethod
     async def connect(cls, http_base: str, cookie: str) -> RawHttp:
-        parts = urlsplit(http_base)
-        if not parts.hostname or not parts.port:
-            raise BenchFailure(f"not an http://host:port URL: {http_base}")
-        try:
-            stream = await trio.open_tcp_stream(parts.hostname, parts.port)
-        except OSError as exc:
-            raise BenchFailure(f"connect failed: {exc}") from exc
+        parts, stream = await _open_tcp(http_base)
         return cls(stream, parts.netloc, cookie)
 
     def _encode(self, method: str, path: str, body: bytes | None) -> bytes:
