@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_httpws._backend import BackendPool
+from trio_httpws._backend import RAW_BODY_MIN, BackendPool
 from trio_httpws._config import BackendURL
 from trio_httpws._errors import BackendError
 
@@ -179,3 +179,64 @@ async def test_discard_leaves_a_big_body_and_drops_the_connection() -> None:
             assert await resp.read() == b"x" * 500_000
         assert pool.opened == 2
         await pool.aclose()
+
+
+class TrickleStream(ScriptedStream):
+    """``wire`` in reads of random sizes (seeded), never more than the reader asks for."""
+
+    def __init__(self, wire: bytes, seed: int, stop_at: int | None = None) -> None:
+        super().__init__([])
+        self._wire = wire[:stop_at]
+        self._pos = 0
+        self._rng = random.Random(seed)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        size = self._rng.choice([1, 7, 1000, 65536, 200_000, self._rng.randint(1, 100_000)])
+        if max_bytes is not None:
+            size = min(size, max_bytes)
+        data = self._wire[self._pos : self._pos + size]
+        self._pos += len(data)
+        self.reads_done += 1
+        return data
+
+
+def _pool_on(stream: trio.abc.Stream) -> BackendPool:
+    async def opener(backend: BackendURL) -> trio.abc.Stream:
+        return stream
+
+    return BackendPool(BACKEND, opener=opener)
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_a_large_content_length_body_read_past_h11_keeps_its_pieces(seed: int) -> None:
+    # Past RAW_BODY_MIN the body is read from the stream itself: the pieces are the same as
+    # h11 would have made, whatever the reads, and the connection is not reused afterwards.
+    limit = 65536
+    body = random.Random(seed).randbytes(3 * RAW_BODY_MIN + 5)
+    pool = _pool_on(TrickleStream(with_length(body), seed))
+    async with pool.request("GET", "/", [(b"host", b"b")]) as resp:
+        pieces = [piece async for piece in resp.iter_pieces(limit)]
+    assert b"".join(pieces) == body
+    assert {len(p) for p in pieces[:-1]} == {limit}
+    assert len(pieces[-1]) == len(body) % limit
+    assert pool.idle_count == 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_a_large_body_that_breaks_off_past_h11_yields_what_arrived(seed: int) -> None:
+    body = b"z" * (3 * RAW_BODY_MIN)
+    wire = with_length(body)
+    sent = 2 * RAW_BODY_MIN + 12345
+    pool = _pool_on(TrickleStream(wire, seed, stop_at=len(wire) - len(body) + sent))
+    pieces: list[bytes] = []
+
+    async def read_all() -> None:
+        async with pool.request("GET", "/", [(b"host", b"b")]) as resp:
+            async for piece in resp.iter_pieces(65536):
+                pieces.append(piece)
+
+    with pytest.raises(BackendError, match="bytes before the end of the body"):
+        await read_all()
+    assert sum(map(len, pieces)) == sent
+    assert pool.idle_count == 0

@@ -169,12 +169,7 @@ class BackendResponse:
                 left = self._raw_body_left()
                 if left is not None and left > RAW_BODY_MIN:
                     while left > 0:
-                        raw = await self._pool._receive(conn, min(read_size, left))
-                        if not raw:
-                            raise BackendError(
-                                f"backend {self._pool.backend} closed the connection {left} "
-                                "bytes before the end of the body"
-                            )
+                        raw = await self._raw_read(read_size, left)
                         left -= len(raw)
                         yield bytes(raw)
                     return
@@ -188,6 +183,16 @@ class BackendResponse:
             return None
         return self.content_length - self._body_seen
 
+    async def _raw_read(self, max_bytes: int, left: int) -> bytes | bytearray:
+        """One read of a body past h11, ``left`` bytes before its end; never empty."""
+        raw = await self._pool._receive(self._conn, min(max_bytes, left))
+        if not raw:
+            raise BackendError(
+                f"backend {self._pool.backend} closed the connection {left} bytes before the "
+                "end of the body"
+            )
+        return raw
+
     async def iter_pieces(self, limit: int) -> AsyncGenerator[bytes, None]:
         """Yield the body in pieces of the backend's making, none over ``limit`` bytes.
 
@@ -197,7 +202,9 @@ class BackendResponse:
         Either way the pieces depend only on the bytes the backend sent, never on how the
         network cut them into reads, and a piece is yielded as soon as it is complete. If the
         body breaks off, the bytes that arrived are yielded before the ``BackendError``. Reads
-        are pulled by the consumer, as in ``iter_chunks``.
+        are pulled by the consumer, as in ``iter_chunks``, and a large Content-Length body is
+        read past h11 as there (each read asks for the rest of a piece, so a read that fills
+        it is yielded uncopied).
         """
         conn = self._conn
         held = bytearray()
@@ -206,6 +213,7 @@ class BackendResponse:
                 event = self._pool._next_buffered_event(conn)
                 if type(event) is h11.Data:
                     data = event.data
+                    self._body_seen += len(data)
                     if not held and (len(data) == limit or (event.chunk_end and len(data) < limit)):
                         yield bytes(data)  # a whole piece in one event: no copy into ``held``
                         continue
@@ -225,6 +233,24 @@ class BackendResponse:
                         yield bytes(held)
                     return
                 if event is h11.NEED_DATA:
+                    left = self._raw_body_left()
+                    if left is not None and left > RAW_BODY_MIN:
+                        while left > 0:
+                            raw = await self._raw_read(limit - len(held), left)
+                            left -= len(raw)
+                            if not held and len(raw) == limit:
+                                yield raw if type(raw) is bytes else bytes(raw)
+                                continue
+                            held += raw
+                            if len(held) == limit:
+                                piece = bytes(held)
+                                held.clear()
+                                yield piece
+                        if held:
+                            piece = bytes(held)
+                            held.clear()
+                            yield piece
+                        return
                     await self._pool._feed(conn)
                     continue
                 raise BackendError(f"backend sent an unexpected {type(event).__name__} in a body")
