@@ -283,14 +283,8 @@ def _expected(offset: int, length: int) -> bytes:
     )
 
 
-#: Downloads decode (and check byte for byte) every this many frames; the rest by length.
-DECODE_EVERY = 8
-
-
-def _check(offset: int, chunk: bytes | int) -> int:
-    """Checks a body slice at ``offset``; returns its length."""
-    if isinstance(chunk, int):
-        return chunk
+def _check(offset: int, chunk: bytes) -> int:
+    """Checks a body slice at ``offset``, byte for byte; returns its length."""
     if chunk != _expected(offset, len(chunk)):
         raise BenchFailure(f"wrong bytes in the body at offset {offset}")
     return len(chunk)
@@ -306,7 +300,7 @@ def download(size_of: Callable[[Settings], int], key: str, *, deflate: bool = Fa
                 api.max_frame = 0
                 received = 0
                 started = time.perf_counter()
-                body = api.stream(f"/bench/bytes?n={size}", DECODE_EVERY)
+                body = api.stream(f"/bench/bytes?n={size}")
                 while True:
                     with trio.fail_after(s.stall):
                         try:
@@ -342,7 +336,7 @@ async def paused_reader(t: Target, s: Settings, key: str = "s4_growth") -> dict[
             await _ok(api)
             await trio.sleep(0.5)
             baseline = t.rss()
-            body = api.stream(f"/bench/bytes?n={s.paused_download}", DECODE_EVERY)
+            body = api.stream(f"/bench/bytes?n={s.paused_download}")
             received = 0
             try:
                 with trio.fail_after(s.stall):

@@ -46,7 +46,6 @@ from bench_procs import (
     start_proxy,
 )
 from bench_scenarios import (
-    DECODE_EVERY,
     MB,
     MiB,
     Settings,
@@ -687,15 +686,14 @@ def notes_for(args: argparse.Namespace, s: Settings, elapsed: float) -> list[str
         "for latency and memory); > 1 means trio_httpws is better.",
         "trio_httpws and original are driven as a browser front end drives them: WebSocket "
         "with Origin https://colab.research.google.com, min_version=0.0.7 and "
-        "jupyter_http_over_ws_auth_url=<server's own token URL>; a minimal protocol client on "
-        "trio-websocket (tests/bench/bench_client.py).",
+        "jupyter_http_over_ws_auth_url=<server's own token URL>; a minimal protocol client, "
+        "wsproto on a trio socket (tests/bench/bench_client.py).",
         "direct: plain HTTP/1.1 on one keep-alive socket per client socket, with the login "
         "cookies the token URL sets (the same cookie + XSRF auth the proxies forward); N in "
         "flight on one socket = HTTP pipelining. Direct WebSocket echo: ws://backend/bench/ws-echo.",
         f"Throughput runs last {s.duration:g} s each after a warm-up; downloads time the body only "
-        "(the auth URL is fetched before); the client base64-decodes and checks byte for byte "
-        f"every {DECODE_EVERY}th frame and the last, the others by length (decoding costs the "
-        "client as much CPU as encoding costs the proxy, on the same 2 cores).",
+        "(the auth URL is fetched before); the client decodes every frame (pybase64) and checks "
+        "the body byte for byte.",
         "Original: its tornado HTTP client has a 100 MiB body limit; past it, it sends no frame "
         "at all (the client sees a hang, reported after 15 s without data). It relays binary "
         "backend WebSocket messages as text frames, which standard clients refuse.",
