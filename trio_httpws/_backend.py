@@ -203,8 +203,8 @@ class BackendResponse:
         network cut them into reads, and a piece is yielded as soon as it is complete. If the
         body breaks off, the bytes that arrived are yielded before the ``BackendError``. Reads
         are pulled by the consumer, as in ``iter_chunks``, and a large Content-Length body is
-        read past h11 as there (each read asks for the rest of a piece, so a read that fills
-        it is yielded uncopied).
+        read past h11 as there (each read asks for the rest of the current piece, so a read
+        that is a whole piece by itself goes on without a copy).
         """
         conn = self._conn
         held = bytearray()

@@ -219,8 +219,8 @@ class _Base64:
     def __init__(self) -> None:
         self._chunks: list[bytes] = []
         # Characters not decoded yet: the last whole group and what follows it, so that the end
-        # is decoded with what precedes it, as b64decode(validate=True) sees it: "QUJD==" is
-        # valid, "==" alone is not, and the padding rules differ between Python 3.10 and 3.11+.
+        # is decoded with what precedes it, as _b64decode sees the whole run ("QQ==" is valid,
+        # "QUJD==" and "==" alone are not): one judge for the end, whichever way it is cut.
         self._carry = ""
 
     @property
@@ -260,13 +260,13 @@ class _Base64:
 
 
 def _b64decode_stepped(text: str) -> bytes:
-    """``base64.b64decode(text, validate=True)`` a STEP at a time."""
+    """``_protocol._b64decode(text)`` a STEP at a time: the same bytes, the same refusals."""
     data_end = len(text.rstrip("="))
     body = _Base64()
     for start in range(0, data_end, STEP):
         if not body.take(text[start : min(start + STEP, data_end)]):
-            # Any character outside the alphabet before the final padding: b64decode refuses it
-            # on every Python version (a regex on 3.10, strict mode since 3.11).
+            # Any character outside the alphabet before the final padding: _b64decode refuses
+            # it too.
             raise binascii.Error("Non-base64 digit found")
     return body.end(text[data_end:])
 

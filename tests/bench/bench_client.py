@@ -38,7 +38,7 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import PerMessageDeflate
-from wsproto.utilities import LocalProtocolError
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 #: Read size of the WebSocket clients (trio-websocket's default of 4 KiB would make the client
 #: the bottleneck of a download).
@@ -176,6 +176,9 @@ class _LeanWs:
                         return cls(stream, ws, events[i + 1 :])
                     if isinstance(event, RejectConnection):
                         raise BenchFailure(f"WebSocket upgrade failed: HTTP {event.status_code}")
+        except (trio.BrokenResourceError, RemoteProtocolError) as exc:
+            await trio.aclose_forcefully(stream)
+            raise BenchFailure(f"WebSocket upgrade failed: {exc!r}") from exc
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
@@ -212,7 +215,7 @@ class _LeanWs:
                     if self._ws.state is ConnectionState.REMOTE_CLOSING:
                         with suppress(BenchFailure):
                             await self._write(event.response())
-                    raise BenchFailure(f"socket closed: {event.code} {event.reason}".rstrip())
+                    raise BenchFailure(f"socket closed: {event.code} {event.reason or ''}".rstrip())
                 elif isinstance(event, BytesMessage):
                     raise BenchFailure("a binary message on the tunnel")
             try:
@@ -238,6 +241,8 @@ class HttpOverWs:
         self._ids = itertools.count(1)
         self._waiting: dict[str, trio.MemorySendChannel[dict[str, Any]]] = {}
         self._broken: str | None = None
+        #: Set when the frame reader stopped (``_broken`` says why).
+        self._reader_done = trio.Event()
         self.max_frame = 0
 
     @classmethod
@@ -268,6 +273,7 @@ class HttpOverWs:
         finally:
             for channel in self._waiting.values():
                 channel.close()
+            self._reader_done.set()
 
     async def _send(
         self, method: str, path: str, body: bytes | None, as_base64: bool = False
@@ -283,7 +289,16 @@ class HttpOverWs:
         elif body is not None:
             # Text bodies: the original decodes body_base64 as UTF-8, so the bench sends text.
             message["body"] = body.decode()
-        await self._ws.send(json.dumps(message))
+        try:
+            await self._ws.send(json.dumps(message))
+        except BenchFailure:
+            # A server that refuses a message closes with a reason (1009 for one too large)
+            # and may reset the socket under the rest of it: say the reason if it arrives.
+            with trio.move_on_after(1):
+                await self._reader_done.wait()
+            if self._broken:
+                raise BenchFailure(self._broken) from None
+            raise
         return mid, receive
 
     async def _frames(
