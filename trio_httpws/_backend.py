@@ -238,18 +238,15 @@ class BackendResponse:
                         while left > 0:
                             raw = await self._raw_read(limit - len(held), left)
                             left -= len(raw)
-                            if not held and len(raw) == limit:
-                                yield raw if type(raw) is bytes else bytes(raw)
+                            # A piece is complete at ``limit`` bytes, or at the end of the body.
+                            if not held and (len(raw) == limit or not left):
+                                yield bytes(raw)  # no copy when the read gave bytes
                                 continue
                             held += raw
-                            if len(held) == limit:
+                            if len(held) == limit or not left:
                                 piece = bytes(held)
                                 held.clear()
                                 yield piece
-                        if held:
-                            piece = bytes(held)
-                            held.clear()
-                            yield piece
                         return
                     await self._pool._feed(conn)
                     continue

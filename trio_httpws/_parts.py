@@ -27,7 +27,7 @@ import json
 import re
 from enum import Enum, auto
 
-from ._protocol import ClientMessage, _b64decode, _parse_message, parse_client_message
+from ._protocol import ClientMessage, _b64decode, _parse_message, b64, parse_client_message
 
 # The opening of the body's value. The run of base64 after it is cut out only if the parse at the
 # end finds the placeholder exactly once, as the top-level body_base64: a nested or escaped key,
@@ -255,8 +255,7 @@ class _Base64:
 
     def text(self) -> list[str]:
         """The run as it came (whole groups of base64 re-encode to the same characters)."""
-        encoded = [binascii.b2a_base64(c, newline=False).decode("ascii") for c in self._chunks]
-        return [*encoded, self._carry]
+        return [*map(b64, self._chunks), self._carry]
 
 
 def _b64decode_stepped(text: str) -> bytes:
