@@ -201,14 +201,15 @@ def _completes(ours: Any, original: Any, direct: Any) -> bool | None:
 
 def rows(s: Settings) -> list[Row]:
     big, small, paused = s.big_download // MB, s.small_download // MB, s.paused_download // MB
-    small_target = ">= 8x original, >= 0.6x direct"
+    # Issue 3 asked 8x the original; issue 11 added 0.6x direct at 1 in flight, 0.9x at 16.
+    c1_target, c16_target = ">= 8x original, >= 0.6x direct", ">= 8x original, >= 0.9x direct"
     return [
         Row("s1_c1", "s1_c1_rps", "1. small requests", "1 in flight: req/s", "higher", 0,
-            small_target, _at_least(8, 0.6), need_vs_original=8, ceiling=True, bound=True),
+            c1_target, _at_least(8, 0.6), need_vs_original=8, ceiling=True, bound=True),
         Row("s1_c1", "s1_c1_p50", "1. small requests", "1 in flight: p50 ms", "lower", 2),
         Row("s1_c1", "s1_c1_p99", "1. small requests", "1 in flight: p99 ms", "lower", 2),
         Row("s1_c16", "s1_c16_rps", "1. small requests", "16 in flight: req/s", "higher", 0,
-            small_target, _at_least(8, 0.6), need_vs_original=8, ceiling=True),
+            c16_target, _at_least(8, 0.9), need_vs_original=8, ceiling=True),
         Row("s1_c16", "s1_c16_p50", "1. small requests", "16 in flight: p50 ms", "lower", 2),
         Row("s1_c16", "s1_c16_p99", "1. small requests", "16 in flight: p99 ms", "lower", 2),
         Row("s2", "s2_rps", f"2. {s.sockets} sockets", "1 in flight each: req/s", "higher", 0),
