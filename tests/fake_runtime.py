@@ -56,9 +56,16 @@ class Status(_Cors):
         self.write({"started": "now"})
 
 
+#: One kernel spec per conda environment, as nb_conda_kernels lists them: well over 64 KiB.
+KERNEL_SPECS = {
+    f"conda-env-{i}-py": {"name": f"conda-env-{i}-py", "spec": {"argv": ["python"] * 40}}
+    for i in range(400)
+}
+
+
 class KernelSpecs(_Cors):
     def get(self) -> None:
-        self.write({"default": "python3", "kernelspecs": {"python3": {"name": "python3"}}})
+        self.write({"default": "conda-env-0-py", "kernelspecs": KERNEL_SPECS})
 
 
 class Kernels(_Cors):

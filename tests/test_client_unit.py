@@ -29,6 +29,7 @@ from trio_httpws.client import (
     Response,
     ResponseStalled,
     diagnose,
+    http_request,
     open_client,
     open_proxied_websocket,
 )
@@ -366,16 +367,22 @@ async def test_malformed_first_frame_is_a_protocol_error() -> None:
     async def behavior(peer: Peer) -> None:
         mid = (await peer.recv())["message_id"]
         await peer.ws.send_message("not json")  # ignored
+        await peer.ws.send_message("[" * 100_000)  # ignored: too deep for json (RecursionError)
         await peer.ws.send_message(b"binary")  # ignored
         await peer.send(done=True, status=400, statusText="JSON input is required.")  # no id
         await peer.send(message_id="not-ours", data=data_of(b"?"), done=True)  # unknown id
-        await peer.send(message_id=mid, data=data_of(b"x"), done=True)  # no status
+        # No status; the headers hold a cookie the error must not repeat.
+        await peer.send(
+            message_id=mid, headers={"Set-Cookie": "s=secret"}, data=data_of(b"x"), done=True
+        )
         await peer.ws.get_message()
 
     with trio.fail_after(TIMEOUT):
         async with fake_server(behavior) as url, open_client(url) as client:
-            with pytest.raises(ProtocolError, match="no status"):
+            with pytest.raises(ProtocolError, match="no status") as info:
                 await client.request("GET", "/")
+            assert "secret" not in str(info.value)
+            assert "'headers'" in str(info.value)  # the frame's keys say what it held
             assert client.in_flight == 0
 
 
@@ -739,6 +746,7 @@ async def test_exception_in_block_is_not_wrapped() -> None:
     [
         ("http://127.0.0.1:1/?token=abc", {}, "auth_url"),
         ("ftp://127.0.0.1:1", {}, "base URL"),
+        ("http://me:pw@127.0.0.1:1", {}, "user name or password"),
         ("http://127.0.0.1:1", {"min_version": "one"}, "invalid version"),
         ("http://127.0.0.1:1", {"buffer_frames": 0}, "buffer_frames"),
     ],
@@ -746,9 +754,17 @@ async def test_exception_in_block_is_not_wrapped() -> None:
 async def test_bad_arguments_raise_value_error(
     url: str, kwargs: dict[str, Any], match: str
 ) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as info:
         async with open_client(url, **kwargs):
             pass
+    assert "pw" not in str(info.value)
+
+
+async def test_plain_request_refuses_a_url_with_a_password() -> None:
+    # It would go out as the Host header: refused before anything is sent.
+    with pytest.raises(ValueError, match="user name or password") as info:
+        await http_request("http://me:pw@127.0.0.1:1", "GET", "/api")
+    assert "pw" not in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------

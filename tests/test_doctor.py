@@ -26,8 +26,8 @@ from trio_httpws.client._doctor import doctor
 
 from .conftest import Jupyter, jupyter_server, running_proxy
 from .fake_backend import FakeBackend
+from .fake_runtime import KERNEL_SPECS, make_runtime_app
 from .fake_runtime import TOKEN as FAKE_TOKEN
-from .fake_runtime import make_runtime_app
 
 COLAB = "https://colab.research.google.com"
 EVIL = "https://evil.example"
@@ -308,6 +308,8 @@ async def test_both_flows_pass_behind_trio_httpws(fake_runtime: FakeBackend) -> 
         "kernel.start",
         "kernel.delete",
     ]
+    # The whole list, parsed: it is far over the 64 KiB the doctor once kept of it.
+    assert report.step("tunnel.get").saw.endswith(f"200, {len(KERNEL_SPECS)} kernel spec(s)")
     assert verdict_line(report) == "Colab can connect: today's flow ok, old tunnel ok"
 
 

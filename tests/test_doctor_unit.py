@@ -21,6 +21,7 @@ from trio_httpws.client._diagnosis import (
     render_text,
     verdict_line,
 )
+from trio_httpws.client._doctor import self_check
 
 TOKEN = "abc123secret"
 URL = f"http://localhost:8889/?token={TOKEN}"
@@ -122,6 +123,42 @@ def test_a_bad_url_is_refused_without_its_token() -> None:
     assert "token=<redacted>" in str(info.value)
 
 
+def test_a_url_with_a_password_is_refused_without_it() -> None:
+    with pytest.raises(ValueError, match="user name or password") as info:
+        parse_target(f"http://me:pw@localhost:8889/?token={TOKEN}")
+    assert "pw" not in str(info.value)
+    assert TOKEN not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("api", "tunnel_body"),
+    [
+        (rb'{"version": "\u00b2.0"}', b'{"kernelspecs": 5}'),  # "²".isdigit(); int("²") fails
+        (b"[" * 100_000, b"[" * 100_000),  # too deep for json: RecursionError
+    ],
+    ids=["odd-values", "deep-json"],
+)
+def test_odd_answers_are_judged_not_raised(api: bytes, tunnel_body: bytes) -> None:
+    obs = replace(
+        GOOD,
+        api=replace(GOOD.api, body=api),
+        tunnel_get=Seen(status=200, opened=True, body=tunnel_body),
+    )
+    report = judge(obs)  # raised before: ValueError, TypeError, RecursionError
+    assert report.step("reach.host").mark is Mark.OK
+    get = report.step("tunnel.get")
+    if tunnel_body.startswith(b"{"):
+        assert (get.mark, get.saw.split(": ")[-1]) == (Mark.OK, "200, 0 kernel spec(s)")
+    else:
+        assert get.mark is Mark.FAIL  # 200 but no JSON object: the request did not work
+
+
+async def test_self_check_of_a_bad_url_says_so_without_its_token() -> None:
+    line = await self_check(f"ftp://localhost/?token={TOKEN}")
+    assert line.startswith("Self-check failed: the URL must start with http")
+    assert TOKEN not in line
+
+
 def test_redact() -> None:
     assert redact_tokens(f"a {URL} b", [TOKEN]) == f"a {BASE}/?token={REDACTED} b"
     assert redact_tokens("GET /x?a=1&token=zz&b=2") == f"GET /x?a=1&token={REDACTED}&b=2"
@@ -214,6 +251,17 @@ def test_jupyter_without_allow_origin_names_both_flags() -> None:
         f"--ServerApp.allow_origin={COLAB_ORIGIN} --ServerApp.allow_credentials=True, or put "
         f"trio-httpws in front of it (trio-httpws --backend {BASE})."
     )
+
+
+def test_a_preflight_need_not_list_post() -> None:
+    # POST is CORS-safelisted: a browser sends it whatever Allow-Methods says; the header counts.
+    headers = tuple(h for h in PREFLIGHT if h[0] != "access-control-allow-methods")
+    for methods in ((), (("access-control-allow-methods", "GET"),)):
+        obs = replace(GOOD, preflight=Seen(status=204, headers=headers + methods))
+        assert judge(obs).step("today.preflight").mark is Mark.OK
+    without_header = tuple(h for h in headers if h[0] != "access-control-allow-headers")
+    step = judge(replace(GOOD, preflight=Seen(status=204, headers=without_header)))
+    assert step.step("today.preflight").mark is Mark.FAIL
 
 
 def test_notebook_6_flags_a_literal_star_and_a_missing_extension() -> None:
@@ -320,6 +368,18 @@ def test_a_kernel_that_never_starts() -> None:
     assert report.step("kernel.start").fix.startswith("No kernel started: install ipykernel")
     assert report.step("kernel.delete").mark is Mark.SKIP
     assert not report.ok  # neither flow works end to end without a kernel
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "no-kernel"])
+def test_a_socket_closed_with_4403_is_a_refusal(kernel: bool) -> None:
+    # trio_httpws accepts proxied_ws, then closes 4403 when the backend refuses the upgrade.
+    refused = Seen(opened=True, close_code=4403, error="closed with code 4403")
+    obs = replace(GOOD, tunnel_ws=refused)
+    if not kernel:
+        obs = replace(obs, kernel=None, delete=None, direct_ws=Seen(opened=True))
+    step = judge(obs, kernel=kernel).step("tunnel.kernel_ws")
+    assert step.mark is Mark.FAIL
+    assert step.fix.startswith(f"trio-httpws refuses the origin {COLAB_ORIGIN}")
 
 
 def test_a_kernel_that_prints_something_else() -> None:

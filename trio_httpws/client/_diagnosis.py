@@ -25,6 +25,9 @@ REDACTED = "<redacted>"
 #: The request the doctor's preflight announces: a JSON POST, as Colab's ``POST /api/sessions``.
 PREFLIGHT_METHOD = "POST"
 PREFLIGHT_HEADERS = "content-type"
+#: Methods a browser sends whether or not Access-Control-Allow-Methods lists them (Fetch's
+#: CORS-safelisted methods): only the header then decides a preflight for the POST above.
+SAFELISTED_METHODS = frozenset({"GET", "HEAD", "POST"})
 #: A WebSocket that needs no kernel, with the same token and Origin checks as a kernel's channels:
 #: what the socket steps open when --no-kernel starts none (Jupyter Server 2's event stream).
 NO_KERNEL_WS_PATH = "/api/events/subscribe"
@@ -78,6 +81,12 @@ def parse_target(url: str) -> Target:
         raise ValueError(
             "the URL must start with http:// or https:// and name a host, e.g. "
             f"http://localhost:8889/?token=...; got {redact_tokens(url)}"
+        )
+    if "@" in parts.netloc:
+        # Not echoed (the password is in it); it would also go out as the Host header.
+        raise ValueError(
+            "the URL must not carry a user name or password: Jupyter's login is the token, "
+            "e.g. http://localhost:8889/?token=..."
         )
     tokens = parse_qs(parts.query).get("token")
     token = tokens[0] if tokens else None
@@ -141,7 +150,7 @@ class Seen:
     def json(self) -> Any:
         try:
             return json.loads(self.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
             return None
 
 
@@ -310,7 +319,8 @@ def _runtime(api: Seen, diagnose: Seen | None) -> tuple[Kind, str]:
     """Who answers: trio-httpws, a Jupyter Server or a classic Notebook; and its version."""
     info = api.json()
     version = str(info.get("version", "")) if isinstance(info, dict) else ""
-    major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
+    first = version.split(".")[0]
+    major = int(first) if first.isdecimal() else 0  # isdigit() would pass "²", which int() refuses
     servers = " ".join(api.header_values("server")).lower()
     if "hypercorn" in servers or (_has_tunnel(diagnose) and 0 < major < 5):
         # The original extension cannot load in Jupyter Server 2: a tunnel in front of one is us.
@@ -487,7 +497,10 @@ def _today(j: _Judge, obs: Observations) -> None:
                 _error_saw(pre, what),
                 f"The runtime must answer preflights with 2xx: {j.front}.",
             )
-        elif PREFLIGHT_METHOD not in methods or PREFLIGHT_HEADERS not in allowed_headers:
+        elif PREFLIGHT_HEADERS not in allowed_headers or (
+            PREFLIGHT_METHOD not in SAFELISTED_METHODS
+            and PREFLIGHT_METHOD not in {m.strip() for m in methods.split(",")}
+        ):
             j.add(
                 "today.preflight",
                 Mark.FAIL,
@@ -593,12 +606,13 @@ def _kernel_socket(j: _Judge, name: str, ws: Seen, what: str, refused_fix: str) 
                 title=title,
             )
             return
-    if ws.error is not None:
+    # A refusal first: a socket closed with 4403 also carries an error (the close).
+    if ws.status in (401, 403) or ws.close_code in (4401, 4403):
+        fix = refused_fix
+    elif ws.error is not None:
         fix = "Nothing answered in time: check the runtime's log, or raise --timeout."
         if ws.opened:
             fix = "The socket opened but the kernel did not answer: see the runtime's log."
-    elif ws.status in (401, 403) or ws.close_code in (4401, 4403):
-        fix = refused_fix
     else:
         fix = "The runtime refused the kernel's WebSocket: see the runtime's log."
     j.add(name, Mark.FAIL, _error_saw(ws, what), fix, title=title)
@@ -661,7 +675,8 @@ def _tunnel(j: _Judge, obs: Observations) -> None:
     what = "GET /api/kernelspecs through /http_over_websocket with the auth URL"
     body = get.json()
     if get.status == 200 and not get.proxy_error and isinstance(body, dict):
-        count = len(body.get("kernelspecs") or {})
+        specs = body.get("kernelspecs")
+        count = len(specs) if isinstance(specs, dict) else 0
         j.add("tunnel.get", Mark.OK, f"{what}: 200, {count} kernel spec(s)")
     else:
         if get.close_code in (1002, 4400):

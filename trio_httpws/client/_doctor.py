@@ -38,7 +38,7 @@ from ._diagnosis import (
     verdict_line,
 )
 from ._errors import ClientError, ConnectionRefused
-from ._http import http_request
+from ._http import DEFAULT_MAX_BODY, http_request
 from ._mux import open_client
 from ._ws import diagnose, execute_request, open_proxied_websocket, open_websocket
 
@@ -103,9 +103,10 @@ async def _run_code(ws: trio_websocket.WebSocketConnection) -> str:
         raw = await ws.get_message()
         try:
             reply: Any = json.loads(raw) if isinstance(raw, str) else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             continue  # not a kernel message of the JSON protocol: not ours either
-        if not isinstance(reply, dict) or reply.get("parent_header", {}).get("msg_id") != msg_id:
+        parent = reply.get("parent_header") if isinstance(reply, dict) else None
+        if not isinstance(parent, dict) or parent.get("msg_id") != msg_id:
             continue
         kind = reply.get("msg_type") or reply.get("header", {}).get("msg_type")
         content = reply.get("content", {})
@@ -220,11 +221,20 @@ async def _probe_sockets(
             ) as client,
             await client.request("GET", "/api/kernelspecs") as response,
         ):
+            # Whole, up to the plain client's cap: the judge parses it, and a list of many
+            # kernel specs (one per conda environment) is well over 64 KiB.
+            parts: list[bytes] = []
+            size = 0
+            async for chunk in response.body():
+                parts.append(chunk)
+                size += len(chunk)
+                if size > DEFAULT_MAX_BODY:
+                    break
             return Seen(
                 status=response.status,
                 reason=response.status_text,
                 proxy_error=response.is_proxy_error,
-                body=(await response.read())[:65536],
+                body=b"".join(parts),
                 opened=True,
             )
 
@@ -272,7 +282,9 @@ async def self_check(
         try:
             report = await doctor(url, origin, kernel=False, step_timeout=step_timeout)
         except ValueError as exc:
-            return redact_tokens(f"Self-check failed: {exc}", [parse_target(url).token])
+            # Not parse_target(url) here for the token: it may be what raised. Every token=
+            # value goes either way, and parse_target's own messages are redacted already.
+            return redact_tokens(f"Self-check failed: {exc}")
         return verdict_line(report)
     return (
         f"Self-check: no verdict within {SELF_CHECK_DEADLINE:g} s; "

@@ -58,6 +58,9 @@ async def http_request(
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("url must be an http(s):// base URL")
+    if "@" in parts.netloc:
+        # It would go out in the Host header (and into error messages); Jupyter logs in by token.
+        raise ValueError("url must not carry a user name or password")
     backend = BackendURL(
         parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
     )

@@ -450,7 +450,10 @@ class Client:
         status = frame.get("status")
         if first:
             if not isinstance(status, int) or isinstance(status, bool):
-                return _Chunk(b"", True, error=ProtocolError(f"first frame has no status: {frame}"))
+                # The keys only: the frame may hold cookies (Set-Cookie) and a body.
+                return _Chunk(
+                    b"", True, error=ProtocolError(f"first frame has no status: {sorted(frame)}")
+                )
             headers = frame.get("headers")
             head = {
                 "status": status,

@@ -44,6 +44,9 @@ def _ws_base(url: str) -> tuple[str, str, str]:
     scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
     if scheme is None or not parts.netloc:
         raise ValueError(f"url must be an http(s):// or ws(s):// base URL, got {url!r}")
+    if "@" in parts.netloc:
+        # Not echoed: the password is in it. Jupyter logs in by token.
+        raise ValueError("url must not carry a user name or password")
     if parts.query or parts.fragment:
         raise ValueError(
             "url must be the server's base URL without a query; pass a URL with ?token=... "
@@ -129,7 +132,7 @@ def decode_frame(message: str | bytes) -> dict[str, Any] | None:
         return None
     try:
         frame = json.loads(message)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         log.warning("ignoring a frame that is not JSON: %.200r", message)
         return None
     if not isinstance(frame, dict):
