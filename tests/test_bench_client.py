@@ -38,11 +38,29 @@ def test_parse_frame_matches_json(frame: dict[str, object], separators: tuple[st
     assert parse_frame(message) == json.loads(message) == frame
 
 
-def test_parse_frame_repeated_key_keeps_the_last_like_json() -> None:
-    message = f'{{"data": "{BODY}", "message_id": "1", "data": ""}}'
-    assert parse_frame(message) == json.loads(message) == {"data": "", "message_id": "1"}
+# Texts json.dumps does not write: each must still parse (or fail) exactly as json's.
+ODD = [
+    f'{{"data": "{BODY}", "message_id": "1", "data": ""}}',  # repeated: the last counts
+    f'{{"data": "{BODY}", "data" : ""}}',  # repeated, the second spaced before its colon
+    f'{{"headers": {{"data": "{BODY}"}}, "data" : ""}}',  # nested first, then spaced
+    f'{{"x\\"data": "{BODY}", "data" :""}}',  # a lookalike key with an escaped quote
+    f'{{"\\u0064ata": "", "data": "{BODY}"}}',  # an escaped key before the plain one
+    f'{{"data": "{BODY}", "\\u0064ata": ""}}',  # ... and after it
+    f'{{"data": "{BODY}", "x": "\\u0000"}}',  # the marker elsewhere
+    f'{{"data":\t"{BODY}"}}',  # a tab after the colon
+    f'{{"data": "{BODY[:100]}\t{BODY[100:]}"}}',  # a raw tab in the string: invalid JSON
+    f'{{"data": "{BODY[:100]}\u00e9{BODY[100:]}"}}',  # not base64, valid JSON
+    f'[{{"data": "{BODY}"}}]',  # not an object
+    f'{{"data": "{BODY}", }}',  # invalid JSON
+]
 
 
-def test_parse_frame_refuses_what_json_refuses() -> None:
-    with pytest.raises(json.JSONDecodeError, match="property name"):
-        parse_frame(f'{{"data": "{BODY}", }}')
+@pytest.mark.parametrize("message", ODD, ids=range(len(ODD)))
+def test_parse_frame_matches_json_on_odd_texts(message: str) -> None:
+    try:
+        expected = json.loads(message)
+    except ValueError as exc:
+        with pytest.raises(type(exc)):
+            parse_frame(message)
+    else:
+        assert parse_frame(message) == expected

@@ -747,6 +747,8 @@ async def test_exception_in_block_is_not_wrapped() -> None:
         ("http://127.0.0.1:1/?token=abc", {}, "auth_url"),
         ("ftp://127.0.0.1:1", {}, "base URL"),
         ("http://me:pw@127.0.0.1:1", {}, "user name or password"),
+        ("htp://me:pw@127.0.0.1:1", {}, "user name or password"),
+        ("ftp://127.0.0.1:1/?token=abc", {}, "base URL"),
         ("http://127.0.0.1:1", {"min_version": "one"}, "invalid version"),
         ("http://127.0.0.1:1", {"buffer_frames": 0}, "buffer_frames"),
     ],
@@ -758,6 +760,7 @@ async def test_bad_arguments_raise_value_error(
         async with open_client(url, **kwargs):
             pass
     assert "pw" not in str(info.value)
+    assert "abc" not in str(info.value)
 
 
 async def test_plain_request_refuses_a_url_with_a_password() -> None:

@@ -10,6 +10,7 @@ import pytest
 from trio_httpws._config import COLAB_ORIGIN
 from trio_httpws.client._diagnosis import (
     REDACTED,
+    TUNNEL_BODY_LIMIT,
     Mark,
     Observations,
     Report,
@@ -21,7 +22,7 @@ from trio_httpws.client._diagnosis import (
     render_text,
     verdict_line,
 )
-from trio_httpws.client._doctor import self_check
+from trio_httpws.client._doctor import _run_code, self_check
 
 TOKEN = "abc123secret"
 URL = f"http://localhost:8889/?token={TOKEN}"
@@ -123,9 +124,18 @@ def test_a_bad_url_is_refused_without_its_token() -> None:
     assert "token=<redacted>" in str(info.value)
 
 
-def test_a_url_with_a_password_is_refused_without_it() -> None:
-    with pytest.raises(ValueError, match="user name or password") as info:
-        parse_target(f"http://me:pw@localhost:8889/?token={TOKEN}")
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://me:pw@localhost:8889/?token={TOKEN}",
+        "http://me:pw@localhost:abc/",  # not valid: said before the password check
+        "htp://me:pw@localhost/",
+        "http://me:pw@/",
+    ],
+)
+def test_a_url_with_a_password_is_refused_without_it(url: str) -> None:
+    with pytest.raises(ValueError, match="URL") as info:
+        parse_target(url)
     assert "pw" not in str(info.value)
     assert TOKEN not in str(info.value)
 
@@ -260,8 +270,19 @@ def test_a_preflight_need_not_list_post() -> None:
         obs = replace(GOOD, preflight=Seen(status=204, headers=headers + methods))
         assert judge(obs).step("today.preflight").mark is Mark.OK
     without_header = tuple(h for h in headers if h[0] != "access-control-allow-headers")
-    step = judge(replace(GOOD, preflight=Seen(status=204, headers=without_header)))
-    assert step.step("today.preflight").mark is Mark.FAIL
+    for allowed in ((), (("access-control-allow-headers", "x-content-type-options"),)):
+        obs = replace(GOOD, preflight=Seen(status=204, headers=without_header + allowed))
+        assert judge(obs).step("today.preflight").mark is Mark.FAIL
+
+
+def test_a_kernelspec_list_over_the_limit_is_a_working_tunnel() -> None:
+    cut = b'{"kernelspecs": {' + b" " * TUNNEL_BODY_LIMIT  # what the doctor kept of a 200
+    obs = replace(GOOD, tunnel_get=Seen(status=200, opened=True, body=cut[:TUNNEL_BODY_LIMIT]))
+    step = judge(obs).step("tunnel.get")
+    assert (step.mark, step.saw.split(": ")[-1]) == (
+        Mark.OK,
+        "200, over 1048576 bytes (not parsed)",
+    )
 
 
 def test_notebook_6_flags_a_literal_star_and_a_missing_extension() -> None:
@@ -372,14 +393,46 @@ def test_a_kernel_that_never_starts() -> None:
 
 @pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "no-kernel"])
 def test_a_socket_closed_with_4403_is_a_refusal(kernel: bool) -> None:
-    # trio_httpws accepts proxied_ws, then closes 4403 when the backend refuses the upgrade.
+    # trio_httpws accepts proxied_ws, then closes 4403 when Jupyter refuses the upgrade: the
+    # login, not the origin (the relay does not pass the Origin on).
     refused = Seen(opened=True, close_code=4403, error="closed with code 4403")
     obs = replace(GOOD, tunnel_ws=refused)
     if not kernel:
         obs = replace(obs, kernel=None, delete=None, direct_ws=Seen(opened=True))
     step = judge(obs, kernel=kernel).step("tunnel.kernel_ws")
     assert step.mark is Mark.FAIL
-    assert step.fix.startswith(f"trio-httpws refuses the origin {COLAB_ORIGIN}")
+    assert step.fix == (
+        "Jupyter refused the kernel's WebSocket behind trio-httpws (HTTP 403): check that the "
+        "URL's ?token= is the runtime's current one."
+    )
+
+
+class _OddKernel:
+    """A kernel socket whose replies to our execute_request include malformed messages."""
+
+    def __init__(self) -> None:
+        self._replies: list[str] = []
+
+    async def send_message(self, message: str) -> None:
+        parent = {"msg_id": json.loads(message)["header"]["msg_id"]}
+        self._replies = [
+            "[" * 100_000,  # too deep for json
+            json.dumps({"parent_header": "not a dict"}),
+            json.dumps({"parent_header": parent, "header": None, "content": None}),
+            json.dumps({"parent_header": parent, "msg_type": "stream", "content": [1]}),
+            json.dumps({"parent_header": parent, "header": {"msg_type": "stream"},
+                        "content": {"name": "stdout", "text": "42\n"}}),
+            json.dumps({"parent_header": parent, "msg_type": "execute_reply", "content": 7}),
+            json.dumps({"parent_header": parent, "msg_type": "status",
+                        "content": {"execution_state": "idle"}}),
+        ]  # fmt: skip
+
+    async def get_message(self) -> str:
+        return self._replies.pop(0)
+
+
+async def test_odd_kernel_messages_are_skipped_not_raised() -> None:
+    assert await _run_code(_OddKernel()) == "42\n"  # type: ignore[arg-type]
 
 
 def test_a_kernel_that_prints_something_else() -> None:

@@ -161,7 +161,12 @@ def redact(text: str) -> str:
     """``text`` with URL queries, URL credentials and ``token=``-like values blanked, for error
     messages: a mistyped command line often holds a token URL."""
     text = _URL_QUERY.sub(r"\1…", text)
-    return _USERINFO.sub(r"\1…@", _SECRET.sub(r"\1…", text))
+    return redact_userinfo(_SECRET.sub(r"\1…", text))
+
+
+def redact_userinfo(text: str, mark: str = "…") -> str:
+    """``text`` with the ``user:password@`` of every URL in it replaced by ``mark``."""
+    return _USERINFO.sub(lambda m: f"{m.group(1)}{mark}@", text)
 
 
 def _text(raw: str) -> str:

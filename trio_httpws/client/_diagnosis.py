@@ -17,7 +17,7 @@ from enum import Enum
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
-from .._config import COLAB_ORIGIN
+from .._config import COLAB_ORIGIN, redact_userinfo
 from .._protocol import PROTOCOL_VERSION
 
 REDACTED = "<redacted>"
@@ -28,6 +28,8 @@ PREFLIGHT_HEADERS = "content-type"
 #: Methods a browser sends whether or not Access-Control-Allow-Methods lists them (Fetch's
 #: CORS-safelisted methods): only the header then decides a preflight for the POST above.
 SAFELISTED_METHODS = frozenset({"GET", "HEAD", "POST"})
+#: Bytes of the tunnelled ``GET /api/kernelspecs`` the doctor keeps to judge.
+TUNNEL_BODY_LIMIT = 1 << 20
 #: A WebSocket that needs no kernel, with the same token and Origin checks as a kernel's channels:
 #: what the socket steps open when --no-kernel starts none (Jupyter Server 2's event stream).
 NO_KERNEL_WS_PATH = "/api/events/subscribe"
@@ -101,12 +103,13 @@ def parse_target(url: str) -> Target:
 
 
 def redact_tokens(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` with every ``token=`` value and each of ``secrets`` (also URL-quoted) hidden."""
+    """``text`` with every ``token=`` value, each of ``secrets`` (also URL-quoted) and any URL's
+    ``user:password@`` hidden."""
     for secret in secrets:
         if secret:
             for form in {secret, quote(secret, safe="")}:
                 text = text.replace(form, REDACTED)
-    return _TOKEN_PARAM.sub(lambda m: m.group(1) + REDACTED, text)
+    return redact_userinfo(_TOKEN_PARAM.sub(lambda m: m.group(1) + REDACTED, text), REDACTED)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,7 +500,7 @@ def _today(j: _Judge, obs: Observations) -> None:
                 _error_saw(pre, what),
                 f"The runtime must answer preflights with 2xx: {j.front}.",
             )
-        elif PREFLIGHT_HEADERS not in allowed_headers or (
+        elif PREFLIGHT_HEADERS not in {h.strip() for h in allowed_headers.split(",")} or (
             PREFLIGHT_METHOD not in SAFELISTED_METHODS
             and PREFLIGHT_METHOD not in {m.strip() for m in methods.split(",")}
         ):
@@ -606,9 +609,15 @@ def _kernel_socket(j: _Judge, name: str, ws: Seen, what: str, refused_fix: str) 
                 title=title,
             )
             return
-    # A refusal first: a socket closed with 4403 also carries an error (the close).
-    if ws.status in (401, 403) or ws.close_code in (4401, 4403):
+    if ws.status in (401, 403):
         fix = refused_fix
+    elif ws.close_code in (4401, 4403):
+        # Judged before the error the close also set. Only trio-httpws closes so, when Jupyter
+        # refuses the socket it opens with the auth URL's login (Jupyter sees no Origin there).
+        fix = (
+            f"Jupyter refused the kernel's WebSocket behind trio-httpws (HTTP "
+            f"{ws.close_code - 4000}): check that the URL's ?token= is the runtime's current one."
+        )
     elif ws.error is not None:
         fix = "Nothing answered in time: check the runtime's log, or raise --timeout."
         if ws.opened:
@@ -678,6 +687,8 @@ def _tunnel(j: _Judge, obs: Observations) -> None:
         specs = body.get("kernelspecs")
         count = len(specs) if isinstance(specs, dict) else 0
         j.add("tunnel.get", Mark.OK, f"{what}: 200, {count} kernel spec(s)")
+    elif get.status == 200 and not get.proxy_error and len(get.body) >= TUNNEL_BODY_LIMIT:
+        j.add("tunnel.get", Mark.OK, f"{what}: 200, over {TUNNEL_BODY_LIMIT} bytes (not parsed)")
     else:
         if get.close_code in (1002, 4400):
             fix = (

@@ -26,6 +26,7 @@ from ._diagnosis import (
     NO_KERNEL_WS_PATH,
     PREFLIGHT_HEADERS,
     PREFLIGHT_METHOD,
+    TUNNEL_BODY_LIMIT,
     Observations,
     Report,
     Seen,
@@ -38,7 +39,7 @@ from ._diagnosis import (
     verdict_line,
 )
 from ._errors import ClientError, ConnectionRefused
-from ._http import DEFAULT_MAX_BODY, http_request
+from ._http import http_request
 from ._mux import open_client
 from ._ws import diagnose, execute_request, open_proxied_websocket, open_websocket
 
@@ -108,10 +109,12 @@ async def _run_code(ws: trio_websocket.WebSocketConnection) -> str:
         parent = reply.get("parent_header") if isinstance(reply, dict) else None
         if not isinstance(parent, dict) or parent.get("msg_id") != msg_id:
             continue
-        kind = reply.get("msg_type") or reply.get("header", {}).get("msg_type")
-        content = reply.get("content", {})
+        # Our msg_id, but not necessarily a well-formed message: odd parts count as empty.
+        header = reply.get("header") if isinstance(reply.get("header"), dict) else {}
+        content = reply.get("content") if isinstance(reply.get("content"), dict) else {}
+        kind = reply.get("msg_type") or header.get("msg_type")
         if kind == "stream" and content.get("name") == "stdout":
-            printed.append(content.get("text", ""))
+            printed.append(str(content.get("text", "")))
         elif kind == "error":
             printed.append(f"{content.get('ename')}: {content.get('evalue')}")
         elif kind == "execute_reply":
@@ -221,14 +224,14 @@ async def _probe_sockets(
             ) as client,
             await client.request("GET", "/api/kernelspecs") as response,
         ):
-            # Whole, up to the plain client's cap: the judge parses it, and a list of many
-            # kernel specs (one per conda environment) is well over 64 KiB.
+            # Whole, up to a cap: the judge parses it, and a list of many kernel specs (one per
+            # conda environment) is well over 64 KiB.
             parts: list[bytes] = []
             size = 0
             async for chunk in response.body():
-                parts.append(chunk)
-                size += len(chunk)
-                if size > DEFAULT_MAX_BODY:
+                parts.append(chunk[: TUNNEL_BODY_LIMIT - size])
+                size += len(parts[-1])
+                if size == TUNNEL_BODY_LIMIT:
                     break
             return Seen(
                 status=response.status,

@@ -15,6 +15,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import trio
 import trio_websocket
 
+from .._config import redact
 from .._protocol import (
     AUTH_URL_PARAM,
     DIAGNOSE_PATH,
@@ -42,11 +43,11 @@ def _ws_base(url: str) -> tuple[str, str, str]:
     """``http://h:p/base/`` -> (``ws``, ``h:p``, ``/base``): the WebSocket form of a base URL."""
     parts = urlsplit(url)
     scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
-    if scheme is None or not parts.netloc:
-        raise ValueError(f"url must be an http(s):// or ws(s):// base URL, got {url!r}")
     if "@" in parts.netloc:
-        # Not echoed: the password is in it. Jupyter logs in by token.
+        # Jupyter logs in by token; the password is not echoed.
         raise ValueError("url must not carry a user name or password")
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"url must be an http(s):// or ws(s):// base URL, got {redact(url)!r}")
     if parts.query or parts.fragment:
         raise ValueError(
             "url must be the server's base URL without a query; pass a URL with ?token=... "
