@@ -6,6 +6,9 @@ import json
 from dataclasses import replace
 
 import pytest
+import trio
+import trio.testing
+import trio_websocket
 
 from trio_httpws._config import COLAB_ORIGIN
 from trio_httpws.client._diagnosis import (
@@ -22,7 +25,7 @@ from trio_httpws.client._diagnosis import (
     render_text,
     verdict_line,
 )
-from trio_httpws.client._doctor import _run_code, self_check
+from trio_httpws.client._doctor import _run_code, _socket_seen, _timed, self_check
 
 TOKEN = "abc123secret"
 URL = f"http://localhost:8889/?token={TOKEN}"
@@ -433,6 +436,30 @@ class _OddKernel:
 
 async def test_odd_kernel_messages_are_skipped_not_raised() -> None:
     assert await _run_code(_OddKernel()) == "42\n"  # type: ignore[arg-type]
+
+
+class _ClosingLater:
+    """A socket that opened, then closes with 4403 ``after`` seconds (a refusal on a slow link)."""
+
+    def __init__(self, after: float) -> None:
+        self._after = after
+
+    async def get_message(self) -> str:
+        await trio.sleep(self._after)
+        raise trio_websocket.ConnectionClosed(trio_websocket.CloseReason(4403, "Forbidden"))
+
+
+@pytest.mark.parametrize(
+    ("opening_took", "closed"), [(0.01, False), (0.2, False), (0.3, True), (1.0, True)]
+)
+async def test_a_socket_is_watched_longer_over_a_slow_link(
+    autojump_clock: trio.testing.MockClock, opening_took: float, closed: bool
+) -> None:
+    # Closed 1.0 s after it opened: seen once the watch, max(0.5 s, 4 opening times), covers it.
+    ws = _ClosingLater(1.0)
+    seen = await _timed(30, lambda: _socket_seen(ws, False, opening_took))  # type: ignore[arg-type]
+    assert (seen.close_code == 4403) is closed
+    assert seen.opened
 
 
 def test_a_kernel_that_prints_something_else() -> None:

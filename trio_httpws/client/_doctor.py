@@ -45,8 +45,11 @@ from ._ws import diagnose, execute_request, open_proxied_websocket, open_websock
 
 DEFAULT_TIMEOUT = 30.0
 #: How long a socket opened without a kernel is watched for a close right after it opened (a
-#: tunnel accepts first, then closes with the backend's refusal).
+#: tunnel accepts first, then closes with the backend's refusal), at least; over a slow link
+#: (an SSH tunnel to a remote runtime) that refusal takes round trips, so the watch is also at
+#: least SETTLE_ROUND_TRIPS times what opening the socket took.
 SETTLE_TIME = 0.5
+SETTLE_ROUND_TRIPS = 4
 #: Seconds the startup self-check may take in all.
 SELF_CHECK_DEADLINE = 20.0
 
@@ -124,10 +127,12 @@ async def _run_code(ws: trio_websocket.WebSocketConnection) -> str:
     return "".join(printed)
 
 
-async def _socket_seen(ws: trio_websocket.WebSocketConnection, kernel: bool) -> Seen:
+async def _socket_seen(
+    ws: trio_websocket.WebSocketConnection, kernel: bool, opening_took: float
+) -> Seen:
     if kernel:
         return Seen(opened=True, printed=await _run_code(ws))
-    with trio.move_on_after(SETTLE_TIME):
+    with trio.move_on_after(max(SETTLE_TIME, SETTLE_ROUND_TRIPS * opening_took)):
         await ws.get_message()  # a close raises ConnectionClosed: what the probe saw
     return Seen(opened=True)
 
@@ -210,8 +215,9 @@ async def _probe_sockets(
 
     async def direct() -> Seen:
         path = ws_path + target.query(session_id=session)
+        start = trio.current_time()
         async with open_websocket(target.base, path, origin=origin) as ws:
-            return await _socket_seen(ws, run)
+            return await _socket_seen(ws, run, trio.current_time() - start)
 
     async def diagnosed() -> Seen:
         answer = await diagnose(target.base, min_version=PROTOCOL_VERSION, origin=origin)
@@ -242,10 +248,11 @@ async def _probe_sockets(
             )
 
     async def tunnelled_ws() -> Seen:
+        start = trio.current_time()
         async with open_proxied_websocket(
             target.base, f"{ws_path}?session_id={session}", auth_url=target.url, origin=origin
         ) as ws:
-            return await _socket_seen(ws, run)
+            return await _socket_seen(ws, run, trio.current_time() - start)
 
     direct_ws = await _timed(step_timeout, direct)
     diag = await _timed(step_timeout, diagnosed)
