@@ -462,6 +462,15 @@ async def test_a_socket_is_watched_longer_over_a_slow_link(
     assert seen.opened
 
 
+async def test_a_long_watch_ends_within_the_step_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Opening took 10 s of a 30 s step: the 40 s watch would outlast the step and report a
+    # timeout for a socket that works.
+    seen = await _timed(30, lambda: _socket_seen(_ClosingLater(1e9), False, 10.0))  # type: ignore[arg-type]
+    assert seen == Seen(opened=True)
+
+
 def test_a_kernel_that_prints_something_else() -> None:
     report = judge(replace(GOOD, direct_ws=Seen(opened=True, printed="NameError: x")))
     assert report.step("today.kernel_ws").saw.endswith("print(6*7) printed 'NameError: x'")

@@ -132,7 +132,11 @@ async def _socket_seen(
 ) -> Seen:
     if kernel:
         return Seen(opened=True, printed=await _run_code(ws))
-    with trio.move_on_after(max(SETTLE_TIME, SETTLE_ROUND_TRIPS * opening_took)):
+    settle = max(SETTLE_TIME, SETTLE_ROUND_TRIPS * opening_took)
+    # Ends before the step's own deadline (--timeout): a socket still open then is judged open,
+    # not timed out.
+    end = min(trio.current_time() + settle, trio.current_effective_deadline() - SETTLE_TIME)
+    with trio.move_on_at(end):
         await ws.get_message()  # a close raises ConnectionClosed: what the probe saw
     return Seen(opened=True)
 
