@@ -313,6 +313,11 @@ class _Judge:
         return step
 
 
+def _listed(value: str) -> set[str]:
+    """The names in a comma-separated header value (Access-Control-Allow-Methods/-Headers)."""
+    return {name.strip() for name in value.split(",")}
+
+
 def _has_tunnel(diagnose: Seen | None) -> bool:
     """The tunnel's endpoints exist (a 403 only refuses this origin; a stock server says 404)."""
     return diagnose is not None and (diagnose.answer is not None or diagnose.status == 403)
@@ -500,9 +505,8 @@ def _today(j: _Judge, obs: Observations) -> None:
                 _error_saw(pre, what),
                 f"The runtime must answer preflights with 2xx: {j.front}.",
             )
-        elif PREFLIGHT_HEADERS not in {h.strip() for h in allowed_headers.split(",")} or (
-            PREFLIGHT_METHOD not in SAFELISTED_METHODS
-            and PREFLIGHT_METHOD not in {m.strip() for m in methods.split(",")}
+        elif PREFLIGHT_HEADERS not in _listed(allowed_headers) or (
+            PREFLIGHT_METHOD not in SAFELISTED_METHODS and PREFLIGHT_METHOD not in _listed(methods)
         ):
             j.add(
                 "today.preflight",

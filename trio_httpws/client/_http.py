@@ -15,7 +15,7 @@ from .._backend import BackendPool
 from .._config import BackendURL
 from .._errors import BackendError
 from ._errors import ClientConnectionError
-from ._ws import DEFAULT_CONNECT_TIMEOUT, Headers
+from ._ws import DEFAULT_CONNECT_TIMEOUT, Headers, refuse_userinfo
 
 #: Body bytes kept by :func:`http_request`; the rest is read and dropped.
 DEFAULT_MAX_BODY = 2**20
@@ -58,9 +58,7 @@ async def http_request(
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("url must be an http(s):// base URL")
-    if "@" in parts.netloc:
-        # It would go out in the Host header (and into error messages); Jupyter logs in by token.
-        raise ValueError("url must not carry a user name or password")
+    refuse_userinfo(parts)
     backend = BackendURL(
         parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
     )

@@ -10,7 +10,7 @@ import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlencode, urlsplit, urlunsplit
 
 import trio
 import trio_websocket
@@ -39,13 +39,18 @@ DEFAULT_CONNECT_TIMEOUT = 30.0
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
+def refuse_userinfo(parts: SplitResult) -> None:
+    """Refuse a URL with ``user:password@``, without echoing it: it would go out in the Host
+    header and into error messages, and Jupyter logs in by token."""
+    if "@" in parts.netloc:
+        raise ValueError("url must not carry a user name or password")
+
+
 def _ws_base(url: str) -> tuple[str, str, str]:
     """``http://h:p/base/`` -> (``ws``, ``h:p``, ``/base``): the WebSocket form of a base URL."""
     parts = urlsplit(url)
     scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
-    if "@" in parts.netloc:
-        # Jupyter logs in by token; the password is not echoed.
-        raise ValueError("url must not carry a user name or password")
+    refuse_userinfo(parts)  # first: the message below shows the URL
     if scheme is None or not parts.netloc:
         raise ValueError(f"url must be an http(s):// or ws(s):// base URL, got {redact(url)!r}")
     if parts.query or parts.fragment:
