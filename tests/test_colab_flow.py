@@ -633,3 +633,25 @@ async def test_handler_applies_the_same_policy(fake_backend: FakeBackend) -> Non
             seen = dict(json.loads(await ws.get_message()))
         assert "Origin" not in seen
         nursery.cancel_scope.cancel()
+
+
+# -- a dual-stack listener -----------------------------------------------------------------------
+
+
+async def test_dual_stack_listener_checks_the_host_of_ipv4_loopback_clients(
+    recorder: Recorder,
+) -> None:
+    """On ``::`` an IPv4 client arrives as ``::ffff:127.0.0.1``: loopback, so Host is checked."""
+    config = trio_httpws.Config(backend=recorder.url)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(trio_httpws.serve, config, "::", 0))
+        base = f"http://127.0.0.1:{port}"
+        evil = await raw_exchange(base, b"GET /x HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+        local = await raw_exchange(
+            base, f"GET /x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        )
+        nursery.cancel_scope.cancel()
+    assert evil.startswith(b"HTTP/1.1 403 ")
+    assert b"Host not allowed" in evil
+    assert local.startswith(b"HTTP/1.1 200 ")
+    assert [seen.target for seen in recorder.seen] == ["/x"]

@@ -41,6 +41,7 @@ from trio_httpws._protocol import (
     first_frame,
     header_case,
     is_local_host,
+    is_loopback_address,
     parse_client_message,
     parse_cookie_header,
     parse_strict_version,
@@ -807,6 +808,30 @@ def test_split_host(host: str, split: tuple[str, int | None]) -> None:
 )
 def test_is_local_host(host: str | None, local: bool) -> None:
     assert is_local_host(host) is local
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.9.8.7", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("::ffff:127.3.2.1", True),
+        ("localhost", True),
+        ("fe80::1%lo", False),
+        ("::ffff:10.0.0.1", False),
+        ("10.0.0.1", False),
+        ("192.168.1.2", False),
+        ("::", False),
+        ("0.0.0.0", False),
+        ("127.evil", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_is_loopback_address(address: str | None, loopback: bool) -> None:
+    assert is_loopback_address(address) is loopback
 
 
 def test_is_local_host_extra_names() -> None:

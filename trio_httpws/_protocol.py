@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import binascii
 import functools
+import ipaddress
 import json
 import json.decoder
 import json.scanner
@@ -424,6 +425,25 @@ def is_local_host(host: str | None, extra_names: Iterable[str] = ()) -> bool:
     # Any 127.x.y.z is loopback too.
     parts = name.split(".")
     return len(parts) == 4 and parts[0] == "127" and all(p.isdigit() for p in parts)
+
+
+def is_loopback_address(address: str | None) -> bool:
+    """Whether the local address a client reached us on is a loopback one.
+
+    On a dual-stack listener (bound to ``::``) an IPv4 client arrives as ``::ffff:127.0.0.1``:
+    that is loopback too, or the DNS-rebinding check would be skipped for it.
+    """
+    if not address:
+        return False
+    if address == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}

@@ -26,6 +26,7 @@ from ._protocol import (
     error_frame,
     header_values,
     is_local_host,
+    is_loopback_address,
     parse_cookie_header,
     validate_path,
 )
@@ -34,8 +35,6 @@ from ._session import HttpOverWsSession
 from ._socket import PendingSocket, Upgrade
 
 log = logging.getLogger("trio_httpws")
-
-_LOOPBACK_ADDRESSES = ("127.", "::1", "localhost")
 
 
 class Proxy:
@@ -80,7 +79,7 @@ class Proxy:
 
     def host_allowed(self, host: str | None, local_address: str | None) -> bool:
         """DNS-rebinding check: on a loopback listener the Host must name this machine."""
-        if local_address is None or not local_address.startswith(_LOOPBACK_ADDRESSES):
+        if not is_loopback_address(local_address):
             return True
         return is_local_host(host, self.config.allow_hosts)
 
