@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
 from urllib.parse import unquote_plus
 
 import trio
@@ -11,8 +14,9 @@ import trio
 from ._access import log_access
 from ._backend import BackendPool, make_ssl_context
 from ._config import Config
-from ._cors import OriginClass
+from ._cors import Answer, OriginClass, backend_request_headers, judge_http, text_answer
 from ._errors import ClientDisconnected
+from ._outcome import Outcome
 from ._protocol import (
     AUTH_URL_PARAM,
     DIAGNOSE_PATH,
@@ -24,10 +28,12 @@ from ._protocol import (
     close_code_for_status,
     diagnose_frame,
     error_frame,
+    first_header,
     header_values,
     is_local_host,
     is_loopback_address,
     parse_cookie_header,
+    strip_hop_by_hop,
     validate_path,
 )
 from ._relay import relay
@@ -35,6 +41,59 @@ from ._session import HttpOverWsSession
 from ._socket import PendingSocket, Upgrade
 
 log = logging.getLogger("trio_httpws")
+
+
+class Route(Enum):
+    """What a client WebSocket is, by its path (and the proxy's verdict on it)."""
+
+    #: ``/http_over_websocket``: a tunnel session.
+    SESSION = "session"
+    #: ``/http_over_websocket/diagnose``.
+    DIAGNOSE = "diagnose"
+    #: ``/http_over_websocket/proxied_ws/...``: a relay the tunnel's clients open.
+    PROXIED = "proxied"
+    #: Any other path: a plain WebSocket relayed to the same path on the backend.
+    PLAIN = "plain"
+    #: Refused before the backend saw anything.
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A WebSocket the proxy refuses itself, and what to say."""
+
+    status: int
+    reason: str
+    outcome: Outcome
+    #: The warning logged for it (already formatted: refusals are rare).
+    warning: str
+    #: Accept, then close with 4000 + status: what the original's clients expect on proxied_ws.
+    after_accept: bool = False
+
+
+@dataclass(frozen=True)
+class UpgradeVerdict:
+    route: Route
+    origin_class: OriginClass
+    #: The backend target of a relay (validated origin-form, query included).
+    target: str | None = None
+    refusal: Refusal | None = None
+
+
+@dataclass(frozen=True)
+class RequestVerdict:
+    """A plain HTTP request: answer it now (``answer``), or forward it with ``forward``."""
+
+    origin_class: OriginClass
+    cors_origin: str | None = None
+    answer: Answer | None = None
+    #: Why the proxy refused it (None for an answered preflight or a forwarded request).
+    refusal: Outcome | None = None
+    warning: str | None = None
+    #: The answer must end the connection: the request's framing cannot be trusted.
+    close: bool = False
+    #: The headers to send the backend (hop-by-hop stripped, the origin judged).
+    forward: list[tuple[bytes, bytes]] | None = None
 
 
 class Proxy:
@@ -83,92 +142,187 @@ class Proxy:
             return True
         return is_local_host(host, self.config.allow_hosts)
 
-    def route(self, path: str) -> str | None:
-        """Which protocol endpoint ``path`` is: "session", "diagnose", "proxied", or None."""
+    def route(self, path: str) -> Route:
+        """Which endpoint a WebSocket to ``path`` (no query) is."""
         base = self.config.base_url
         if not path.startswith(base):
-            return None
+            return Route.PLAIN
         rest = path[len(base) :]
         if rest == HTTP_OVER_WS_PATH:
-            return "session"
+            return Route.SESSION
         if rest == DIAGNOSE_PATH:
-            return "diagnose"
+            return Route.DIAGNOSE
         if rest.startswith(PROXIED_WS_PREFIX) and len(rest) > len(PROXIED_WS_PREFIX):
-            return "proxied"
-        return None
+            return Route.PROXIED
+        return Route.PLAIN
+
+    # -- verdicts: what to do with a request, decided before any I/O ----------------------------
+
+    def judge_upgrade(self, upgrade: Upgrade) -> UpgradeVerdict:
+        """What to do with a client's WebSocket upgrade; every door carries it out."""
+        origin_class = self.config.origin_policy.classify(
+            upgrade.origin, upgrade.scheme, upgrade.host
+        )
+        if not self.host_allowed(upgrade.host, upgrade.local_address):
+            return UpgradeVerdict(
+                Route.REFUSED,
+                origin_class,
+                refusal=Refusal(
+                    403,
+                    "Host not allowed",
+                    Outcome.REFUSED_HOST,
+                    f"refused WebSocket with non-local Host {upgrade.host!r} (DNS rebinding?)",
+                ),
+            )
+        if origin_class is OriginClass.REFUSED:
+            # Every path, the tunnel's and the plain relays' alike: the backend would let in
+            # any origin that holds the token, the proxy does not.
+            return UpgradeVerdict(
+                Route.REFUSED,
+                origin_class,
+                refusal=Refusal(
+                    403,
+                    "Origin not allowed",
+                    Outcome.REFUSED_ORIGIN,
+                    f"refused WebSocket from origin {upgrade.origin!r} to {upgrade.raw_path}",
+                ),
+            )
+        route = self.route(upgrade.raw_path)
+        if route is Route.SESSION or route is Route.DIAGNOSE:
+            return UpgradeVerdict(route, origin_class)
+        if route is Route.PLAIN:
+            # Any other WebSocket (the Jupyter UI's or Colab's kernel channels, terminals,
+            # ...) is relayed as it is, less the foreign Origin the proxy already judged.
+            target = _target(upgrade.raw_path, upgrade.query)
+        else:
+            rest = upgrade.raw_path[len(self.config.base_url) + len(PROXIED_WS_PREFIX) :]
+            target = _target(self.config.base_url + rest, _strip_auth_param(upgrade.query))
+        try:
+            target = validate_path(target)
+        except ValueError as exc:
+            # Origin-form only, as for tunnelled requests: "//host/..." could name a host.
+            return UpgradeVerdict(
+                Route.REFUSED,
+                origin_class,
+                refusal=Refusal(
+                    400,
+                    f"Bad Request: request target must be a path: {exc}",
+                    Outcome.BAD_REQUEST,
+                    f"refused WebSocket {upgrade.raw_path}: {exc}",
+                    after_accept=route is Route.PROXIED,
+                ),
+            )
+        return UpgradeVerdict(route, origin_class, target=target)
+
+    def judge_request(
+        self,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[bytes, bytes]],
+        scheme: str,
+        local_address: str | None,
+    ) -> RequestVerdict:
+        """What to do with one plain HTTP request; every door carries it out.
+
+        The Host check, the origin verdict and the request's framing are all decided here,
+        before a byte reaches the backend: a refused origin or a malformed request never costs
+        the backend anything, whatever token or cookie it carries.
+        """
+        host = first_header(headers, b"host")
+        if not self.host_allowed(host, local_address):
+            return RequestVerdict(
+                OriginClass.NONE,
+                answer=text_answer(403, "Host not allowed"),
+                refusal=Outcome.REFUSED_HOST,
+                warning=f"refused HTTP request with non-local Host {host!r} (DNS rebinding?)",
+            )
+        verdict = judge_http(self.config.origin_policy, method, headers, scheme, host or "")
+        if verdict.answer is not None:
+            answer = verdict.answer
+            origin = first_header(headers, b"origin")
+            if verdict.origin_class is OriginClass.REFUSED:
+                refusal: Outcome | None = Outcome.REFUSED_ORIGIN
+                warning: str | None = (
+                    f"refused {method} {target.split('?', 1)[0]} from origin {origin!r}"
+                )
+            elif answer.status >= 400:
+                refusal, warning = Outcome.BAD_REQUEST, f"bad preflight from {origin!r}: "
+                warning += answer.body.decode()
+            else:
+                refusal, warning = None, None
+            return RequestVerdict(
+                verdict.origin_class, answer=answer, refusal=refusal, warning=warning
+            )
+        problem = framing_problem(target, headers)
+        if problem is not None:
+            return RequestVerdict(
+                verdict.origin_class,
+                answer=text_answer(400, f"Bad Request: {problem}"),
+                refusal=Outcome.BAD_REQUEST,
+                warning=f"refused {method} request: {problem}",
+                close=True,
+            )
+        forward = backend_request_headers(
+            strip_hop_by_hop(headers), verdict.origin_class, scheme, host or ""
+        )
+        return RequestVerdict(
+            verdict.origin_class, cors_origin=verdict.cors_origin, forward=forward
+        )
 
     # -- WebSockets -----------------------------------------------------------------------------
 
     async def handle_websocket(self, pending: PendingSocket, upgrade: Upgrade) -> None:
         """Serve one client WebSocket handshake to its end."""
+        await self.serve_upgrade(pending, upgrade, self.judge_upgrade(upgrade))
+
+    async def serve_upgrade(
+        self, pending: PendingSocket, upgrade: Upgrade, verdict: UpgradeVerdict
+    ) -> None:
+        """Carry out ``verdict`` on a handshake that a door holds as ``pending``."""
         started = time.perf_counter()
-        origin_class = self.config.origin_policy.classify(
-            upgrade.origin, upgrade.scheme, upgrade.host
-        )
         status: int | None = None
         nbytes = 0
         try:
-            if not self.host_allowed(upgrade.host, upgrade.local_address):
-                log.warning(
-                    "refused WebSocket with non-local Host %r (DNS rebinding?)", upgrade.host
-                )
-                status = 403
-                await pending.reject(403, "Host not allowed")
+            route = verdict.route
+            if verdict.refusal is not None:
+                refusal = verdict.refusal
+                log.warning("%s", refusal.warning)
+                status = refusal.status
+                if refusal.after_accept:
+                    sock = await pending.accept()
+                    await sock.close(close_code_for_status(refusal.status), refusal.reason)
+                else:
+                    await pending.reject(refusal.status, refusal.reason)
                 return
-            if origin_class is OriginClass.REFUSED:
-                # Every path, the tunnel's and the plain relays' alike: the backend would let in
-                # any origin that holds the token, the proxy does not.
-                log.warning(
-                    "refused WebSocket from origin %r to %s", upgrade.origin, upgrade.raw_path
-                )
-                status = 403
-                await pending.reject(403, "Origin not allowed")
-                return
-            kind = self.route(upgrade.raw_path)
-            if kind == "session":
+            if route is Route.SESSION:
                 status = 101
                 await self._session(pending, upgrade)
                 return
-            if kind == "diagnose":
+            if route is Route.DIAGNOSE:
                 status = 101
                 await self._diagnose(pending, upgrade)
                 return
-            if kind is None:
-                # Any other WebSocket (the Jupyter UI's or Colab's kernel channels, terminals,
-                # ...) is relayed as it is, less the foreign Origin the proxy already judged.
-                target = _target(upgrade.raw_path, upgrade.query)
-                tunnelled = False
-            else:
-                rest = upgrade.raw_path[len(self.config.base_url) + len(PROXIED_WS_PREFIX) :]
-                target = _target(self.config.base_url + rest, _strip_auth_param(upgrade.query))
-                tunnelled = True
-            try:
-                target = validate_path(target)
-            except ValueError as exc:
-                # Origin-form only, as for tunnelled requests: "//host/..." could name a host.
-                log.warning("refused WebSocket %s: %s", upgrade.raw_path, exc)
-                status = 400
-                reason = f"Bad Request: request target must be a path: {exc}"
-                if tunnelled:
-                    sock = await pending.accept()
-                    await sock.close(close_code_for_status(400), reason)
-                else:
-                    await pending.reject(400, reason)
-                return
+            assert verdict.target is not None
             result = await relay(
                 pending,
                 upgrade,
-                target,
+                verdict.target,
                 self.config,
                 self.pool,
-                tunnelled=tunnelled,
+                tunnelled=route is Route.PROXIED,
                 shutdown=self.shutdown_event,
-                origin_class=origin_class,
+                origin_class=verdict.origin_class,
             )
             status, nbytes = result.status, result.bytes_to_client
         finally:
             log_access(
-                "ws", "GET", upgrade.raw_path, status, nbytes, started, origin=origin_class.value
+                "ws",
+                "GET",
+                upgrade.raw_path,
+                status,
+                nbytes,
+                started,
+                origin=verdict.origin_class.value,
             )
 
     async def _session(self, pending: PendingSocket, upgrade: Upgrade) -> None:
@@ -201,6 +355,24 @@ class Proxy:
                 await sock.send(error_frame(400, "Binary messages are not supported: send text."))
                 continue
             await sock.send(diagnose_frame(message, has_cookie, outdated))
+
+
+def framing_problem(target: str, headers: Sequence[tuple[bytes, bytes]]) -> str | None:
+    """Why this request must not be forwarded, or None.
+
+    The target must be origin-form, like a tunnelled path: an absolute-form
+    (``http://host/...``) or authority-like (``//host/...``) target could make the backend or an
+    intermediate treat it as another host. Content-Length with Transfer-Encoding is the classic
+    request-smuggling shape (RFC 9112 6.3): refuse it rather than pick one.
+    """
+    try:
+        validate_path(target)
+    except ValueError as exc:
+        return f"request target must be a path: {exc}"
+    names = {name.lower() for name, _ in headers}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        return "both Content-Length and Transfer-Encoding"
+    return None
 
 
 def _target(raw_path: str, query: str) -> str:

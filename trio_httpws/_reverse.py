@@ -1,10 +1,11 @@
 """The reverse proxy for plain HTTP: every request that is not a WebSocket goes to the backend.
 
 The order of the checks is the guarantee of this room: the Host check, the origin verdict and
-the request's framing are all decided before a byte reaches the backend, so a refused origin or a
-malformed request never costs the backend anything, whatever token or cookie it carries. The
-answers for an allowed foreign origin (preflights, the backend's answers and our own errors) come
-from the pure rules of ``_cors``.
+the request's framing are all decided (``Proxy.judge_request``, shared with the proxy's own
+door) before a byte reaches the backend, so a refused origin or a malformed request never costs
+the backend anything, whatever token or cookie it carries. The answers for an allowed foreign
+origin (preflights, the backend's answers and our own errors) come from the pure rules of
+``_cors``.
 """
 
 from __future__ import annotations
@@ -19,16 +20,9 @@ import trio
 
 from ._access import log_access
 from ._backend import Body
-from ._cors import (
-    Answer,
-    OriginClass,
-    backend_request_headers,
-    judge_http,
-    text_answer,
-    with_cors,
-)
+from ._cors import Answer, OriginClass, text_answer, with_cors
 from ._errors import BackendError
-from ._protocol import first_header, strip_hop_by_hop, validate_path
+from ._protocol import strip_hop_by_hop
 
 if TYPE_CHECKING:
     from ._proxy import Proxy
@@ -144,32 +138,17 @@ async def reverse_http(
 
 async def _serve(exchange: _Exchange, scope: Scope, receive: Receive, proxy: Proxy) -> None:
     headers: list[tuple[bytes, bytes]] = [(bytes(n), bytes(v)) for n, v in scope["headers"]]
-    host = first_header(headers, b"host")
-    if not proxy.host_allowed(host, local_address(scope)):
-        log.warning("refused HTTP request with non-local Host %r (DNS rebinding?)", host)
-        await exchange.answer(text_answer(403, "Host not allowed"))
-        return
-    scheme = scope.get("scheme", "http")
-    verdict = judge_http(proxy.config.origin_policy, exchange.method, headers, scheme, host or "")
+    verdict = proxy.judge_request(
+        exchange.method, exchange.target, headers, scope.get("scheme", "http"), local_address(scope)
+    )
     exchange.origin_class, exchange.cors_origin = verdict.origin_class, verdict.cors_origin
     if verdict.answer is not None:
-        answer = verdict.answer
-        origin = first_header(headers, b"origin")
-        if verdict.origin_class is OriginClass.REFUSED:
-            log.warning("refused %s %s from origin %r", exchange.method, exchange.path, origin)
-        elif answer.status >= 400:
-            log.warning("bad preflight from %r: %s", origin, answer.body.decode())
-        await exchange.answer(answer)
+        if verdict.warning is not None:
+            log.warning("%s", verdict.warning)
+        await exchange.answer(verdict.answer)
         return
-    problem = _framing_problem(exchange.target, headers)
-    if problem is not None:
-        log.warning("refused %s request: %s", exchange.method, problem)
-        await exchange.answer(text_answer(400, f"Bad Request: {problem}"))
-        return
-
-    forward = backend_request_headers(
-        strip_hop_by_hop(headers), verdict.origin_class, scheme, host or ""
-    )
+    assert verdict.forward is not None
+    forward = verdict.forward
     has_body = any(n.lower() in (b"content-length", b"transfer-encoding") for n, _ in headers)
     body_read = trio.Event()
     body = _request_body(receive, body_read) if has_body else None
@@ -213,24 +192,6 @@ async def _exchange(
         await exchange.answer(text_answer(exc.status, f"{HTTPStatus(exc.status).phrase}: {exc}"))
         return
     await exchange.body(final, False)
-
-
-def _framing_problem(target: str, headers: list[tuple[bytes, bytes]]) -> str | None:
-    """Why this request must not be forwarded, or None.
-
-    The target must be origin-form, like a tunnelled path: an absolute-form
-    (``http://host/...``) or authority-like (``//host/...``) target could make the backend or an
-    intermediate treat it as another host. Content-Length with Transfer-Encoding is the classic
-    request-smuggling shape (RFC 9112 6.3): refuse it rather than pick one.
-    """
-    try:
-        validate_path(target)
-    except ValueError as exc:
-        return f"request target must be a path: {exc}"
-    names = {name.lower() for name, _ in headers}
-    if b"content-length" in names and b"transfer-encoding" in names:
-        return "both Content-Length and Transfer-Encoding"
-    return None
 
 
 def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
