@@ -238,6 +238,10 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "shutdown_timeout": ("0.5", 0.5),
     "backend_ca": ("/etc/ca.pem", "/etc/ca.pem"),
     "ws_compression": ("on", True),  # a switch: the flag alone
+    "max_head_size": ("32768", 32768),
+    "head_timeout": ("7.5", 7.5),
+    "keep_alive_timeout": ("9", 9.0),
+    "backlog": ("512", 512),
 }
 
 

@@ -99,8 +99,18 @@ class Config:
     backend_ca: str | None = None
     #: Seconds in-flight work may take to finish at shutdown before it is cancelled.
     shutdown_timeout: float = 5.0
-    #: Accept a client's permessage-deflate offer (under hypercorn; see _compression).
+    #: Accept a client's permessage-deflate offer (see _compression).
     ws_compression: bool = False
+    #: Largest request head (request line and headers) a client may send; past it, 431. Tornado's
+    #: own limit, so that the proxy refuses no head Jupyter would accept.
+    max_head_size: int = 64 * 1024
+    #: Seconds a client may take to send a whole request head once it began (slow-loris).
+    #: The proxy's own listener only: under hypercorn its keep-alive deadline covers heads too.
+    head_timeout: float = 10.0
+    #: Seconds an idle keep-alive connection stays open between requests.
+    keep_alive_timeout: float = 5.0
+    #: Connections the kernel queues for the listener before they are accepted.
+    backlog: int = 100
     backend_url: BackendURL = field(init=False, repr=False, compare=False)
     origin_policy: OriginPolicy = field(init=False, repr=False, compare=False)
 
@@ -125,6 +135,8 @@ class Config:
             "max_pending_bytes",
             "max_idle_connections",
             "max_connections",
+            "max_head_size",
+            "backlog",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
@@ -137,6 +149,8 @@ class Config:
             "pool_timeout",
             "auth_timeout",
             "shutdown_timeout",
+            "head_timeout",
+            "keep_alive_timeout",
         ):
             if not getattr(self, name) > 0:  # "not >": NaN is refused too
                 raise ConfigError(f"{name} must be positive")
@@ -276,6 +290,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pool_timeout", _positive_float, "seconds to wait for a backend slot (then 503)", "S"),
     Setting("auth_timeout", _positive_float, "seconds for the whole auth-URL fetch", "S"),
     Setting("shutdown_timeout", _positive_float, "grace for in-flight work at shutdown", "S"),
+    Setting("max_head_size", _positive_int, "largest request head in bytes (then 431)", "BYTES"),
+    Setting("head_timeout", _positive_float, "seconds to send a whole request head", "S"),
+    Setting("keep_alive_timeout", _positive_float, "seconds an idle connection stays open", "S"),
+    Setting("backlog", _positive_int, "connections queued for the listener before accept"),
     Setting("backend_ca", _text, "CA bundle (PEM) for an https backend", "PEM"),
     Setting(
         "ws_compression",

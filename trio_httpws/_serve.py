@@ -114,6 +114,9 @@ def hypercorn_config(
     bind_host = f"[{host}]" if ":" in host else host
     hc.bind = [f"{bind_host}:{port}"]
     hc.websocket_max_message_size = config.max_message_size
+    hc.h11_max_incomplete_size = config.max_head_size
+    hc.keep_alive_timeout = config.keep_alive_timeout
+    hc.backlog = config.backlog
     hc.graceful_timeout = config.shutdown_timeout
     hc.accesslog = None
     # A Logger (not hypercorn's default "-") so its lines go through the program's own logging
