@@ -177,6 +177,28 @@ class BackendResponse:
                 continue
             raise BackendError(f"backend sent an unexpected {type(event).__name__} in a body")
 
+    def take_buffered(self) -> tuple[bytes, bool]:
+        """The body bytes that already arrived (no I/O), and whether the body ended with them.
+
+        Lets a caller write a small response's head and body at once. After ``True`` the body
+        is over: do not iterate it again. After ``False``, ``iter_chunks`` goes on from here.
+        """
+        conn = self._conn
+        parts: list[bytes] = []
+        while True:
+            event = self._pool._next_buffered_event(conn)
+            if type(event) is h11.Data:
+                data = bytes(event.data)
+                self._body_seen += len(data)
+                parts.append(data)
+                continue
+            body = parts[0] if len(parts) == 1 else b"".join(parts)
+            if type(event) is h11.EndOfMessage:
+                return body, True
+            if event is h11.NEED_DATA:
+                return body, False
+            raise BackendError(f"backend sent an unexpected {type(event).__name__} in a body")
+
     def _raw_body_left(self) -> int | None:
         """Body bytes still to come when h11 frames the body by Content-Length, else None."""
         if self.content_length is None:

@@ -602,6 +602,24 @@ def strip_hop_by_hop(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes
     ]
 
 
+#: Response headers the server in front of the backend writes itself (hypercorn and the proxy's
+#: own door add Date and Server to every answer): the backend's copies would make two of each.
+SERVER_WRITTEN = frozenset({b"date", b"server"})
+
+
+def forwarded_response_headers(
+    headers: Sequence[tuple[bytes, bytes]],
+) -> list[tuple[bytes, bytes]]:
+    """The backend's response headers as the reverse proxy passes them to the client."""
+    dropped = SERVER_WRITTEN
+    if any(n.lower() == b"transfer-encoding" for n, _ in headers):
+        # The body was framed by its Transfer-Encoding, not by a Content-Length beside it, and
+        # the server in front of us frames it anew: a proxy must not pass such a Content-Length
+        # on (RFC 9112 6.3), or the client would read a body of the wrong length.
+        dropped = SERVER_WRITTEN | {b"content-length"}
+    return [(n, v) for n, v in strip_hop_by_hop(headers) if n.lower() not in dropped]
+
+
 def header_values(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[str]:
     return [v.decode("latin-1") for n, v in headers if n.lower() == name]
 

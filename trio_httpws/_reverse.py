@@ -22,7 +22,7 @@ from ._access import log_access
 from ._backend import Body
 from ._cors import Answer, OriginClass, text_answer, with_cors
 from ._errors import BackendError
-from ._protocol import strip_hop_by_hop
+from ._protocol import forwarded_response_headers
 
 if TYPE_CHECKING:
     from ._proxy import Proxy
@@ -33,10 +33,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-#: Response headers the server in front of us writes itself (hypercorn adds Date and Server to
-#: every response): the backend's copies would make two of each.
-_SERVER_WRITTEN = frozenset({b"date", b"server"})
 
 #: Bytes asked of the backend's socket per read of a body on this path. Nothing here frames the
 #: body, so larger reads cost fewer reads, deadlines and ASGI events per byte; hypercorn's write
@@ -170,7 +166,7 @@ async def _exchange(
     final = b""
     try:
         async with proxy.pool.request(exchange.method, exchange.target, forward, body) as resp:
-            await exchange.start(resp.status, _response_headers(resp.headers))
+            await exchange.start(resp.status, forwarded_response_headers(resp.headers))
             length = resp.content_length
             try:
                 async for chunk in resp.iter_chunks(REVERSE_READ_SIZE):
@@ -192,16 +188,6 @@ async def _exchange(
         await exchange.answer(text_answer(exc.status, f"{HTTPStatus(exc.status).phrase}: {exc}"))
         return
     await exchange.body(final, False)
-
-
-def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    dropped = _SERVER_WRITTEN
-    if any(n.lower() == b"transfer-encoding" for n, _ in headers):
-        # The body was framed by its Transfer-Encoding, not by a Content-Length beside it, and
-        # the server in front of us frames it anew: a proxy must not pass such a Content-Length
-        # on (RFC 9112 6.3), or the client would read a body of the wrong length.
-        dropped = _SERVER_WRITTEN | {b"content-length"}
-    return [(n, v) for n, v in strip_hop_by_hop(headers) if n.lower() not in dropped]
 
 
 def _target(scope: Scope) -> str:
