@@ -83,11 +83,27 @@ def fake_backend() -> Iterator[FakeBackend]:
     backend.close()
 
 
+#: The servers a proxy runs under in the tests: every I/O test runs on each (the ``door`` fixture).
+DOORS = ("hypercorn", "trio")
+#: The Server header each door writes on every answer (in place of the backend's).
+SERVER_NAMES = {"hypercorn": "hypercorn-h11", "trio": "trio-httpws"}
+
+
+@pytest.fixture(params=DOORS)
+def door(request: pytest.FixtureRequest) -> str:
+    """The server ``running_proxy`` uses: hypercorn with the ASGI app, or the proxy's own door."""
+    return str(request.param)
+
+
 @asynccontextmanager
-async def running_proxy(config: trio_httpws.Config, **kwargs: Any) -> AsyncIterator[str]:
-    """Serve ``config`` with a real hypercorn on 127.0.0.1; yields ``http://127.0.0.1:PORT``."""
+async def running_proxy(
+    config: trio_httpws.Config, door: str = "hypercorn", **kwargs: Any
+) -> AsyncIterator[str]:
+    """Serve ``config`` on 127.0.0.1 with ``door``; yields ``http://127.0.0.1:PORT``."""
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(partial(trio_httpws.serve, config, "127.0.0.1", 0, **kwargs))
+        port = await nursery.start(
+            partial(trio_httpws.serve, config, "127.0.0.1", 0, server=door, **kwargs)
+        )
         yield f"http://127.0.0.1:{port}"
         nursery.cancel_scope.cancel()
 
@@ -115,10 +131,10 @@ async def running_handler_proxy(config: trio_httpws.Config) -> AsyncIterator[str
 
 
 @pytest.fixture
-async def proxy(fake_backend: FakeBackend) -> AsyncIterator[str]:
-    """The proxy in front of the fake backend, allowing the test origin."""
+async def proxy(fake_backend: FakeBackend, door: str) -> AsyncIterator[str]:
+    """The proxy in front of the fake backend, allowing the test origin, on each door."""
     config = trio_httpws.Config(backend=fake_backend.url, allow_origins=(ALLOWED_ORIGIN,))
-    async with running_proxy(config) as url:
+    async with running_proxy(config, door) as url:
         yield url
 
 

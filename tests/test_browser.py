@@ -395,14 +395,14 @@ async def wait_for_slow(fake_backend: FakeBackend, tag: str, active: int) -> Non
 
 
 async def run_client_scripts(
-    browser: Browser, fake_backend: FakeBackend, first: str, cancel: str
+    browser: Browser, fake_backend: FakeBackend, first: str, cancel: str, door: str
 ) -> dict[str, Any]:
     """Run ``first`` (which leaves a slow request running) then ``cancel`` in a page on another
     origin than the proxy; return what both collected, once the backend saw the request go."""
     tag = "browser-" + os.urandom(4).hex()
     async with page_server() as page_origin:
         config = trio_httpws.Config(backend=fake_backend.url, allow_origins=(page_origin,))
-        async with running_proxy(config) as proxy_url:
+        async with running_proxy(config, door) as proxy_url:
             proxy = proxy_url.replace("127.0.0.1", "localhost")
             page = await browser.new_page(page_origin + "/")
             with trio.fail_after(30):
@@ -417,9 +417,9 @@ async def run_client_scripts(
 
 
 async def test_js_client_against_the_fake_backend(
-    browser: Browser, fake_backend: FakeBackend
+    browser: Browser, fake_backend: FakeBackend, door: str
 ) -> None:
-    out = await run_client_scripts(browser, fake_backend, CLIENT_SCRIPT, CANCEL_SCRIPT)
+    out = await run_client_scripts(browser, fake_backend, CLIENT_SCRIPT, CANCEL_SCRIPT, door)
     assert out == {
         "bigStatus": 200,
         "bigLength": 300000,
@@ -489,7 +489,7 @@ DIRECT_CANCEL_SCRIPT = """(async () => {
 
 
 async def test_js_direct_client_against_the_fake_backend(
-    browser: Browser, fake_backend: FakeBackend
+    browser: Browser, fake_backend: FakeBackend, door: str
 ) -> None:
     """The direct transport's request(), cancel() and openWebSocket(), as the tunnel's above.
 
@@ -497,7 +497,7 @@ async def test_js_direct_client_against_the_fake_backend(
     request.
     """
     out = await run_client_scripts(
-        browser, fake_backend, DIRECT_CLIENT_SCRIPT, DIRECT_CANCEL_SCRIPT
+        browser, fake_backend, DIRECT_CLIENT_SCRIPT, DIRECT_CANCEL_SCRIPT, door
     )
     assert out == {
         "transport": "direct",
@@ -522,7 +522,7 @@ async def test_js_direct_client_against_the_fake_backend(
 
 
 async def test_public_page_needs_the_users_local_network_permission(
-    chromium_executable: str, fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture
+    chromium_executable: str, fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture, door: str
 ) -> None:
     """Colab's case: a page on a public origin calling the proxy on loopback.
 
@@ -540,7 +540,7 @@ async def test_public_page_needs_the_users_local_network_permission(
             f"--unsafely-treat-insecure-origin-as-secure={page_origin}",
         )
         async with (
-            running_proxy(config) as proxy_url,
+            running_proxy(config, door) as proxy_url,
             launch_chromium(chromium_executable, *public) as browser,
         ):
             url = json.dumps(proxy_url.replace("127.0.0.1", "localhost") + "/echo")

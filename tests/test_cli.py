@@ -140,8 +140,10 @@ def orphan_prone_kernelspec(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-async def test_cli_starts_jupyter_serves_and_stops_cleanly(stop_signal: signal.Signals) -> None:
-    async with running_cli() as cli:
+async def test_cli_starts_jupyter_serves_and_stops_cleanly(
+    stop_signal: signal.Signals, door: str
+) -> None:
+    async with running_cli("--server", door) as cli:
         assert f"Allowed origins: {COLAB}" in cli.stdout
         # Under the URL: the no-kernel doctor's verdict on the proxy, from Colab's origin.
         lines = cli.stdout.splitlines()

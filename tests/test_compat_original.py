@@ -235,12 +235,12 @@ async def _final_response(
     ],
 )
 async def test_a_redirecting_path_gives_the_same_final_response(
-    server: OriginalServer, method: str, path: str, body: str | None
+    server: OriginalServer, method: str, path: str, body: str | None, door: str
 ) -> None:
     with trio.fail_after(TIMEOUT):
         theirs = await _final_response(server.url, server.auth_url, method, path, body)
         config = trio_httpws.Config(backend=server.url, allow_origins=("*",))
-        async with running_proxy(config) as proxy:
+        async with running_proxy(config, door) as proxy:
             ours = await _final_response(
                 proxy, f"{proxy}/?token={server.token}", method, path, body
             )

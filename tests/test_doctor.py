@@ -44,10 +44,10 @@ def assert_no_token(report: Report, token: str) -> None:
 
 
 @pytest.fixture
-async def jproxy(jupyter: Jupyter) -> AsyncIterator[str]:
+async def jproxy(jupyter: Jupyter, door: str) -> AsyncIterator[str]:
     """trio-httpws in front of the session's Jupyter, allowing Colab."""
     config = trio_httpws.Config(backend=jupyter.url, allow_origins=(COLAB,))
-    async with running_proxy(config) as url:
+    async with running_proxy(config, door) as url:
         yield url
 
 
@@ -210,9 +210,9 @@ async def test_host_check_refused_by_jupyter(jupyter: Jupyter) -> None:
     )
 
 
-async def test_backend_down_behind_trio_httpws() -> None:
+async def test_backend_down_behind_trio_httpws(door: str) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    async with running_proxy(trio_httpws.Config(backend=dead, allow_origins=(COLAB,))) as url:
+    async with running_proxy(trio_httpws.Config(backend=dead, allow_origins=(COLAB,)), door) as url:
         report = await doctor(f"{url}/?token=abc", COLAB, kernel=False)
     step = report.step("reach.port")
     assert step.mark is Mark.FAIL
@@ -300,9 +300,9 @@ async def test_todays_flow_passes_on_a_runtime_that_answers_cors(
     assert verdict_line(report).startswith("Colab can connect: today's flow ok, old tunnel fails")
 
 
-async def test_both_flows_pass_behind_trio_httpws(fake_runtime: FakeBackend) -> None:
+async def test_both_flows_pass_behind_trio_httpws(fake_runtime: FakeBackend, door: str) -> None:
     config = trio_httpws.Config(backend=fake_runtime.url, allow_origins=(COLAB,))
-    async with running_proxy(config) as url:
+    async with running_proxy(config, door) as url:
         report = await doctor(f"{url}/?token={FAKE_TOKEN}", COLAB, kernel=False)
     assert [s.name for s in report.steps if s.mark is not Mark.OK] == [
         "kernel.start",

@@ -210,8 +210,8 @@ async def test_serve_hypercorn_then_run_cell(jupyter: Jupyter) -> None:
         assert process.returncode == 0, log_path.read_text()
 
 
-async def test_run_cell_reports_a_failing_cell(jupyter: Jupyter) -> None:
-    async with running_proxy(trio_httpws.Config(backend=jupyter.url)) as url:
+async def test_run_cell_reports_a_failing_cell(jupyter: Jupyter, door: str) -> None:
+    async with running_proxy(trio_httpws.Config(backend=jupyter.url), door) as url:
         result = await run_example(
             run_cell_args(url, jupyter.token, "import sys\nprint('before')\n1/0")
         )
@@ -221,8 +221,8 @@ async def test_run_cell_reports_a_failing_cell(jupyter: Jupyter) -> None:
     assert "\x1b[" not in result.stderr.decode()  # the traceback's colours are stripped
 
 
-async def test_run_cell_with_a_wrong_token_fails_cleanly(jupyter: Jupyter) -> None:
-    async with running_proxy(trio_httpws.Config(backend=jupyter.url)) as url:
+async def test_run_cell_with_a_wrong_token_fails_cleanly(jupyter: Jupyter, door: str) -> None:
+    async with running_proxy(trio_httpws.Config(backend=jupyter.url), door) as url:
         result = await run_example(run_cell_args(url, "wrong-token", "print(1)"))
     assert result.returncode == 1, describe(result)
     assert "creating a session failed: 403" in result.stderr.decode()

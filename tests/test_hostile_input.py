@@ -533,11 +533,13 @@ async def test_path_naming_another_host(
 # -- limits ---------------------------------------------------------------------------------
 
 
-async def test_message_over_size_limit_closes_only_that_socket(fake_backend: FakeBackend) -> None:
+async def test_message_over_size_limit_closes_only_that_socket(
+    fake_backend: FakeBackend, door: str
+) -> None:
     limit = 64 * 1024
     config = trio_httpws.Config(backend=fake_backend.url, max_message_size=limit)
     with trio.fail_after(TIMEOUT):
-        async with running_proxy(config) as url, connect(url) as bystander:
+        async with running_proxy(config, door) as url, connect(url) as bystander:
             async with connect(url) as ws:
                 # Just under the limit (the limit counts the whole JSON message) is served.
                 body = "x" * (limit - 200)
@@ -553,13 +555,13 @@ async def test_message_over_size_limit_closes_only_that_socket(fake_backend: Fak
 
 
 async def test_socket_closed_in_the_middle_of_a_message_in_parts(
-    fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture
+    fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture, door: str
 ) -> None:
     # Over the limit after some parts: the session has begun assembling when hypercorn closes.
     limit = 3 * 1024 * 1024
     config = trio_httpws.Config(backend=fake_backend.url, max_message_size=limit)
     with trio.fail_after(TIMEOUT):
-        async with running_proxy(config) as url, connect(url) as bystander:
+        async with running_proxy(config, door) as url, connect(url) as bystander:
             async with connect(url) as ws:
                 body = base64.b64encode(b"x" * limit).decode()
                 await ws.send_message(request_json("big", "POST", "/echo", body_base64=body))
@@ -637,12 +639,12 @@ async def test_hostile_input_with_other_requests_in_flight(proxy: str) -> None:
     }
 
 
-async def test_more_requests_than_in_flight_limit(fake_backend: FakeBackend) -> None:
+async def test_more_requests_than_in_flight_limit(fake_backend: FakeBackend, door: str) -> None:
     config = trio_httpws.Config(backend=fake_backend.url, max_in_flight=2)
     key = uuid.uuid4().hex
     count = 10  # beyond the 4 x max_in_flight queue, so the reader has to wait too
     with trio.fail_after(TIMEOUT):
-        async with running_proxy(config) as url, connect(url) as ws:
+        async with running_proxy(config, door) as url, connect(url) as ws:
             for i in range(count):
                 await ws.send_message(request_json(i, "GET", f"/concurrency?key={key}&delay=0.05"))
             done: dict[int, dict[str, Any]] = {}
@@ -741,9 +743,9 @@ async def test_cancel_racing_the_final_frame_sends_one_final_frame() -> None:
 
 
 @pytest.fixture
-async def colab_proxy(fake_backend: FakeBackend) -> AsyncIterator[str]:
+async def colab_proxy(fake_backend: FakeBackend, door: str) -> AsyncIterator[str]:
     """The proxy with the default Config: only Colab's origin is allowed."""
-    async with running_proxy(trio_httpws.Config(backend=fake_backend.url)) as url:
+    async with running_proxy(trio_httpws.Config(backend=fake_backend.url), door) as url:
         yield url
 
 
@@ -826,10 +828,10 @@ async def test_local_host_allowed(proxy: str, host: str) -> None:
         assert await http_get(proxy, host, "/api/sessions") == (200, b"ok")
 
 
-async def test_allow_hosts_name_allowed(fake_backend: FakeBackend) -> None:
+async def test_allow_hosts_name_allowed(fake_backend: FakeBackend, door: str) -> None:
     config = trio_httpws.Config(backend=fake_backend.url, allow_hosts=("mybox.lan",))
     with trio.fail_after(TIMEOUT):
-        async with running_proxy(config) as url:
+        async with running_proxy(config, door) as url:
             port = port_of(url)
             async with raw_websocket(url) as raw:
                 assert await raw.handshake(f"MyBox.lan:{port}", "/http_over_websocket") == 101

@@ -27,8 +27,8 @@ COLAB = "https://colab.research.google.com"
 
 
 @pytest.fixture
-async def jproxy(jupyter: Jupyter) -> AsyncIterator[str]:
-    async with running_proxy(trio_httpws.Config(backend=jupyter.url)) as url:
+async def jproxy(jupyter: Jupyter, door: str) -> AsyncIterator[str]:
+    async with running_proxy(trio_httpws.Config(backend=jupyter.url), door) as url:
         yield url
 
 

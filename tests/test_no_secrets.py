@@ -94,20 +94,22 @@ async def every_path(proxy: str) -> None:
 
 
 async def test_no_secret_in_any_log_line(
-    fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture
+    fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture, door: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
     config = trio_httpws.Config(backend=fake_backend.url)
-    async with running_proxy(config) as proxy:
+    async with running_proxy(config, door) as proxy:
         await every_path(proxy)
     assert len(caplog.records) > 20  # the paths above really logged
     assert leaked(caplog) == []
 
 
-async def test_no_secret_when_the_backend_is_down(caplog: pytest.LogCaptureFixture) -> None:
+async def test_no_secret_when_the_backend_is_down(
+    caplog: pytest.LogCaptureFixture, door: str
+) -> None:
     caplog.set_level(logging.DEBUG)
     config = trio_httpws.Config(backend=f"http://127.0.0.1:{free_port()}", connect_timeout=2)
-    async with running_proxy(config) as proxy:
+    async with running_proxy(config, door) as proxy:
         async with connect(proxy, f"/http_over_websocket?{auth_query(proxy)}") as ws:
             response = await fetch(ws, "1", "GET", f"/api/sessions?token={TOKEN}")
         assert response.status == 500  # the auth URL could not be fetched
@@ -126,11 +128,12 @@ async def test_no_secret_when_the_backend_is_down(caplog: pytest.LogCaptureFixtu
 async def test_no_secret_when_tls_fails(
     tls_backend: FakeBackend,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
+    door: str,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     # No backend_ca: the system's CAs do not know the test CA, so every connect fails.
     config = trio_httpws.Config(backend=tls_backend.url)
-    async with running_proxy(config) as proxy:
+    async with running_proxy(config, door) as proxy:
         async with connect(proxy) as ws:
             response = await fetch(ws, "1", "GET", f"/api/sessions?token={TOKEN}")
         reverse = await http_request(proxy, "GET", f"/api/sessions?token={TOKEN}")
@@ -141,10 +144,10 @@ async def test_no_secret_when_tls_fails(
 
 
 async def test_backend_dying_mid_body_is_one_warning_of_ours(
-    fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture
+    fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture, door: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    async with running_proxy(trio_httpws.Config(backend=fake_backend.url)) as proxy:
+    async with running_proxy(trio_httpws.Config(backend=fake_backend.url), door) as proxy:
         with pytest.raises(h11.RemoteProtocolError):  # the client sees a cut response
             await http_request(proxy, "GET", "/die-mid-body")
         await access_lines(caplog, 1)

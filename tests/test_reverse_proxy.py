@@ -71,11 +71,11 @@ async def test_head_request(proxy: str) -> None:
     assert (status, headers["content-length"], body) == (200, "100000", b"")
 
 
-async def test_backend_down_is_a_502(fake_backend: FakeBackend) -> None:
+async def test_backend_down_is_a_502(fake_backend: FakeBackend, door: str) -> None:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     await listeners[0].aclose()
-    async with running_proxy(trio_httpws.Config(backend=f"http://127.0.0.1:{port}")) as url:
+    async with running_proxy(trio_httpws.Config(backend=f"http://127.0.0.1:{port}"), door) as url:
         status, _, body = await http(url, "GET", "/api/status")
     assert status == 502
     assert f"127.0.0.1:{port}".encode() in body
@@ -177,7 +177,7 @@ async def test_bodies_without_a_content_length_end_with_an_empty_event(
     assert [m["more_body"] for m in sent[1:]] == [True] * (len(sent) - 2) + [False]
 
 
-async def test_a_chunked_body_that_also_names_a_content_length_arrives_whole() -> None:
+async def test_a_chunked_body_that_also_names_a_content_length_arrives_whole(door: str) -> None:
     """A backend sending both framings: h11 reads the chunks (Transfer-Encoding wins), and the
     Content-Length beside it is neither believed nor passed on. It used to be both, and the
     client got no complete response (an ASGI error in hypercorn)."""
@@ -197,7 +197,7 @@ async def test_a_chunked_body_that_also_names_a_content_length_arrives_whole() -
         listeners = await nursery.start(trio.serve_tcp, backend, 0)
         port = listeners[0].socket.getsockname()[1]
         config = trio_httpws.Config(backend=f"http://127.0.0.1:{port}")
-        async with running_proxy(config) as url:
+        async with running_proxy(config, door) as url:
             response = await http_request(url, "GET", "/both-framings")
         nursery.cancel_scope.cancel()
     assert response.status == 200

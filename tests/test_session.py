@@ -146,13 +146,13 @@ async def test_client_cancels_one_request(proxy: str, fake_backend: FakeBackend)
     await wait_until(lambda: fake_backend.slow_active(tag) == 0, within=1)
 
 
-async def test_backend_down_gives_502_and_recovers() -> None:
+async def test_backend_down_gives_502_and_recovers(door: str) -> None:
     # A port nobody listens on: grab one and close it.
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     await listeners[0].aclose()
     config = trio_httpws.Config(backend=f"http://127.0.0.1:{port}")
-    async with running_proxy(config) as url, connect(url) as ws:
+    async with running_proxy(config, door) as url, connect(url) as ws:
         response = await fetch(ws, "down", "GET", "/api/sessions")
         assert response.status == 502
         assert f"127.0.0.1:{port}" in response.first["statusText"]
@@ -192,9 +192,9 @@ async def test_slow_request_does_not_delay_others(proxy: str) -> None:
         assert (await read_response(ws, "slow")).body == b"slow"
 
 
-async def test_read_timeout_gives_502(fake_backend: FakeBackend) -> None:
+async def test_read_timeout_gives_502(fake_backend: FakeBackend, door: str) -> None:
     config = trio_httpws.Config(backend=fake_backend.url, read_timeout=0.3)
-    async with running_proxy(config) as url, connect(url) as ws:
+    async with running_proxy(config, door) as url, connect(url) as ws:
         response = await fetch(ws, "t", "GET", "/slow?delay=2")
     assert response.status == 502
     assert "sent nothing for 0.3s" in response.first["statusText"]
@@ -202,12 +202,12 @@ async def test_read_timeout_gives_502(fake_backend: FakeBackend) -> None:
 
 @pytest.mark.parametrize("limit", [2])
 async def test_requests_over_the_limit_wait_and_complete(
-    fake_backend: FakeBackend, limit: int
+    fake_backend: FakeBackend, limit: int, door: str
 ) -> None:
     tag = "limit-" + os.urandom(4).hex()
     config = trio_httpws.Config(backend=fake_backend.url, max_in_flight=limit)
     peak = 0
-    async with running_proxy(config) as url, connect(url) as ws:
+    async with running_proxy(config, door) as url, connect(url) as ws:
         for i in range(6):
             await ws.send_message(request_json(i, "GET", f"/slow?delay=0.2&tag={tag}"))
         done = 0

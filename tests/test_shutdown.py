@@ -25,7 +25,7 @@ COLAB = "https://colab.research.google.com"
 
 
 async def test_cancelling_serve_finishes_requests_then_closes_with_1001(
-    fake_backend: FakeBackend,
+    fake_backend: FakeBackend, door: str
 ) -> None:
     config = trio_httpws.Config(backend=fake_backend.url, shutdown_timeout=5)
     async with trio.open_nursery() as outer:
@@ -33,20 +33,47 @@ async def test_cancelling_serve_finishes_requests_then_closes_with_1001(
 
         async def run_server(task_status: trio.TaskStatus[int]) -> None:
             with server:
-                await trio_httpws.serve(config, task_status=task_status)
+                await trio_httpws.serve(config, server=door, task_status=task_status)
 
         port = await outer.start(run_server)
         base = f"http://127.0.0.1:{port}"
         async with (
             connect(base) as ws,
             connect(base, "/http_over_websocket/proxied_ws/plain-echo-ws") as relay,
+            connect(base, "/plain-echo-ws") as plain,
+            await trio.open_tcp_stream("127.0.0.1", port) as idle,
+            await trio.open_tcp_stream("127.0.0.1", port) as busy,
         ):
             await relay.send_message("before")
             assert await relay.get_message() == "before"
+            await plain.send_message("before")
+            assert await plain.get_message() == "before"
+            # A keep-alive connection idle after one answer, and a plain request in flight.
+            host = f"Host: 127.0.0.1:{port}\r\n"
+            await idle.send_all(f"GET /api/sessions HTTP/1.1\r\n{host}\r\n".encode())
+            first = b""
+            while not first.endswith(b"ok"):
+                first += await idle.receive_some(65536)
+            await busy.send_all(f"GET /slow?delay=0.5&tag=sd2 HTTP/1.1\r\n{host}\r\n".encode())
             await ws.send_message(request_json("inflight", "GET", "/slow?delay=0.5&tag=sd1"))
             await wait_until(lambda: fake_backend.slow_active("sd1") == 1)
+            await wait_until(lambda: fake_backend.slow_active("sd2") == 1)
             server.cancel()
             with trio.fail_after(5):
+                # The idle connection is closed at once (hypercorn too), the busy one answered.
+                assert await idle.receive_some(65536) == b""
+                answer = b""
+                while not answer.endswith(b"slow"):
+                    chunk = await busy.receive_some(65536)
+                    assert chunk, answer
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 200 ")
+                if door == "trio":
+                    assert b"\r\nconnection: close\r\n" in answer.lower()
+                with pytest.raises(trio_websocket.ConnectionClosed) as plain_info:
+                    await plain.get_message()
+                assert plain_info.value.reason is not None
+                assert plain_info.value.reason.code == 1001
                 frame = await read_frame(ws)
                 # The in-flight request finished within the grace period...
                 assert (frame["message_id"], frame["status"], frame["done"]) == (
@@ -73,10 +100,12 @@ async def drain(ws: trio_websocket.WebSocketConnection) -> None:
         await ws.get_message()
 
 
-async def test_shutdown_deadline_cancels_stuck_requests(fake_backend: FakeBackend) -> None:
+async def test_shutdown_deadline_cancels_stuck_requests(
+    fake_backend: FakeBackend, door: str
+) -> None:
     config = trio_httpws.Config(backend=fake_backend.url, shutdown_timeout=0.3)
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(partial(trio_httpws.serve, config))
+        port = await nursery.start(partial(trio_httpws.serve, config, server=door))
         async with connect(f"http://127.0.0.1:{port}") as ws:
             await ws.send_message(request_json("stuck", "GET", "/slow?delay=30&tag=sd2"))
             await wait_until(lambda: fake_backend.slow_active("sd2") == 1)
@@ -130,7 +159,7 @@ LONG_CELL = (
 )
 
 
-async def test_shutdown_with_a_kernel_running_a_cell(jupyter: Jupyter) -> None:
+async def test_shutdown_with_a_kernel_running_a_cell(jupyter: Jupyter, door: str) -> None:
     config = trio_httpws.Config(backend=jupyter.url, shutdown_timeout=1)
     kernel = await trio.to_thread.run_sync(jupyter_api, jupyter, "POST", "/api/kernels", {})
     channels = f"/api/kernels/{kernel['id']}/channels"
@@ -140,7 +169,7 @@ async def test_shutdown_with_a_kernel_running_a_cell(jupyter: Jupyter) -> None:
 
             async def run_server(task_status: trio.TaskStatus[int]) -> None:
                 with server:
-                    await trio_httpws.serve(config, task_status=task_status)
+                    await trio_httpws.serve(config, server=door, task_status=task_status)
 
             port = await outer.start(run_server)
             base = f"http://127.0.0.1:{port}"

@@ -40,14 +40,14 @@ def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
 
 @pytest.fixture
 async def tls_proxy(
-    ca: trustme.CA, tls_backend: FakeBackend, ca_file: str, tmp_path: Path
+    ca: trustme.CA, tls_backend: FakeBackend, ca_file: str, tmp_path: Path, door: str
 ) -> AsyncIterator[str]:
     cert = ca.issue_cert("127.0.0.1", "localhost")
     certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.cert_chain_pems[0].write_to_path(str(certfile))
     cert.private_key_pem.write_to_path(str(keyfile))
     config = trio_httpws.Config(backend=tls_backend.url, backend_ca=ca_file)
-    async with running_proxy(config, certfile=str(certfile), keyfile=str(keyfile)) as url:
+    async with running_proxy(config, door, certfile=str(certfile), keyfile=str(keyfile)) as url:
         yield url.replace("http://", "https://")
 
 
@@ -87,9 +87,11 @@ async def test_proxied_wss_to_https_backend(tls_proxy: str, ca: trustme.CA) -> N
         assert await ws.get_message() == "over tls"
 
 
-async def test_backend_with_untrusted_certificate_is_a_502(tls_backend: FakeBackend) -> None:
+async def test_backend_with_untrusted_certificate_is_a_502(
+    tls_backend: FakeBackend, door: str
+) -> None:
     config = trio_httpws.Config(backend=tls_backend.url)  # system CAs only: not our trustme CA
-    async with running_proxy(config) as url, connect(url) as ws:
+    async with running_proxy(config, door) as url, connect(url) as ws:
         response = await fetch(ws, "1", "GET", "/api/sessions")
     assert response.status == 502
     assert "CERTIFICATE_VERIFY_FAILED" in response.first["statusText"]

@@ -7,6 +7,7 @@ offer exactly what Chromium offers, and the first bit of the server's answer fra
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from trio_httpws._cli import build_parser, config_from_args
 from trio_httpws._compression import install
 
 from ._http import websocket_handshake
-from .conftest import running_proxy
+from .conftest import connect, running_proxy
 from .fake_backend import FakeBackend
 
 #: What Chromium sends on every WebSocket upgrade.
@@ -30,11 +31,11 @@ DIAGNOSE = "/http_over_websocket/diagnose"
 
 @pytest.fixture(params=[False, True], ids=["off", "on"])
 async def compression(
-    request: pytest.FixtureRequest, fake_backend: FakeBackend
+    request: pytest.FixtureRequest, fake_backend: FakeBackend, door: str
 ) -> AsyncIterator[tuple[bool, str]]:
     on: bool = request.param
     config = trio_httpws.Config(backend=fake_backend.url, ws_compression=on)
-    async with running_proxy(config) as url:
+    async with running_proxy(config, door) as url:
         yield on, url
 
 
@@ -53,12 +54,23 @@ async def test_the_setting_decides_the_answer_to_the_offer(compression: tuple[bo
         assert first == 0x81  # FIN, text, not compressed
 
 
-async def test_the_setting_holds_for_relayed_websockets(compression: tuple[bool, str]) -> None:
+async def test_the_setting_holds_for_relayed_websockets(
+    compression: tuple[bool, str], door: str
+) -> None:
     # Colab's kernel channels: a plain WebSocket relayed to the backend.
     on, url = compression
     response, _ = await websocket_handshake(url, "/headers-ws", [CHROMIUM_OFFER])
     assert response.status == 101
-    assert bool(response.all("sec-websocket-extensions")) is on
+    if door == "hypercorn":
+        # The proxy answers the browser's offer itself: the setting decides.
+        assert bool(response.all("sec-websocket-extensions")) is on
+        return
+    # Spliced byte for byte: the setting decides whether the offer reaches the backend, whose
+    # answer the browser gets (the fake backend declines compression, as Jupyter does).
+    assert response.all("sec-websocket-extensions") == []
+    async with connect(url, "/headers-ws", headers=[CHROMIUM_OFFER]) as ws:
+        seen = json.loads(await ws.get_message())
+    assert any(name.lower() == "sec-websocket-extensions" for name, _ in seen) is on
 
 
 async def test_other_asgi_apps_keep_hypercorns_default() -> None:

@@ -33,7 +33,7 @@ from ._errors import ConfigError, HttpOverWsError
 from ._jupyter import running_jupyter
 from ._platform import STOP_SIGNALS
 from ._protocol import PROTOCOL_VERSION
-from ._serve import serve
+from ._serve import DEFAULT_SERVER, SERVERS, serve
 from .client import _doctor
 
 log = logging.getLogger("trio_httpws")
@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8889, help="port to listen on (0: any free)")
+    parser.add_argument(
+        "--server",
+        choices=SERVERS,
+        default=DEFAULT_SERVER,
+        help="trio: the proxy's own listener (plain WebSockets relayed byte for byte); "
+        f"hypercorn: hypercorn serving the ASGI app (default: {DEFAULT_SERVER})",
+    )
     parser.add_argument("--certfile", help="serve https/wss with this certificate (PEM)")
     parser.add_argument("--keyfile", help="private key for --certfile")
     parser.add_argument(
@@ -177,7 +184,13 @@ async def run(args: argparse.Namespace, config: Config, start_jupyter: bool) -> 
         nursery = await stack.enter_async_context(trio.open_nursery())
         port = await nursery.start(
             partial(
-                serve, config, args.host, args.port, certfile=args.certfile, keyfile=args.keyfile
+                serve,
+                config,
+                args.host,
+                args.port,
+                certfile=args.certfile,
+                keyfile=args.keyfile,
+                server=args.server,
             )
         )
         scheme = "https" if args.certfile else "http"

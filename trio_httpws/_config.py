@@ -110,7 +110,7 @@ class Config:
     #: Seconds an idle keep-alive connection stays open between requests.
     keep_alive_timeout: float = 5.0
     #: Connections the kernel queues for the listener before they are accepted.
-    backlog: int = 100
+    backlog: int = 2048
     backend_url: BackendURL = field(init=False, repr=False, compare=False)
     origin_policy: OriginPolicy = field(init=False, repr=False, compare=False)
 

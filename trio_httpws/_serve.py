@@ -1,9 +1,8 @@
-"""Embedding in trio programs: a trio-websocket handler, and ``serve()``.
+"""Embedding in trio programs: ``serve()``, and a trio-websocket handler.
 
-``handler(config)`` serves WebSockets accepted by your own ``trio_websocket.serve_websocket``;
-``serve(config, host, port)`` runs a trio-websocket server of its own. These carry only the
-WebSocket endpoints (the protocol and the WebSocket reverse proxy); for plain HTTP reverse
-proxying as well, serve :func:`trio_httpws.create_app` with hypercorn.
+``serve(config, host, port)`` serves the whole proxy (HTTP and WebSockets) on a listener of its
+own: the proxy's own door (``server="trio"``) or hypercorn with the ASGI app. ``handler(config)``
+serves the WebSocket endpoints only, on your own ``trio_websocket.serve_websocket``.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import trio
 import trio_websocket
 
 from ._config import Config
-from ._errors import ClientDisconnected
+from ._errors import ClientDisconnected, ConfigError
 from ._proxy import Proxy
 from ._socket import ClientSocket, Upgrade, close_of
 
@@ -128,6 +127,11 @@ def hypercorn_config(
     return hc
 
 
+#: The servers ``serve()`` can run: the proxy's own door, and hypercorn with the ASGI app.
+SERVERS = ("trio", "hypercorn")
+DEFAULT_SERVER = "hypercorn"
+
+
 async def serve(
     config: Config,
     host: str = "127.0.0.1",
@@ -135,14 +139,22 @@ async def serve(
     *,
     certfile: str | None = None,
     keyfile: str | None = None,
+    server: str = DEFAULT_SERVER,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the whole proxy (protocol, WebSockets and HTTP) with hypercorn until cancelled.
+    """Serve the whole proxy (protocol, WebSockets and HTTP) until cancelled.
 
-    Reports the bound port via ``task_status.started()``, so ``port = await
-    nursery.start(serve, config)`` works in any nursery. Cancelling that nursery is a clean
-    shutdown: sessions close with 1001, the listener and the backend pool are closed.
+    ``server`` is ``"trio"`` for the proxy's own listener (plain WebSockets relayed byte for
+    byte) or ``"hypercorn"`` for hypercorn serving the ASGI app. Reports the bound port via
+    ``task_status.started()``, so ``port = await nursery.start(serve, config)`` works in any
+    nursery. Cancelling that nursery is a clean shutdown: sessions close with 1001, the
+    listener and the backend pool are closed.
     """
+    if server not in SERVERS:
+        raise ConfigError(f"server must be one of {', '.join(SERVERS)}, not {server!r}")
+    if server == "trio":
+        await _serve_door(config, host, port, certfile, keyfile, task_status)
+        return
     from hypercorn.trio import serve as hypercorn_serve
 
     from ._asgi import TrioHttpWsApp
@@ -178,3 +190,22 @@ async def serve(
     finally:
         with trio.CancelScope(shield=True):
             await app.proxy.aclose()
+
+
+async def _serve_door(
+    config: Config,
+    host: str,
+    port: int,
+    certfile: str | None,
+    keyfile: str | None,
+    task_status: trio.TaskStatus[int],
+) -> None:
+    from ._door import make_server_ssl_context, serve_door
+
+    context = make_server_ssl_context(certfile, keyfile) if certfile else None
+    proxy = Proxy(config)
+    try:
+        await serve_door(proxy, host, port, ssl_context=context, task_status=task_status)
+    finally:
+        with trio.CancelScope(shield=True):
+            await proxy.aclose()

@@ -330,7 +330,11 @@ def _runtime(api: Seen, diagnose: Seen | None) -> tuple[Kind, str]:
     first = version.split(".")[0]
     major = int(first) if first.isdecimal() else 0  # isdigit() would pass "²", which int() refuses
     servers = " ".join(api.header_values("server")).lower()
-    if "hypercorn" in servers or (_has_tunnel(diagnose) and 0 < major < 5):
+    if (
+        "hypercorn" in servers
+        or "trio-httpws" in servers
+        or (_has_tunnel(diagnose) and 0 < major < 5)
+    ):
         # The original extension cannot load in Jupyter Server 2: a tunnel in front of one is us.
         return Kind.TRIO_HTTPWS, version
     if major >= 5:
