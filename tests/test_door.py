@@ -24,7 +24,7 @@ import trio_httpws
 from trio_httpws._door import Door, open_listener
 
 from ._http import http_request
-from .conftest import connect, running_proxy
+from .conftest import connect, running_proxy, wait_until
 from .fake_backend import FakeBackend
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -387,3 +387,22 @@ async def test_out_of_descriptors_pauses_accepting_and_says_so_once(
         "cannot accept connections: EMFILE; retrying every 0.1s",
         "accepting connections again",
     ]
+
+
+async def test_a_pipelining_client_is_not_read_past_one_head_while_its_request_runs(
+    fake_backend: FakeBackend,
+) -> None:
+    """While a request is at the backend the door reads ahead at most ``max_head_size``: a
+    client pipelining without end is held back by TCP, not buffered by the proxy."""
+    async with running_proxy(backend_config(fake_backend), "trio") as url:
+        host = url.removeprefix("http://")
+        request = f"GET /api/sessions HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        flood = request * (64 * 1024 * 1024 // len(request))
+        async with raw_connection(url) as stream:
+            await stream.send_all(
+                f"GET /slow?delay=2&tag=flood HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+            )
+            await wait_until(lambda: fake_backend.slow_active("flood") == 1)
+            with trio.move_on_after(1) as held:
+                await stream.send_all(flood)
+    assert held.cancelled_caught  # 64 MB did not fit into what the proxy and the kernel hold

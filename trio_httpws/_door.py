@@ -189,7 +189,13 @@ class Door:
                 if handshake.cancelled_caught:
                     log.debug("TLS handshake not done in %gs", self.config.head_timeout)
                     return
-            await _Connection(self, client).run()
+            connection = _Connection(self, client)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(connection.reader.run)
+                try:
+                    await connection.run()
+                finally:
+                    nursery.cancel_scope.cancel()
         except (*_CLIENT_GONE, _ClientLeft):
             pass
         except Exception:
@@ -197,6 +203,78 @@ class Door:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(client)
+
+
+class _Reader:
+    """The one task that reads a client connection (until it upgrades), into its h11.
+
+    It reads when the connection's task asks (``more``), and while a request is at the backend
+    (``arm``) it reads ahead, at most one head's worth, so that a client that leaves is noticed
+    at once: the armed scope is cancelled. One task for the connection's whole life, not one
+    per request: starting and cancelling a task costs more than the rest of a small request.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, conn: h11.Connection, limit: int) -> None:
+        self._stream = stream
+        self._h11 = conn
+        self._limit = limit
+        #: The client's side ended (EOF, or the connection broke); h11 has been told.
+        self.closed = False
+        self._asked = trio.Event()
+        self._arrived = trio.Event()
+        self._got = 0
+        self._armed: trio.CancelScope | None = None
+        self._scope = trio.CancelScope()
+        self._done = trio.Event()
+
+    async def run(self) -> None:
+        try:
+            with self._scope:
+                while True:
+                    await self._asked.wait()
+                    try:
+                        data = bytes(await self._stream.receive_some(READ_SIZE))
+                    except _CLIENT_GONE:
+                        data = b""
+                    self._h11.receive_data(data)  # b"": the end of the stream
+                    self._got = len(data)
+                    if not data:
+                        self.closed = True
+                        if self._armed is not None:
+                            self._armed.cancel()
+                        self._arrived.set()
+                        return
+                    if self._armed is None or len(self._h11.trailing_data[0]) > self._limit:
+                        self._asked = trio.Event()
+                    self._arrived.set()
+        finally:
+            self._done.set()
+
+    async def more(self) -> int:
+        """Wait for the next read; how many bytes it gave (0: the client's side ended)."""
+        if self.closed:
+            return 0
+        # Nothing can have been read since h11 said NEED_DATA: no checkpoint in between.
+        self._arrived = trio.Event()
+        self._asked.set()
+        await self._arrived.wait()
+        return self._got
+
+    def arm(self, scope: trio.CancelScope) -> None:
+        """Read ahead while a request is at the backend; cancel ``scope`` if the client leaves."""
+        if self.closed:
+            scope.cancel()
+            return
+        self._armed = scope
+        self._asked.set()
+
+    def disarm(self) -> None:
+        self._armed = None
+
+    async def stop(self) -> None:
+        """Stop reading (the stream changes hands); what was read is in h11's buffer."""
+        self._scope.cancel()
+        await self._done.wait()
 
 
 class _Connection:
@@ -210,7 +288,10 @@ class _Connection:
         self.tls = door.ssl_context is not None
         self.local_address = _local_address(stream)
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_head_size)
+        self.reader = _Reader(stream, self.h11, self.config.max_head_size)
         self.served = 0
+        #: The scope of the request at the backend: cancelled when the client leaves.
+        self._exchange_scope: trio.CancelScope | None = None
 
     async def run(self) -> None:
         while True:
@@ -226,12 +307,6 @@ class _Connection:
             self.h11.start_next_cycle()
 
     # -- reading -------------------------------------------------------------------------------
-
-    async def _receive(self) -> bytes:
-        try:
-            return bytes(await self.stream.receive_some(READ_SIZE))
-        except _CLIENT_GONE:
-            return b""
 
     async def _read_head(self) -> h11.Request | None:
         """The next request head, or None when the connection is over (answered if needed)."""
@@ -250,17 +325,16 @@ class _Connection:
                     try:
                         event = self.h11.next_event()
                     except h11.RemoteProtocolError as exc:
-                        await self._refuse_head(exc)
+                        if not self.reader.closed:  # else: the client left in the middle
+                            await self._refuse_head(exc)
                         return None
                     if event is h11.NEED_DATA:
-                        data = await self._receive()
-                        if not data:
-                            return None  # the client left, maybe in the middle of a head
+                        if not await self.reader.more():
+                            continue  # h11 knows the stream ended: ConnectionClosed next
                         if not begun:
                             begun = True
                             self.door.idle.discard(scope)
                             scope.deadline = trio.current_time() + config.head_timeout
-                        self.h11.receive_data(data)
                         continue
                     if type(event) is h11.Request:
                         if _head_size(event) > config.max_head_size:
@@ -371,23 +445,23 @@ class _Connection:
             exchange.sent = len(verdict.answer.body)
             return
         assert verdict.forward is not None
-        body_read = trio.Event()
-        body: AsyncIterator[bytes] | None = None
-        if _has_body(request):
-            body = self._request_body(body_read)
-        else:
-            self._next_event()  # its EndOfMessage
-            body_read.set()
-        async with trio.open_nursery() as nursery:
-            # From the end of the request body on, the client's socket is watched: a client that
-            # leaves while the backend thinks or streams would otherwise keep the backend busy
-            # for nobody.
-            nursery.start_soon(self._watch, body_read, nursery.cancel_scope, exchange)
+        # From the end of the request body on, the client's socket is watched (the reader is
+        # armed): a client that leaves while the backend thinks or streams would otherwise keep
+        # the backend busy for nobody.
+        with trio.CancelScope() as scope:
+            self._exchange_scope = scope
+            body: AsyncIterator[bytes] | None = None
+            if _has_body(request):
+                body = self._request_body()
+            else:
+                self._next_event()  # its EndOfMessage
+                self.reader.arm(scope)
             try:
                 await self._forward(exchange, verdict.forward, verdict.cors_origin, body)
             finally:
-                nursery.cancel_scope.cancel()
-        if exchange.client_left:
+                self.reader.disarm()
+                self._exchange_scope = None
+        if scope.cancelled_caught:
             raise _ClientLeft()
 
     def _next_event(self) -> object:
@@ -396,40 +470,29 @@ class _Connection:
         except h11.RemoteProtocolError as exc:
             raise _BadBody(str(exc)) from None
 
-    async def _request_body(self, done: trio.Event) -> AsyncIterator[bytes]:
+    async def _request_body(self) -> AsyncIterator[bytes]:
         if self.h11.they_are_waiting_for_100_continue:
             # Asked for only now that the backend is ready to read it.
             await self._send_all(self._send(h11.InformationalResponse(status_code=100, headers=[])))
         while True:
-            event = self._next_event()
+            try:
+                event = self._next_event()
+            except _BadBody:
+                if self.reader.closed:
+                    raise _ClientLeft() from None
+                raise
             if event is h11.NEED_DATA:
-                data = await self._receive()
-                if not data:
+                if not await self.reader.more():
                     raise _ClientLeft()
-                self.h11.receive_data(data)
                 continue
             if type(event) is h11.Data:
                 yield bytes(event.data)
             elif type(event) is h11.EndOfMessage:
-                done.set()
+                assert self._exchange_scope is not None
+                self.reader.arm(self._exchange_scope)
                 return
             else:  # pragma: no cover - h11 gives nothing else inside a body
                 raise _BadBody(f"unexpected {type(event).__name__}")
-
-    async def _watch(
-        self, body_read: trio.Event, scope: trio.CancelScope, exchange: _Exchange
-    ) -> None:
-        """Notice a client that leaves once its request is read; read ahead one head at most."""
-        await body_read.wait()
-        limit = self.config.max_head_size
-        while len(self.h11.trailing_data[0]) <= limit:
-            data = await self._receive()
-            if not data:
-                exchange.client_left = True
-                scope.cancel()
-                return
-            self.h11.receive_data(data)
-        await trio.sleep_forever()  # a full head is waiting: the client can wait for us
 
     async def _forward(
         self,
@@ -508,6 +571,7 @@ class _Connection:
             return
         # The request has no body: what follows its head belongs to the WebSocket.
         self._next_event()  # its EndOfMessage
+        await self.reader.stop()
         extra_bytes = self.h11.trailing_data[0]
         raw_path, _, query = target.partition("?")
         headers = list(request.headers.raw_items())
@@ -582,7 +646,6 @@ class _Exchange:
     """One plain HTTP request's state, for the access line."""
 
     __slots__ = (
-        "client_left",
         "method",
         "origin_class",
         "outcome",
@@ -600,7 +663,6 @@ class _Exchange:
         self.sent = 0
         self.origin_class = OriginClass.NONE
         self.outcome = Outcome.ERROR
-        self.client_left = False
 
     @property
     def path(self) -> str:

@@ -427,11 +427,13 @@ def is_local_host(host: str | None, extra_names: Iterable[str] = ()) -> bool:
     return len(parts) == 4 and parts[0] == "127" and all(p.isdigit() for p in parts)
 
 
+@functools.lru_cache(maxsize=256)
 def is_loopback_address(address: str | None) -> bool:
     """Whether the local address a client reached us on is a loopback one.
 
     On a dual-stack listener (bound to ``::``) an IPv4 client arrives as ``::ffff:127.0.0.1``:
-    that is loopback too, or the DNS-rebinding check would be skipped for it.
+    that is loopback too, or the DNS-rebinding check would be skipped for it. Cached: a
+    server has few local addresses, and parsing one costs more than the rest of the check.
     """
     if not address:
         return False

@@ -41,7 +41,7 @@ log = logging.getLogger("trio_httpws.splice")
 
 #: Bytes asked of a socket per read: a large message crosses in few reads; an idle socket
 #: holds none of it (the buffer exists only while a read returns and its write runs).
-READ_SIZE = 256 * 1024
+READ_SIZE = 64 * 1024
 #: Bytes asked of the backend per read while its answer head is awaited.
 HEAD_READ_SIZE = 16 * 1024
 
