@@ -55,10 +55,14 @@ def soak(session: nox.Session) -> None:
 
 @nox.session(python="3.12")
 def bench(session: nox.Session) -> None:
-    """The benchmark of issue 3: trio_httpws vs the original extension vs direct (tests/bench/).
+    """The benchmark (tests/bench/): trio_httpws under hypercorn and on its own door vs the
+    original extension, configurable-http-proxy, nginx, a bare trio splice and direct.
 
     The original (jupyter_http_over_ws 0.0.8) only installs on Python 3.11 with Notebook 6, so it
     gets a venv of its own, .nox/bench-original, which is also the benchmark's backend server.
+    configurable-http-proxy 4 is installed with npm into .nox/bench-peers (node must be on
+    PATH); nginx is Debian's nginx-light, installed by hand (`apt-get install -y nginx-light`).
+    A peer that is missing gets cells that say so; the rest still runs.
     Arguments after `--` go to tests/bench/run.py (e.g. `nox -s bench -- --quick --runs 3`).
     """
     import shutil
@@ -85,10 +89,33 @@ def bench(session: nox.Session) -> None:
         "ipykernel",  # the kernel of scenario 9 (notebook 6 pulls it in too; said here)
         external=True,
     )
+    peers = Path(".nox") / "bench-peers"
+    chp = peers / "node_modules" / "configurable-http-proxy" / "bin" / "configurable-http-proxy"
+    if not chp.exists():
+        if shutil.which("npm") is None:
+            session.warn("npm is not on PATH: the configurable-http-proxy seat will fail")
+        else:
+            peers.mkdir(parents=True, exist_ok=True)
+            session.run(
+                "npm",
+                "install",
+                "--prefix",
+                str(peers),
+                "--no-audit",
+                "--no-fund",
+                "configurable-http-proxy@4",
+                external=True,
+            )
+    if shutil.which("nginx") is None and shutil.which("nginx", path="/usr/sbin:/sbin") is None:
+        session.warn(
+            "nginx is missing (as root: apt-get install -y nginx-light): its seat will fail"
+        )
     session.run(
         "python",
         "tests/bench/run.py",
         "--original-python",
         str(python.absolute()),
+        "--chp",
+        str(chp.absolute()),
         *session.posargs,
     )

@@ -10,7 +10,10 @@ so each target pays the same auth cost it pays for ``/api/...``:
 - ``POST /bench/echo``       answers with the request body;
 - ``POST /bench/sink``       answers with the length of the request body;
 - ``WS   /bench/ws-echo``    echoes every message, text as text and binary as binary, reading
-  the next message only once the echo was written (backpressure both ways).
+  the next message only once the echo was written (backpressure both ways);
+- ``WS   /bench/ws-flood``   on a message ``N``, sends N bytes as 64 KiB text messages, each once
+  the one before is in the kernel's socket buffer (a reader that stops reading stops it), as
+  a kernel busy printing does.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from tornado import web, websocket
 
 BLOCK_SIZE = 64 * 1024
 _BLOCK = bytes(range(256)) * (BLOCK_SIZE // 256)
+_TEXT_BLOCK = "".join(chr(32 + i % 95) for i in range(BLOCK_SIZE))
 
 
 def pattern_byte(offset: int) -> int:
@@ -75,6 +79,19 @@ class WsEchoHandler(websocket.WebSocketHandler, IPythonHandler):  # type: ignore
         await self.write_message(message, binary=isinstance(message, bytes))
 
 
+class WsFloodHandler(WsEchoHandler):
+    async def on_message(self, message: str | bytes) -> None:
+        left = int(message)
+        try:
+            while left > 0:
+                block = _TEXT_BLOCK if left >= BLOCK_SIZE else _TEXT_BLOCK[:left]
+                # The future resolves once the frame is written out: backpressure.
+                await self.write_message(block)
+                left -= len(block)
+        except websocket.WebSocketClosedError:
+            pass  # the reader went away mid-flood
+
+
 def load_jupyter_server_extension(nb_app: Any) -> None:
     web_app = nb_app.web_app
     base = web_app.settings["base_url"]
@@ -85,6 +102,9 @@ def load_jupyter_server_extension(nb_app: Any) -> None:
             (url_path_join(base, "/bench/echo"), EchoHandler),
             (url_path_join(base, "/bench/sink"), SinkHandler),
             (url_path_join(base, "/bench/ws-echo"), WsEchoHandler),
+            (url_path_join(base, "/bench/ws-flood"), WsFloodHandler),
         ],
     )
-    nb_app.log.info("bench_ext: /bench/bytes, /bench/echo, /bench/sink, /bench/ws-echo")
+    nb_app.log.info(
+        "bench_ext: /bench/bytes, /bench/echo, /bench/sink, /bench/ws-echo, /bench/ws-flood"
+    )

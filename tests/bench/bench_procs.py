@@ -1,18 +1,26 @@
-"""The benchmark's processes: the Notebook 6 backend, hypercorn serving trio_httpws, RSS probes."""
+"""The benchmark's processes: the Notebook 6 backend, the seats in front of it (hypercorn
+serving trio_httpws, the trio-httpws command's own door, configurable-http-proxy, nginx, a bare
+trio splice), RSS probes."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
+import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from trio_httpws._jupyter import free_port
 
@@ -44,17 +52,29 @@ class Process:
     popen: subprocess.Popen[bytes]
     log: Path
     base: str  # http://127.0.0.1:PORT
+    #: RSS of the children only: nginx's master never touches a connection, its worker does.
+    workers_only: bool = False
 
     @property
     def pid(self) -> int:
         return self.popen.pid
 
-    def wait_ready(self, probe_path: str) -> None:
+    def wait_ready(self, probe_path: str | None) -> None:
+        """Until ``probe_path`` answers 200 (None: until the port accepts a connection)."""
         deadline = time.monotonic() + START_TIMEOUT
-        while not _answers(self.base + probe_path):
+        ready = partial(_answers, self.base + probe_path) if probe_path else self._accepts
+        while not ready():
             if self.popen.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name} did not start:\n{_tail(self.log)}")
             time.sleep(0.1)
+
+    def _accepts(self) -> bool:
+        host, _, port = urlsplit(self.base).netloc.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.popen.poll() is None:
@@ -68,11 +88,23 @@ class Process:
                 self.popen.wait()
 
     def rss_bytes(self) -> int:
-        """VmRSS of this process and all its descendants (hypercorn runs its app in a child)."""
+        """VmRSS of this process and all its descendants (hypercorn runs its app in a child),
+        or of its descendants only (``workers_only``)."""
+        if self.workers_only:
+            return sum(tree_rss(child) for child in _children(self.popen.pid))
         return tree_rss(self.popen.pid)
 
 
-def _spawn(name: str, command: list[str], env: dict[str, str], cwd: Path, base: str) -> Process:
+def _spawn(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    base: str,
+    *,
+    workers_only: bool = False,
+) -> Process:
+    # A file, never a pipe: a pipe nobody reads would stall a seat that logs every request.
     log = cwd / f"{name}.log"
     with open(log, "wb") as out:
         popen = subprocess.Popen(
@@ -84,7 +116,7 @@ def _spawn(name: str, command: list[str], env: dict[str, str], cwd: Path, base: 
             cwd=cwd,
             start_new_session=True,
         )
-    return Process(name, popen, log, base)
+    return Process(name, popen, log, base, workers_only)
 
 
 def start_notebook(original_python: str, token: str, workdir: Path) -> Process:
@@ -154,6 +186,148 @@ def start_proxy(
     # /api answers without authentication; through the proxy it proves the whole path works.
     proc.wait_ready("/api")
     return proc
+
+
+def start_door(backend: str, workdir: Path, server: str) -> Process:
+    """The ``trio-httpws`` command (``python -m trio_httpws``) with its default logging (info,
+    an access line per request to stderr, here a file), serving on its own door.
+
+    ``server``: the value of ``--server`` (empty: the flag left out, the command's default).
+    Ready once the port accepts: the probe of the other seats is plain HTTP, which a door that
+    serves WebSockets only would never answer.
+    """
+    port = free_port()
+    command = [sys.executable, "-m", "trio_httpws", "--backend", backend,
+               "--host", "127.0.0.1", "--port", str(port),
+               *(["--server", server] if server else []), "--allow-origin", "*"]  # fmt: skip
+    proc = _spawn("door", command, dict(os.environ), workdir, f"http://127.0.0.1:{port}")
+    proc.wait_ready(None)
+    return proc
+
+
+#: Where ``nox -s bench`` installs configurable-http-proxy (npm, no global install).
+CHP_DEFAULT = REPO / ".nox/bench-peers/node_modules/configurable-http-proxy/bin"
+CHP_DEFAULT = CHP_DEFAULT / "configurable-http-proxy"
+
+
+def start_chp(chp: str, backend: str, workdir: Path) -> Process:
+    """configurable-http-proxy (JupyterHub's) at its default log level (info: no line per
+    request), every path to ``backend``; run by node directly, so its pid is node's."""
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("configurable-http-proxy did not start:\nnode is not on PATH")
+    if not Path(chp).exists():
+        raise RuntimeError(
+            f"configurable-http-proxy did not start:\n{chp} is missing (nox -s bench installs it)"
+        )
+    port, api_port = free_port(), free_port()
+    env = dict(os.environ)
+    # Without a token it makes one up and warns; the API port is never used by the bench.
+    env["CONFIGPROXY_AUTH_TOKEN"] = secrets.token_hex(16)
+    command = [node, chp, "--default-target", backend, "--ip", "127.0.0.1", "--port", str(port),
+               "--api-ip", "127.0.0.1", "--api-port", str(api_port)]  # fmt: skip
+    proc = _spawn("chp", command, env, workdir, f"http://127.0.0.1:{port}")
+    proc.wait_ready("/api")
+    return proc
+
+
+NGINX_CONF = """\
+worker_processes 1;
+worker_rlimit_nofile 16384;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log;
+events {{
+    worker_connections 8192;
+}}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    # A WebSocket upgrade passes Connection: upgrade on; anything else gets Connection ""
+    # so that the upstream connection stays kept alive.
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        '' '';
+    }}
+    upstream backend {{
+        server {backend};
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 0;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_buffering off;
+            proxy_read_timeout 1h;
+            proxy_send_timeout 1h;
+        }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str | None:
+    """nginx on PATH, or where Debian puts it (/usr/sbin, often off a user's PATH)."""
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+
+
+def start_nginx(backend: str, workdir: Path) -> Process:
+    """nginx (Debian's nginx-light) as a Jupyter reverse proxy runs: 1 worker in the
+    foreground, HTTP/1.1 keep-alive to the upstream, no buffering; logs in its prefix."""
+    nginx = nginx_binary()
+    if nginx is None:
+        raise RuntimeError(
+            "nginx did not start:\nnginx is missing (apt-get install -y nginx-light)"
+        )
+    port = free_port()
+    prefix = workdir / "nginx"
+    (prefix / "tmp").mkdir(parents=True, exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, backend=urlsplit(backend).netloc))
+    command = [nginx, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(conf),
+               "-g", "daemon off;"]  # fmt: skip
+    proc = _spawn("nginx", command, dict(os.environ), workdir, f"http://127.0.0.1:{port}",
+                  workers_only=True)  # fmt: skip
+    proc.wait_ready("/api")
+    return proc
+
+
+SPLICE = HERE / "bare_splice.py"
+
+
+def start_splice(backend: str, workdir: Path) -> Process:
+    """``bare_splice.py``: a trio TCP splice in front of ``backend``."""
+    port = free_port()
+    command = [sys.executable, str(SPLICE), "--backend", urlsplit(backend).netloc,
+               "--port", str(port)]  # fmt: skip
+    proc = _spawn("splice", command, dict(os.environ), workdir, f"http://127.0.0.1:{port}")
+    proc.wait_ready("/api")
+    return proc
+
+
+def peer_versions(chp: str) -> dict[str, str]:
+    """The versions of node, configurable-http-proxy and nginx, for the machine section."""
+    versions = {"node": _run_text(["node", "--version"]) or "missing"}
+    try:
+        package = Path(chp).resolve().parent.parent / "package.json"
+        versions["configurable_http_proxy"] = str(json.loads(package.read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        versions["configurable_http_proxy"] = "missing"
+    nginx = nginx_binary()
+    if nginx is None:
+        versions["nginx"] = "missing"
+    else:
+        out = subprocess.run([nginx, "-v"], capture_output=True, text=True, check=False)
+        versions["nginx"] = (out.stderr or out.stdout).strip().rpartition("/")[2] or "unknown"
+    return versions
 
 
 def _children(pid: int) -> list[int]:

@@ -1,4 +1,4 @@
-"""The scenarios of issues 3, 9 and 11, each run against one target at a time.
+"""The scenarios of issues 3, 9, 11 and 18, each run against one target at a time.
 
 A scenario returns ``{metric_key: value}`` or raises (``BenchFailure``, a trio timeout, an
 ``OSError`` ...): the driver turns that into a ``fails (reason)`` cell.
@@ -60,6 +60,7 @@ class Settings:
     huge_message: int = 9 * MiB
     huge_repeats: int = 3
     kernel_round_trips: int = 300  # scenario 10
+    ping_round_trips: int = 2000  # scenario 11: one 100 B message in flight at a time
     stall: float = 15.0  # a download with no data for this long fails as stalled
 
     @classmethod
@@ -74,6 +75,7 @@ class Settings:
             pause=3.0,
             idle_sockets=200,
             kernel_round_trips=60,
+            ping_round_trips=300,
         )
 
 
@@ -81,12 +83,15 @@ class Settings:
 class Target:
     """One of the ways to reach the backend."""
 
-    key: str  # "ours" | "original" | "direct" | "hypercorn" (the empty app, issue 11)
+    #: "ours" | "door" | "original" | "chp" | "nginx" | "splice" | "direct" | "hypercorn" (the
+    #: empty app, issue 11)
+    key: str
     token: str
     base: Callable[[], str]  # http://host:port, the server the client talks to
     rss: Callable[[], int]  # RSS of the proxy process (direct: of the backend itself)
     cookie: str = ""  # direct: the login cookies the token URL set
-    #: Start a fresh proxy process (ours), so RSS growth is not hidden by memory freed earlier.
+    #: Start a fresh proxy process (every seat but original and direct), so RSS growth is not
+    #: hidden by memory freed earlier.
     fresh: Callable[[], Awaitable[None]] | None = None
     #: ours as Colab's current flow uses it: plain HTTP and WebSockets on the proxy's port.
     reverse: bool = False
@@ -153,6 +158,33 @@ class Target:
         self, nursery: trio.Nursery, *, deflate: bool = False
     ) -> trio_websocket.WebSocketConnection:
         return await self.websocket(nursery, "/bench/ws-echo", deflate=deflate)
+
+    async def idle_one(
+        self, nursery: trio.Nursery, websocket: bool
+    ) -> Callable[[], Awaitable[None]]:
+        """A socket that did one exchange and now idles (its close function): a kept-alive
+        HTTP one or tunnel (``websocket`` False), or a relayed WebSocket that echoed once."""
+        if not websocket:
+            api = await self.api(nursery)
+            try:
+                await _ok(api)
+            except BaseException:
+                await api.aclose()
+                raise
+            return api.aclose
+        ws = await self.echo_socket(nursery)
+
+        async def close() -> None:
+            with trio.move_on_after(3):
+                await ws.aclose()
+
+        try:
+            await ws.send_message("idle")
+            _same(await ws.get_message(), "idle")
+        except BaseException:
+            await close()
+            raise
+        return close
 
 
 class Stalled(BenchFailure):
@@ -476,28 +508,30 @@ def _idle_after(message: dict[str, Any], msg_id: str) -> bool:
 # -- 6: idle sockets ---------------------------------------------------------------------------
 
 
-async def idle_sockets(t: Target, s: Settings) -> dict[str, float]:
+async def idle_sockets(
+    t: Target, s: Settings, *, websockets: bool = False, key: str = "s6_kb"
+) -> dict[str, float]:
+    """RSS growth per idle socket: ``s.idle_sockets`` sockets that each did one exchange (one
+    GET, or with ``websockets`` one echo on a relayed WebSocket), held open."""
     if t.fresh is not None:
         await t.fresh()
     limiter = trio.CapacityLimiter(32)
     async with trio.open_nursery() as nursery:
-        apis: list[Api] = []
+        closers: list[Callable[[], Awaitable[None]]] = []
 
         async def open_one() -> None:
             async with limiter:
-                api = await t.api(nursery)
-                apis.append(api)
-                await _ok(api)  # a socket that served a request, then went idle
+                closers.append(await t.idle_one(nursery, websockets))
 
         async def close_all() -> None:
-            async def close(api: Api) -> None:
+            async def close(closer: Callable[[], Awaitable[None]]) -> None:
                 async with limiter:
-                    await api.aclose()
+                    await closer()
 
-            async with trio.open_nursery() as closer:
-                for api in apis:
-                    closer.start_soon(close, api)
-            apis.clear()
+            async with trio.open_nursery() as closing:
+                for closer in closers:
+                    closing.start_soon(close, closer)
+            closers.clear()
 
         try:
             # Warm up: whatever a first socket allocates once is not a per-socket cost.
@@ -516,7 +550,88 @@ async def idle_sockets(t: Target, s: Settings) -> dict[str, float]:
             with trio.move_on_after(30):
                 await close_all()
             nursery.cancel_scope.cancel()
-    return {"s6_kb": (held - baseline) / s.idle_sockets / 1024}
+    return {key: (held - baseline) / s.idle_sockets / 1024}
+
+
+# -- 11: ping-pong -------------------------------------------------------------------------------
+
+
+async def ping_pong(t: Target, s: Settings) -> dict[str, float]:
+    """One relayed WebSocket, one 100 B text message in flight: round-trip p50/p99 in us.
+
+    The table shows each seat's p50 and p99 minus direct's: the latency the seat adds.
+    """
+    message = "".join(chr(32 + i % 95) for i in range(100))
+    times: list[float] = []
+    async with trio.open_nursery() as nursery:
+        ws = await t.echo_socket(nursery)
+        try:
+            for n in range(50 + s.ping_round_trips):  # 50 warm-up round trips
+                started = time.perf_counter()
+                await ws.send_message(message)
+                with trio.fail_after(s.stall):
+                    got = await ws.get_message()
+                if n >= 50:
+                    times.append(time.perf_counter() - started)
+                _same(got, message)
+        except trio_websocket.ConnectionClosed as exc:
+            raise BenchFailure(
+                f"socket closed after {len(times)} round trips: {exc.reason}"
+            ) from None
+        finally:
+            with trio.move_on_after(3):
+                await ws.aclose()
+            nursery.cancel_scope.cancel()
+    return {
+        "w_ping_p50": percentile(times, 50) * 1e6,
+        "w_ping_p99": percentile(times, 99) * 1e6,
+    }
+
+
+# -- 9: a paused reader on a relayed WebSocket ---------------------------------------------------
+
+
+async def paused_ws_reader(t: Target, s: Settings) -> dict[str, float]:
+    """The backend pushes ``s.paused_download`` bytes on a relayed WebSocket (64 KiB text
+    messages, as fast as they are read); the client reads 4 MiB and stops for ``s.pause``: the
+    proxy must stop reading the backend, not buffer the rest (RSS growth = peak - before)."""
+    if t.fresh is not None:
+        await t.fresh()
+    received = 0
+    async with trio.open_nursery() as nursery:
+        ws = await t.websocket(nursery, "/bench/ws-flood")
+        try:
+            await trio.sleep(0.5)
+            baseline = t.rss()
+            await ws.send_message(str(s.paused_download))
+            try:
+                with trio.fail_after(s.stall):
+                    while received < 4 * MiB:
+                        received += len(await ws.get_message())
+            except trio.TooSlowError:
+                raise Stalled(s.stall, received) from None
+            # Stop reading (the client's queue holds one message, then its reader stops too).
+            peak = baseline
+            stop_at = time.perf_counter() + s.pause
+            while time.perf_counter() < stop_at:
+                await trio.sleep(0.2)
+                peak = max(peak, t.rss())
+            try:
+                with trio.fail_after(s.stall):
+                    await ws.get_message()
+            except trio.TooSlowError:
+                raise BenchFailure(
+                    f"the socket never resumed after the pause ({s.stall:.0f} s)"
+                ) from None
+        except trio_websocket.ConnectionClosed as exc:
+            raise BenchFailure(
+                f"socket closed after {received / MiB:.0f} MiB: {exc.reason}"
+            ) from None
+        finally:
+            # The backend is still pushing: no close handshake to wait for, just go.
+            nursery.cancel_scope.cancel()
+            await trio.aclose_forcefully(ws._stream)
+    return {"w_pause_growth": (peak - baseline) / MiB}
 
 
 # -- 7: one huge message next to small requests ------------------------------------------------
