@@ -653,12 +653,12 @@ async def test_handler_applies_the_same_policy(fake_backend: FakeBackend) -> Non
 
 
 async def test_dual_stack_listener_checks_the_host_of_ipv4_loopback_clients(
-    recorder: Recorder,
+    recorder: Recorder, door: str
 ) -> None:
     """On ``::`` an IPv4 client arrives as ``::ffff:127.0.0.1``: loopback, so Host is checked."""
     config = trio_httpws.Config(backend=recorder.url)
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(partial(trio_httpws.serve, config, "::", 0))
+        port = await nursery.start(partial(trio_httpws.serve, config, "::", 0, server=door))
         base = f"http://127.0.0.1:{port}"
         evil = await raw_exchange(base, b"GET /x HTTP/1.1\r\nHost: evil.example\r\n\r\n")
         local = await raw_exchange(

@@ -20,6 +20,7 @@ import trio_httpws
 from trio_httpws._asgi import TrioHttpWsApp
 from trio_httpws._backend import BackendPool
 from trio_httpws._config import BackendURL
+from trio_httpws._door import serve_door
 from trio_httpws._proxy import Proxy
 from trio_httpws._serve import hypercorn_config
 from trio_httpws._session import HttpOverWsSession
@@ -230,7 +231,7 @@ async def test_requests_over_the_limit_wait_and_complete(
 
 
 async def test_programming_error_costs_one_request_not_the_socket(
-    fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture
+    fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture, door: str
 ) -> None:
     """An unexpected exception inside a request: a 500 frame and a logged stack, nothing more."""
     config = trio_httpws.Config(backend=fake_backend.url)
@@ -244,10 +245,14 @@ async def test_programming_error_costs_one_request_not_the_socket(
         return await trio.open_tcp_stream(backend.host, backend.port)
 
     proxy = Proxy(config, BackendPool(config.backend_url, opener=flaky_opener))
-    app = TrioHttpWsApp(config, proxy)
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(hypercorn_serve, app, hypercorn_config(config))
-        async with connect(binds[0]) as ws:
+        if door == "hypercorn":
+            app = TrioHttpWsApp(config, proxy)
+            [url] = await nursery.start(hypercorn_serve, app, hypercorn_config(config))
+        else:
+            port = await nursery.start(serve_door, proxy, "127.0.0.1", 0)
+            url = f"http://127.0.0.1:{port}"
+        async with connect(url) as ws:
             broken = await fetch(ws, "a", "GET", "/api/sessions")
             fine = await fetch(ws, "b", "GET", "/api/sessions")
         nursery.cancel_scope.cancel()
