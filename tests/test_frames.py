@@ -16,6 +16,9 @@ import pytest
 import wsproto.frame_protocol as fp
 from hypothesis import given
 from hypothesis import strategies as st
+from wsproto import ConnectionType
+from wsproto.connection import Connection
+from wsproto.events import BytesMessage, TextMessage
 
 from trio_httpws import _frames
 from trio_httpws._frames import (
@@ -23,6 +26,7 @@ from trio_httpws._frames import (
     FrameScanner,
     accept_token,
     close_frame,
+    frame_header,
     upgrade_answer_problem,
     valid_key,
 )
@@ -428,3 +432,14 @@ def test_the_import_walk_follows_relative_imports() -> None:
     # _splice imports trio itself and reaches socket only through its own imports.
     names = imported_modules(Path(_frames.__file__).with_name("_splice.py"), set())
     assert {"trio", "h11", "hashlib"} <= names
+
+
+@given(st.sampled_from([0, 1, 125, 126, 127, 65535, 65536, 70000]), st.sampled_from([1, 2]))
+def test_frame_header_makes_the_frame_a_client_reads(length: int, opcode: int) -> None:
+    payload = b"a" * length
+    client = Connection(ConnectionType.CLIENT)
+    client.receive_data(frame_header(opcode, length) + payload)
+    [event] = list(client.events())
+    assert isinstance(event, TextMessage if opcode == 1 else BytesMessage)
+    assert event.data == (payload.decode() if opcode == 1 else payload)
+    assert event.message_finished

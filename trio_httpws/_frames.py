@@ -121,6 +121,19 @@ def _masked(payload: bytes, mask: bytes) -> bytes:
     )
 
 
+TEXT_OPCODE = 1
+BINARY_OPCODE = 2
+
+
+def frame_header(opcode: int, length: int) -> bytes:
+    """The header of a whole, unmasked frame (a server's) of ``length`` payload bytes."""
+    if length < 126:
+        return bytes((0x80 | opcode, length))
+    if length < 1 << 16:
+        return bytes((0x80 | opcode, 126)) + length.to_bytes(2, "big")
+    return bytes((0x80 | opcode, 127)) + length.to_bytes(8, "big")
+
+
 def close_frame(code: int, reason: str, *, masked: bool) -> bytes:
     """A whole Close frame; ``masked`` (with a fresh random key) for the client-to-server way.
 
