@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -36,13 +37,17 @@ import trio_websocket
 import trio_httpws
 
 from ._http import http_request
-from .conftest import Jupyter, running_handler_proxy, running_proxy
+from .conftest import DOORS, Jupyter, running_handler_proxy, running_proxy
 from .fake_backend import FakeBackend
 from .test_examples import example_env, page_server, read_line, stop
 from .test_jupyter_e2e import http_get
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
-SCREENSHOTS = {"hypercorn": "browser.png", "trio-websocket": "browser-handler.png"}
+SCREENSHOTS = {
+    "hypercorn": "browser.png",
+    "trio": "browser-door.png",
+    "handler": "browser-handler.png",
+}
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_FLAGS = (
     "--headless",
@@ -259,10 +264,13 @@ async def browser(chromium_executable: str) -> AsyncIterator[Browser]:
 ProxyServer = Callable[[trio_httpws.Config], AbstractAsyncContextManager[str]]
 
 
-@pytest.fixture(params=["hypercorn", "trio-websocket"])
+@pytest.fixture(params=[*DOORS, "handler"])
 def serve_proxy(request: pytest.FixtureRequest) -> ProxyServer:
-    """The proxy served by ``trio_httpws.serve`` (hypercorn), or by ``handler()``."""
-    return running_proxy if request.param == "hypercorn" else running_handler_proxy
+    """The proxy served by ``trio_httpws.serve`` on each door, or by ``handler()`` under
+    trio-websocket."""
+    if request.param == "handler":
+        return running_handler_proxy
+    return partial(running_proxy, door=request.param)
 
 
 def page_url(page_origin: str, token_url: str, code: str, transport: str = "auto") -> str:
@@ -296,7 +304,7 @@ async def test_page_on_another_origin_runs_a_cell(
             # hypercorn serves plain HTTP with CORS too: the page goes direct. handler() serves
             # WebSockets only (its server answers a fetch with a bare 400, no CORS), so the page
             # falls back to the tunnel, as it would with the original extension.
-            transport = "direct" if kind == "hypercorn" else "tunnel"
+            transport = "tunnel" if kind == "handler" else "direct"
             assert await page.evaluate("document.body.dataset.transport") == transport
             how = "directly" if transport == "direct" else "through the tunnel"
             assert status == f"Done (connected {how})."
@@ -587,10 +595,12 @@ class Runtime:
 
 @asynccontextmanager
 async def running_cli(
-    tmp_path: Path, allow_origin: str, jupyter: Jupyter | None
+    tmp_path: Path, allow_origin: str, jupyter: Jupyter | None, door: str
 ) -> AsyncIterator[Runtime]:
-    """``trio-httpws --port 0 --allow-origin ...``, with its own Jupyter or ``--backend``."""
+    """``trio-httpws --port 0 --allow-origin ... --server door``, with its own Jupyter or
+    ``--backend``."""
     args = [sys.executable, "-m", "trio_httpws", "--port", "0", "--allow-origin", allow_origin]
+    args += ["--server", door]
     root_dir = None
     if jupyter is None:
         root_dir = tmp_path / "root"
@@ -774,7 +784,7 @@ async def run_example_page(
 
 @pytest.mark.parametrize("runtime_kind", ["cli", "backend"])
 async def test_colab_direct_flow_from_another_origin(
-    browser: Browser, tmp_path: Path, runtime_kind: str, request: pytest.FixtureRequest
+    browser: Browser, tmp_path: Path, runtime_kind: str, request: pytest.FixtureRequest, door: str
 ) -> None:
     """Colab's flow since 2025 from a page on another origin, and a refused origin in an iframe.
 
@@ -785,7 +795,7 @@ async def test_colab_direct_flow_from_another_origin(
     async with page_server() as page_origin:
         # The same page server under another name is another origin, one the proxy refuses.
         refused_origin = page_origin.replace("127.0.0.1", "localhost")
-        async with running_cli(tmp_path, page_origin, jupyter) as runtime:
+        async with running_cli(tmp_path, page_origin, jupyter, door) as runtime:
             base, token = runtime.url, runtime.token
             file = f"direct-{os.urandom(4).hex()}.txt"
             with trio.fail_after(120):
@@ -846,9 +856,11 @@ async def test_colab_direct_flow_from_another_origin(
         "readBack": f"written from {page_origin}",
     }
     assert cleanup[-4:] == ["deleteSession", "204", "deleteContents", "204"]
+    # hypercorn sends no reason phrase; the proxy's own door passes Jupyter's on.
+    reason = " Forbidden" if door == "trio" else ""
     assert wrong_token == [
         403,
-        f"could not connect to {base}: GET /api/status answered 403 (is the token right?)",
+        f"could not connect to {base}: GET /api/status answered 403{reason} (is the token right?)",
     ]
     # The JSON POST was preflighted, and the proxy answered the preflight itself.
     assert log_lines(runtime, "http OPTIONS /api/sessions 204 ")
