@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from packaging.version import Version
 
 from trio_httpws._errors import AuthUrlError
+from trio_httpws._outcome import Outcome, client_ended
 from trio_httpws._protocol import (
     BAD_JSON_TEXT,
     MAX_FRAME_DATA,
@@ -916,3 +917,10 @@ def test_auth_url_only_raises_auth_url_error(url: str) -> None:
 def test_cookie_headers() -> None:
     assert cookie_headers({}) == []
     assert cookie_headers({"a": "1", "_xsrf": "x"}) == [(b"cookie", b"a=1; _xsrf=x")]
+
+
+def test_a_client_end_is_a_close_only_with_a_code() -> None:
+    assert client_ended(1000) is Outcome.CLIENT_CLOSE
+    assert client_ended(4001) is Outcome.CLIENT_CLOSE
+    assert client_ended(None) is Outcome.CLIENT_LEFT
+    assert client_ended(1006) is Outcome.CLIENT_LEFT

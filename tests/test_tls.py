@@ -112,3 +112,32 @@ async def test_reverse_proxy_over_https(tls_proxy: str, ca: trustme.CA) -> None:
                 data += chunk
     assert data.startswith(b"HTTP/1.1 200")
     assert data.endswith(b"ok")
+
+
+async def test_alpn_offers_http_1_1_only(tls_proxy: str, ca: trustme.CA, door: str) -> None:
+    """A client that prefers HTTP/2 gets HTTP/1.1 from the proxy's own door (hypercorn
+    offers h2 too, which the proxy's ASGI app serves alike)."""
+    context = client_context(ca)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    host, port = tls_proxy.removeprefix("https://").split(":")
+    stream = await trio.open_ssl_over_tcp_stream(host, int(port), ssl_context=context)
+    async with stream:
+        await stream.do_handshake()
+        chosen = stream.selected_alpn_protocol()
+    assert chosen == ("http/1.1" if door == "trio" else "h2")
+
+
+async def test_a_tls_handshake_that_never_comes_is_dropped(
+    ca: trustme.CA, tls_backend: FakeBackend, ca_file: str, tmp_path: Path
+) -> None:
+    """The handshake counts against the head deadline: a silent TCP client is closed."""
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    config = trio_httpws.Config(backend=tls_backend.url, backend_ca=ca_file, head_timeout=0.5)
+    async with running_proxy(config, "trio", certfile=str(certfile), keyfile=str(keyfile)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        async with await trio.open_tcp_stream(host, int(port)) as stream:
+            with trio.fail_after(10):
+                assert await stream.receive_some(1) == b""  # closed by the proxy

@@ -37,3 +37,12 @@ class Outcome(str, enum.Enum):
     SHUTDOWN = "shutdown"
     #: A bug or an unexpected failure of ours (logged with its traceback).
     ERROR = "error"
+
+
+def client_ended(code: int | None) -> Outcome:
+    """How a socket the client ended ended: with a Close frame (its code), or without one.
+
+    hypercorn does not tell an app the client's close code (it reports 1006 for every close),
+    so under hypercorn every end the client starts reads ``client_left``.
+    """
+    return Outcome.CLIENT_LEFT if code is None or code == 1006 else Outcome.CLIENT_CLOSE

@@ -16,7 +16,7 @@ from ._backend import BackendPool, make_ssl_context
 from ._config import Config
 from ._cors import Answer, OriginClass, backend_request_headers, judge_http, text_answer
 from ._errors import ClientDisconnected
-from ._outcome import Outcome
+from ._outcome import Outcome, client_ended
 from ._protocol import (
     AUTH_URL_PARAM,
     DIAGNOSE_PATH,
@@ -282,12 +282,13 @@ class Proxy:
         started = time.perf_counter()
         status: int | None = None
         nbytes = 0
+        outcome = Outcome.ERROR
         try:
             route = verdict.route
             if verdict.refusal is not None:
                 refusal = verdict.refusal
                 log.warning("%s", refusal.warning)
-                status = refusal.status
+                status, outcome = refusal.status, refusal.outcome
                 if refusal.after_accept:
                     sock = await pending.accept()
                     await sock.close(close_code_for_status(refusal.status), refusal.reason)
@@ -296,11 +297,11 @@ class Proxy:
                 return
             if route is Route.SESSION:
                 status = 101
-                await self._session(pending, upgrade)
+                outcome = await self._session(pending, upgrade)
                 return
             if route is Route.DIAGNOSE:
                 status = 101
-                await self._diagnose(pending, upgrade)
+                outcome = await self._diagnose(pending, upgrade)
                 return
             assert verdict.target is not None
             result = await relay(
@@ -313,7 +314,7 @@ class Proxy:
                 shutdown=self.shutdown_event,
                 origin_class=verdict.origin_class,
             )
-            status, nbytes = result.status, result.bytes_to_client
+            status, nbytes, outcome = result.status, result.bytes_to_client, result.outcome
         finally:
             log_access(
                 "ws",
@@ -323,9 +324,10 @@ class Proxy:
                 nbytes,
                 started,
                 origin=verdict.origin_class.value,
+                outcome=outcome.value,
             )
 
-    async def _session(self, pending: PendingSocket, upgrade: Upgrade) -> None:
+    async def _session(self, pending: PendingSocket, upgrade: Upgrade) -> Outcome:
         # In parts: the session decodes a large upload as it arrives (_parts).
         sock = await pending.accept(message_parts=True)
         check = check_min_version(upgrade.params.get(MIN_VERSION_PARAM))
@@ -335,10 +337,12 @@ class Proxy:
             else:
                 log.warning("Rejecting connection: %s", check.reason)
             await sock.close(close_code_for_status(400), check.reason)
-            return
-        await HttpOverWsSession(sock, upgrade, self.config, self.pool, self.shutdown_event).run()
+            return Outcome.BAD_REQUEST
+        session = HttpOverWsSession(sock, upgrade, self.config, self.pool, self.shutdown_event)
+        await session.run()
+        return session.outcome
 
-    async def _diagnose(self, pending: PendingSocket, upgrade: Upgrade) -> None:
+    async def _diagnose(self, pending: PendingSocket, upgrade: Upgrade) -> Outcome:
         sock = await pending.accept()
         outdated = (
             check_min_version(upgrade.params.get(MIN_VERSION_PARAM)).status
@@ -349,8 +353,8 @@ class Proxy:
         while True:
             try:
                 message = await sock.receive()
-            except ClientDisconnected:
-                return
+            except ClientDisconnected as exc:
+                return client_ended(exc.code)
             if isinstance(message, bytes):
                 await sock.send(error_frame(400, "Binary messages are not supported: send text."))
                 continue

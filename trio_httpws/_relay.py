@@ -19,6 +19,7 @@ from ._backend import BackendPool
 from ._config import Config
 from ._cors import OriginClass, backend_request_headers
 from ._errors import AuthUrlError, BackendError, ClientDisconnected
+from ._outcome import Outcome, client_ended
 from ._protocol import (
     GOING_AWAY,
     close_code_for_status,
@@ -27,7 +28,13 @@ from ._protocol import (
     upgrade_request_headers,
 )
 from ._socket import ClientSocket, PendingSocket, Upgrade
-from ._wsclient import BackendClosed, BackendWebSocket, HandshakeFailed, HandshakeRejected
+from ._wsclient import (
+    ABNORMAL_CLOSURE,
+    BackendClosed,
+    BackendWebSocket,
+    HandshakeFailed,
+    HandshakeRejected,
+)
 
 log = logging.getLogger("trio_httpws.relay")
 
@@ -59,6 +66,12 @@ class RelayResult:
     status: int | None = None
     #: Message payload relayed from the backend to the client (characters for text messages).
     bytes_to_client: int = 0
+    #: How it ended (the first end seen wins).
+    outcome: Outcome = Outcome.ERROR
+
+    def ended(self, outcome: Outcome) -> None:
+        if self.outcome is Outcome.ERROR:
+            self.outcome = outcome
 
 
 async def relay(
@@ -93,6 +106,7 @@ async def relay(
             sock = await pending.accept()
             await sock.close(close_code_for_status(500), UNCAUGHT_RELAY_TEXT)
             result.status = 500
+            result.ended(Outcome.BAD_REQUEST)
             return result
         headers = [*upgrade_request_headers(upgrade.headers), *cookie_headers(cookies)]
     else:
@@ -110,6 +124,7 @@ async def relay(
         log.warning("WebSocket %s: %s", shown, exc)
         await _fail(pending, tunnelled, 502, "Bad Gateway: backend unreachable")
         result.status = 502
+        result.ended(Outcome.BACKEND_ERROR)
         return result
     backend = BackendWebSocket(
         stream, max_message_size=config.max_message_size, read_size=RELAY_READ_SIZE
@@ -122,6 +137,7 @@ async def relay(
             log.info("backend refused WebSocket %s with HTTP %d", shown, exc.status)
             await _fail(pending, tunnelled, exc.status, f"backend refused: HTTP {exc.status}")
             result.status = exc.status
+            result.ended(Outcome.BACKEND_REFUSED)
             return result
         except trio.TooSlowError:
             log.warning(
@@ -131,11 +147,13 @@ async def relay(
             )
             await _fail(pending, tunnelled, 504, "Gateway Timeout: backend handshake timed out")
             result.status = 504
+            result.ended(Outcome.BACKEND_ERROR)
             return result
         except HandshakeFailed as exc:
             log.warning("WebSocket handshake with backend for %s failed: %s", shown, exc)
             await _fail(pending, tunnelled, 502, "Bad Gateway: backend handshake failed")
             result.status = 502
+            result.ended(Outcome.BACKEND_ERROR)
             return result
         log.info("proxying WebSocket connection to %s", shown)
         # Large text messages in parts: each goes on to the backend as a fragment (_wsclient).
@@ -174,6 +192,7 @@ async def _pump_both(
                     part, more = await sock.receive_part()
                     await backend.send(part, finished=not more)
             except ClientDisconnected as exc:
+                result.ended(client_ended(exc.code))
                 wind_down()  # first: the close itself may wait for a write in progress
                 await backend.start_close(sendable_close_code(exc.code), exc.reason or None)
             except BackendClosed:
@@ -186,8 +205,11 @@ async def _pump_both(
                     await sock.send(message)
                     result.bytes_to_client += len(message)
             except BackendClosed as exc:
+                lost = exc.code == ABNORMAL_CLOSURE
+                result.ended(Outcome.BACKEND_LOST if lost else Outcome.BACKEND_CLOSE)
                 await sock.close(sendable_close_code(exc.code), exc.reason)
-            except ClientDisconnected:
+            except ClientDisconnected as exc:
+                result.ended(client_ended(exc.code))
                 wind_down()
                 await backend.start_close()
                 with contextlib.suppress(BackendClosed):
@@ -198,6 +220,7 @@ async def _pump_both(
         async def going_away() -> None:
             assert shutdown is not None
             await shutdown.wait()
+            result.ended(Outcome.SHUTDOWN)
             wind_down()  # bounds both closes: the client may not read, the backend may not either
             await sock.close(GOING_AWAY, "server shutting down")
             await backend.start_close(GOING_AWAY, "proxy shutting down")

@@ -22,6 +22,7 @@ from ._access import log_access
 from ._backend import Body
 from ._cors import Answer, OriginClass, text_answer, with_cors
 from ._errors import BackendError
+from ._outcome import Outcome
 from ._protocol import forwarded_response_headers
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class _Exchange:
         self.origin_class = OriginClass.NONE
         self.cors_origin: str | None = None
         self.client_left = False
+        self.outcome = Outcome.ERROR
         #: The last body message was handed to the server: the response is complete.
         self.complete = False
         #: Cancelled when the client is gone: the scope of the exchange with the backend.
@@ -129,6 +131,7 @@ async def reverse_http(
             exchange.sent,
             exchange.started,
             origin=exchange.origin_class.value,
+            outcome=(Outcome.CLIENT_LEFT if exchange.client_left else exchange.outcome).value,
         )
 
 
@@ -142,6 +145,7 @@ async def _serve(exchange: _Exchange, scope: Scope, receive: Receive, proxy: Pro
         if verdict.warning is not None:
             log.warning("%s", verdict.warning)
         await exchange.answer(verdict.answer)
+        exchange.outcome = verdict.refusal or Outcome.COMPLETE
         return
     assert verdict.forward is not None
     forward = verdict.forward
@@ -182,12 +186,15 @@ async def _exchange(
                 # connection, so the client sees a truncated response instead of a short one
                 # that looks complete (raising would do the same, plus a traceback).
                 log.warning("%s %s truncated: %s", exchange.method, exchange.path, exc)
+                exchange.outcome = Outcome.BACKEND_LOST
                 return
     except BackendError as exc:
         log.warning("%s %s: %s", exchange.method, exchange.path, exc)
         await exchange.answer(text_answer(exc.status, f"{HTTPStatus(exc.status).phrase}: {exc}"))
+        exchange.outcome = Outcome.BACKEND_ERROR
         return
     await exchange.body(final, False)
+    exchange.outcome = Outcome.COMPLETE
 
 
 def _target(scope: Scope) -> str:

@@ -41,6 +41,7 @@ from ._auth import AuthCookies
 from ._backend import READ_SIZE, BackendPool, BackendResponse
 from ._config import Config
 from ._errors import AuthUrlError, BackendError, ClientDisconnected
+from ._outcome import Outcome, client_ended
 from ._parts import MessageAssembler, parse_large_client_message
 from ._protocol import (
     GOING_AWAY,
@@ -151,6 +152,8 @@ class HttpOverWsSession:
             (backend.scheme, backend.host.lower(), backend.port),
         )
         self._flights: dict[str, _Flight] = {}
+        #: How the socket ended, for the access line.
+        self.outcome = Outcome.ERROR
         self._slots = trio.Semaphore(config.max_in_flight)
         # Requests waiting for a slot are tasks too; past this many the reader stops reading, so
         # a client cannot make us hold an unbounded number of parsed requests.
@@ -243,6 +246,8 @@ class HttpOverWsSession:
             try:
                 parsed = await self._receive_parsed()
             except ClientDisconnected as exc:
+                if self.outcome is Outcome.ERROR:
+                    self.outcome = client_ended(exc.code)
                 if exc.code not in (None, 1000, 1001):
                     log.warning("client socket closed with code %s", exc.code)
                 if self._flights:
@@ -341,6 +346,7 @@ class HttpOverWsSession:
     async def _watch_shutdown(self, session_scope: trio.CancelScope) -> None:
         assert self._shutdown is not None
         await self._shutdown.wait()
+        self.outcome = Outcome.SHUTDOWN
         # Give running requests the grace period, then close.
         self._drained = trio.Event()
         if not self._flights:
