@@ -150,32 +150,20 @@ class BackendResponse:
         the connection is closed afterwards instead of reused: one new connection per large
         body.
         """
-        conn = self._conn
-        parts: list[bytes] = []
         while True:
-            event = self._pool._next_buffered_event(conn)
-            if type(event) is h11.Data:
-                data = bytes(event.data)
-                self._body_seen += len(data)
-                parts.append(data)
-                continue
-            if parts and (event is h11.NEED_DATA or type(event) is h11.EndOfMessage):
-                chunk = parts[0] if len(parts) == 1 else b"".join(parts)
-                parts = []
+            chunk, ended = self.take_buffered()
+            if chunk:
                 yield chunk
-            if type(event) is h11.EndOfMessage:
+            if ended:
                 return
-            if event is h11.NEED_DATA:
-                left = self._raw_body_left()
-                if left is not None and left > RAW_BODY_MIN:
-                    while left > 0:
-                        raw = await self._raw_read(read_size, left)
-                        left -= len(raw)
-                        yield bytes(raw)
-                    return
-                await self._pool._feed(conn, read_size)
-                continue
-            raise BackendError(f"backend sent an unexpected {type(event).__name__} in a body")
+            left = self._raw_body_left()
+            if left is not None and left > RAW_BODY_MIN:
+                while left > 0:
+                    raw = await self._raw_read(read_size, left)
+                    left -= len(raw)
+                    yield bytes(raw)
+                return
+            await self._pool._feed(self._conn, read_size)
 
     def take_buffered(self) -> tuple[bytes, bool]:
         """The body bytes that already arrived (no I/O), and whether the body ended with them.
