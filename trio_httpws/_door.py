@@ -99,16 +99,16 @@ def open_listener(host: str, port: int, backlog: int) -> trio.SocketListener:
     """A TCP listener on ``host``: IPv6 when it has a colon (``::`` is dual-stack where the
     system makes it so), IPv4 otherwise, as hypercorn binds, so both doors reach alike."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # A synchronous bind: it only names the address, it never waits.
-        sock._sock.bind((host, port))  # type: ignore[attr-defined]
+        sock.bind((host, port))  # a name lookup at most, as hypercorn's bind does
         sock.listen(backlog)
+        sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
-    return trio.SocketListener(sock)
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
 
 
 def _set_keepalive(stream: trio.abc.Stream) -> None:
