@@ -90,6 +90,7 @@ ONE_DOOR: dict[str, str] = {
     "tests/test_door.py::test_an_h2c_upgrade": "hypercorn takes h2c itself (docs/front-door.md)",
     "tests/test_door.py::test_an_hour_silent": "an in-run backend on the mock clock; the door's",
     "tests/test_door.py::test_out_of_descriptors": "the door's accept loop, with a failing listener",
+    "tests/test_door.py::test_a_malformed_head_is_logged": "hypercorn answers such heads itself",
     "tests/test_tls.py::test_a_tls_handshake_that_never_comes": "head_timeout is the door's own",
     "tests/test_colab_flow.py::test_a_send_to_a_closing_connection": "an ASGI send that raises",
     "tests/test_deadlines.py::test_large_message_through_hypercorn": (

@@ -406,3 +406,23 @@ async def test_a_pipelining_client_is_not_read_past_one_head_while_its_request_r
             with trio.move_on_after(1) as held:
                 await stream.send_all(flood)
     assert held.cancelled_caught  # 64 MB did not fit into what the proxy and the kernel hold
+
+
+async def test_a_malformed_head_is_logged_without_what_it_carried(
+    fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """h11 quotes the line it refuses; the log line must not, a cookie or token may be in it."""
+    secret = "s3cr3t-t0ken-value"
+    caplog.set_level(logging.DEBUG)
+    async with running_proxy(backend_config(fake_backend), "trio") as url:
+        host = url.removeprefix("http://")
+        async with raw_connection(url) as stream:
+            await stream.send_all(
+                f"GET /x HTTP/1.1\r\nHost: {host}\r\nAuthorization token {secret}\r\n\r\n".encode()
+            )
+            answer = await read_until_closed(stream)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert any(
+        "refused a request head: illegal header line" in r.getMessage() for r in caplog.records
+    )
+    assert all(secret not in r.getMessage() for r in caplog.records)

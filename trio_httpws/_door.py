@@ -360,7 +360,7 @@ class _Connection:
 
     async def _refuse_head(self, exc: h11.RemoteProtocolError) -> None:
         status = exc.error_status_hint
-        log.warning("refused a request head: %s", exc)
+        log.warning("refused a request head: %s", _what_was_wrong(exc))
         log_access("http", "-", "-", status, 0, time.perf_counter(), outcome="bad_request")
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             await self._answer(text_answer(status, f"{HTTPStatus(status).phrase}: {exc}"), True)
@@ -512,7 +512,9 @@ class _Connection:
             async with pool.request(exchange.method, exchange.target, forward, body) as resp:
                 await self._stream_response(exchange, resp, cors_origin)
         except _BadBody as exc:
-            log.warning("%s %s: bad request body: %s", exchange.method, exchange.path, exc)
+            log.warning(
+                "%s %s: bad request body: %s", exchange.method, exchange.path, _what_was_wrong(exc)
+            )
             exchange.outcome = Outcome.BAD_REQUEST
             if exchange.status is None and self.h11.our_state is h11.SEND_RESPONSE:
                 exchange.status = 400
@@ -681,6 +683,12 @@ def _asks_websocket(request: h11.Request) -> bool:
     served as plain HTTP and the offer is not passed on)."""
     upgrade = first_header(request.headers, b"upgrade")
     return upgrade is not None and upgrade.strip().lower() == "websocket"
+
+
+def _what_was_wrong(exc: Exception) -> str:
+    """h11's complaint without the bytes it quotes (``illegal header line: b'...'``): a
+    malformed line may hold a token or a cookie, and logs must not."""
+    return str(exc).split(":", 1)[0]
 
 
 def _head_size(request: h11.Request) -> int:
