@@ -5,11 +5,9 @@ small scripted backends; memory streams and ``autojump_clock`` where time is the
 from __future__ import annotations
 
 import base64
-import gc
 import hashlib
 import os
 import socket
-import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -774,66 +772,3 @@ def _all_tasks() -> list[trio.lowlevel.Task]:
         for nursery in task.child_nurseries:
             pending.extend(nursery.child_tasks)
     return found
-
-
-#: Where the proxy's allocations are made: the door's accept loop, the door, the splice.
-PROXY_FILES = (
-    "trio/_highlevel_serve_listeners.py",
-    "tests/_splice_server.py",
-    "trio_httpws/_splice.py",
-)
-
-
-async def test_an_idle_relayed_connection_costs_the_proxy_under_20_kb() -> None:
-    """Python memory the stand-in door and the splice hold per idle relayed connection.
-
-    Counted by tracemalloc: what was allocated under the door's accept loop, the door or the
-    splice, and is still held. The backend here accepts in a loop of its own so that its
-    sockets are not counted with the proxy's.
-    """
-    count = 100
-
-    async def backend(listener: trio.SocketListener) -> None:
-        async with trio.open_nursery() as nursery:
-            while True:
-                stream = await listener.accept()
-                nursery.start_soon(answering(Seen(), switching()), stream)
-
-    def proxy_side(trace: tracemalloc.Traceback) -> bool:
-        return any(frame_.filename.endswith(PROXY_FILES) for frame_ in trace)
-
-    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    url = f"http://127.0.0.1:{listener.socket.getsockname()[1]}"
-    clients: list[trio.abc.Stream] = []
-    async with trio.open_nursery() as nursery, splice_server(url) as server:
-        nursery.start_soon(backend, listener)
-
-        async def open_one() -> None:
-            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-            await stream.send_all(upgrade_head())
-            await read_head(stream)
-            clients.append(stream)
-
-        await open_one()  # the first one pays for what is allocated once
-        await trio.testing.wait_all_tasks_blocked()
-        gc.collect()
-        tracemalloc.start(40)
-        try:
-            before = tracemalloc.take_snapshot()
-            for _ in range(count):
-                await open_one()
-            await trio.testing.wait_all_tasks_blocked()
-            gc.collect()
-            after = tracemalloc.take_snapshot()
-        finally:
-            tracemalloc.stop()
-        held = sum(
-            stat.size_diff
-            for stat in after.compare_to(before, "traceback")
-            if proxy_side(stat.traceback)
-        )
-        for stream in clients:
-            await stream.aclose()
-        nursery.cancel_scope.cancel()
-    per_connection = held / count
-    assert 4000 < per_connection < 20_000, per_connection
