@@ -43,10 +43,15 @@ from ._cors import Answer, OriginClass, backend_request_headers, text_answer, wi
 from ._errors import BackendError
 from ._frames import valid_key
 from ._outcome import Outcome
-from ._protocol import first_header, forwarded_response_headers, strip_hop_by_hop
+from ._protocol import (
+    declares_body,
+    first_header,
+    forwarded_response_headers,
+    strip_hop_by_hop,
+)
 from ._proxy import Proxy, Route, UpgradeVerdict
 from ._socket import Upgrade
-from ._splice import splice_websocket
+from ._splice import keepalive, splice_websocket
 from ._wsserver import SERVER_HEADER, StreamPendingSocket
 
 log = logging.getLogger("trio_httpws")
@@ -111,13 +116,6 @@ def open_listener(host: str, port: int, backlog: int) -> trio.SocketListener:
     return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
 
 
-def _set_keepalive(stream: trio.abc.Stream) -> None:
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if isinstance(stream, trio.SocketStream):
-        stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-
-
 def _local_address(stream: trio.abc.Stream) -> str | None:
     while isinstance(stream, trio.SSLStream):
         stream = stream.transport_stream
@@ -174,7 +172,7 @@ class Door:
     async def serve_connection(self, stream: trio.SocketStream) -> None:
         client: trio.abc.Stream = stream
         try:
-            _set_keepalive(stream)
+            keepalive(stream)
             if self.ssl_context is not None:
                 client = trio.SSLStream(
                     stream, self.ssl_context, server_side=True, https_compatible=True
@@ -444,7 +442,7 @@ class _Connection:
             exchange.status = verdict.answer.status
             exchange.outcome = verdict.refusal or Outcome.COMPLETE
             # Answered before its body was read: nobody knows where the next request starts.
-            close = verdict.close or _has_body(request)
+            close = verdict.close or declares_body(request.headers)
             if not close:
                 self._next_event()  # its EndOfMessage
             await self._answer(verdict.answer, close)
@@ -457,7 +455,7 @@ class _Connection:
         with trio.CancelScope() as scope:
             self._exchange_scope = scope
             body: AsyncIterator[bytes] | None = None
-            if _has_body(request):
+            if declares_body(request.headers):
                 body = self._request_body()
             else:
                 self._next_event()  # its EndOfMessage
@@ -699,10 +697,6 @@ def _head_size(request: h11.Request) -> int:
     return size + 2
 
 
-def _has_body(request: h11.Request) -> bool:
-    return any(name in (b"content-length", b"transfer-encoding") for name, _ in request.headers)
-
-
 def _websocket_problem(
     request: h11.Request,
 ) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
@@ -725,7 +719,7 @@ def _websocket_problem(
     key = first_header(request.headers, b"sec-websocket-key")
     if key is None or not valid_key(key.strip().encode("latin-1")):
         return 400, "Sec-WebSocket-Key must be 16 bytes in base64", []
-    if _has_body(request):
+    if declares_body(request.headers):
         return 400, "a WebSocket upgrade has no body", []
     return None
 

@@ -622,6 +622,11 @@ def forwarded_response_headers(
     return [(n, v) for n, v in strip_hop_by_hop(headers) if n.lower() not in dropped]
 
 
+def declares_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a request announces a body (a Content-Length, even 0, or a Transfer-Encoding)."""
+    return any(n.lower() in (b"content-length", b"transfer-encoding") for n, _ in headers)
+
+
 def header_values(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[str]:
     return [v.decode("latin-1") for n, v in headers if n.lower() == name]
 

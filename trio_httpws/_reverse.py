@@ -23,7 +23,7 @@ from ._backend import Body
 from ._cors import Answer, OriginClass, text_answer, with_cors
 from ._errors import BackendError
 from ._outcome import Outcome
-from ._protocol import forwarded_response_headers
+from ._protocol import declares_body, forwarded_response_headers
 
 if TYPE_CHECKING:
     from ._proxy import Proxy
@@ -149,7 +149,7 @@ async def _serve(exchange: _Exchange, scope: Scope, receive: Receive, proxy: Pro
         return
     assert verdict.forward is not None
     forward = verdict.forward
-    has_body = any(n.lower() in (b"content-length", b"transfer-encoding") for n, _ in headers)
+    has_body = declares_body(headers)
     body_read = trio.Event()
     body = _request_body(receive, body_read) if has_body else None
     if body is None:

@@ -105,8 +105,8 @@ async def splice_websocket(
         await _answer(client, exc.status, text, close_timeout)
         return SpliceResult(exc.status, Outcome.BACKEND_ERROR)
     try:
-        _keepalive(client)
-        _keepalive(backend)
+        keepalive(client)
+        keepalive(backend)
         try:
             head, backend_extra = await _upgrade(backend, request, target, headers, config, shown)
         except _Failed as failed:
@@ -256,7 +256,7 @@ async def _answer(client: trio.abc.Stream, status: int, text: str, grace: float)
         await client.send_all(head.encode("latin-1") + body)
 
 
-def _keepalive(stream: trio.abc.Stream) -> None:
+def keepalive(stream: trio.abc.Stream) -> None:
     """SO_KEEPALIVE on the socket under ``stream``: the kernel finds a peer that vanished."""
     while isinstance(stream, trio.SSLStream):
         stream = stream.transport_stream
