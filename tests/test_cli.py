@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import psutil
 import pytest
 import trio
 
+import trio_httpws
 from trio_httpws import Config
 from trio_httpws._cli import JsonFormatter, build_parser, config_from_args
 from trio_httpws._config import SETTINGS
@@ -185,6 +187,21 @@ async def test_cli_stops_the_kernels_jupyter_left_behind(tmp_path: Path) -> None
         assert "Jupyter Server exited unexpectedly (code -9)" in cli.log
         assert f"the Jupyter Server left running: pid {kernel.pid}" in cli.log
         assert not kernel.is_running()
+
+
+async def test_cli_serves_on_the_proxys_own_door_unless_told() -> None:
+    async with running_cli() as cli:
+
+        def server_header() -> str | None:
+            request = urllib.request.Request(
+                f"{cli.base}/api/status", headers={"Authorization": f"token {cli.token}"}
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.headers["Server"]
+
+        assert await trio.to_thread.run_sync(server_header) == "trio-httpws"
+    # serve() defaults to the same door as the command.
+    assert inspect.signature(trio_httpws.serve).parameters["server"].default == "trio"
 
 
 def test_cli_settings_become_a_config() -> None:

@@ -129,7 +129,7 @@ def hypercorn_config(
 
 #: The servers ``serve()`` can run: the proxy's own door, and hypercorn with the ASGI app.
 SERVERS = ("trio", "hypercorn")
-DEFAULT_SERVER = "hypercorn"
+DEFAULT_SERVER = "trio"
 
 
 async def serve(
