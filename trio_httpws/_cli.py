@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SERVERS,
         default=DEFAULT_SERVER,
         help="trio: the proxy's own listener (plain WebSockets relayed byte for byte); "
-        f"hypercorn: hypercorn serving the ASGI app (default: %(default)s)",
+        "hypercorn: hypercorn serving the ASGI app (default: %(default)s)",
     )
     parser.add_argument("--certfile", help="serve https/wss with this certificate (PEM)")
     parser.add_argument("--keyfile", help="private key for --certfile")
