@@ -5,7 +5,7 @@
 One nursery runs a ticker task (standing in for the rest of your program) and the proxy twice:
 
 * ``port = await nursery.start(trio_httpws.serve, config)``: the whole proxy (protocol,
-  WebSockets, plain HTTP reverse proxy) on hypercorn, on a free port it reports;
+  WebSockets, plain HTTP reverse proxy) on the proxy's own listener, on a free port it reports;
 * ``trio_websocket.serve_websocket(trio_httpws.handler(config, proxy=proxy), ...)``: only the
   protocol's WebSocket endpoints, on a trio-websocket server you own (``proxy`` is shared so
   that we can close its backend connection pool ourselves).
@@ -54,7 +54,7 @@ async def main(backend: str, token: str) -> None:
             nursery.start_soon(ticker)
 
             port = await nursery.start(trio_httpws.serve, config)  # 127.0.0.1, any free port
-            print(f"hypercorn server: {await get_status(f'http://127.0.0.1:{port}', token)}")
+            print(f"own server: {await get_status(f'http://127.0.0.1:{port}', token)}")
 
             ws_server = await nursery.start(
                 partial(

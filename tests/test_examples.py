@@ -249,7 +249,7 @@ async def test_embed_in_trio(jupyter: Jupyter) -> None:
     assert lines[0] == "tick 0"
     others = [re.sub(r"\d+ kernel", "N kernel", line) for line in lines[1:] if "tick" not in line]
     assert others == [
-        "hypercorn server: 200 OK, N kernel(s) running",
+        "own server: 200 OK, N kernel(s) running",
         "trio-websocket server: 200 OK, N kernel(s) running",
         "stopped cleanly",
     ], describe(result)

@@ -1,4 +1,10 @@
-"""Routing a client WebSocket to the right handler, whatever server carries it."""
+"""The verdict on each request and WebSocket upgrade, and the WebSocket routes, for every door.
+
+``Proxy`` holds what a running proxy shares (its config, the backend pool, the sessions) and
+judges: ``judge_request`` for plain HTTP (refuse, answer a preflight, or forward with the
+rewritten headers) and ``judge_upgrade`` for WebSockets (refuse, tunnel session, diagnose, or
+relay to a target); each door carries the verdict out, so no policy line exists twice.
+"""
 
 from __future__ import annotations
 
