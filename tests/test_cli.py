@@ -28,6 +28,9 @@ from trio_httpws.client._doctor import doctor
 from .conftest import connect, fetch, wait_until
 
 COLAB = "https://colab.research.google.com"
+COLAB_SHORT = "https://colab.google.com"
+#: How the CLI names the default origins.
+DEFAULT_ORIGINS = f"{COLAB}, {COLAB_SHORT}"
 
 
 def _processes_with(text: str) -> list[psutil.Process]:
@@ -144,7 +147,7 @@ async def test_cli_starts_jupyter_serves_and_stops_cleanly(
     stop_signal: signal.Signals, door: str
 ) -> None:
     async with running_cli("--server", door) as cli:
-        assert f"Allowed origins: {COLAB}" in cli.stdout
+        assert f"Allowed origins: {DEFAULT_ORIGINS}\n" in cli.stdout
         # Under the URL: the no-kernel doctor's verdict on the proxy, from Colab's origin.
         lines = cli.stdout.splitlines()
         verdict = lines[lines.index(f"    {cli.base}/?token={cli.token}") + 1]
@@ -164,7 +167,7 @@ async def test_cli_starts_jupyter_serves_and_stops_cleanly(
             await cli.process.wait()
         assert cli.process.returncode == 0, cli.log
         # The startup log names the default origin.
-        assert f"allowing {COLAB} (the default)" in cli.log, cli.log
+        assert f"allowing {DEFAULT_ORIGINS} (the default)" in cli.log, cli.log
         # Jupyter stopped, and stopped its kernel itself: nothing was left for us to stop.
         assert not cli.jupyter.is_running()
         assert not kernel.is_running()
@@ -213,10 +216,12 @@ def test_cli_settings_become_a_config() -> None:
 def test_cli_defaults_to_colab(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO")
     config = config_from_args(build_parser().parse_args([]), {})
-    assert config.allow_origins == (COLAB,)
+    assert config.allow_origins == (COLAB, COLAB_SHORT)
     assert [r.getMessage() for r in caplog.records] == [
-        f"no origin given: allowing {COLAB} (the default)"
+        f"no origin given: allowing {DEFAULT_ORIGINS} (the default)"
     ]
+    # Config() and trio_httpws:app have the same default.
+    assert Config().allow_origins == Config.from_env({}).allow_origins == (COLAB, COLAB_SHORT)
 
 
 # One sample value per setting, as text, and the Config value it must become.

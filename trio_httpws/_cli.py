@@ -21,7 +21,7 @@ if sys.version_info < (3, 11):
 
 from . import __version__
 from ._config import (
-    COLAB_ORIGIN,
+    COLAB_ORIGINS,
     SETTINGS,
     Config,
     Setting,
@@ -152,7 +152,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
             values[setting.name] = tuple(value) if setting.repeatable else value
     values = with_origin_default(values)
     if "allow_origins" not in values:
-        log.info("no origin given: allowing %s (the default)", COLAB_ORIGIN)
+        log.info("no origin given: allowing %s (the default)", ", ".join(COLAB_ORIGINS))
     return Config(**values)  # type: ignore[arg-type]
 
 
