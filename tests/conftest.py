@@ -26,7 +26,7 @@ import trio
 import trio_websocket
 
 import trio_httpws
-from trio_httpws._jupyter import free_port, jupyter_command
+from trio_httpws._jupyter import free_port, jupyter_command, jupyter_environment
 
 from .fake_backend import FakeBackend
 
@@ -339,7 +339,8 @@ def jupyter_server(*extra_args: str) -> Iterator[Jupyter]:
         log = Path(logs) / "jupyter.log"
         with log.open("wb") as stderr:
             process = subprocess.Popen(
-                [*jupyter_command(port, token, root), *extra_args],
+                [*jupyter_command(port, root), *extra_args],
+                env=jupyter_environment(token),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,

@@ -66,7 +66,7 @@ import trio
 import trio_websocket
 
 from trio_httpws import Config
-from trio_httpws._jupyter import free_port, jupyter_command
+from trio_httpws._jupyter import free_port, jupyter_command, jupyter_environment
 
 ORIGIN = "https://colab.research.google.com"
 MiB = 1024 * 1024
@@ -290,7 +290,8 @@ async def start_jupyter(root_dir: str, log: TextIO) -> tuple[trio.Process, Backe
     port = free_port()
     token = uuid.uuid4().hex
     process = await trio.lowlevel.open_process(
-        jupyter_command(port, token, root_dir),
+        jupyter_command(port, root_dir),
+        env=jupyter_environment(token),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,

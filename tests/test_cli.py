@@ -88,8 +88,9 @@ async def running_cli(*args: str, env: dict[str, str] | None = None) -> AsyncIte
             text = output.decode()
             match = re.search(r"(http://127\.0\.0\.1:(\d+))/\?token=([0-9a-f]+)", text)
             assert match, text
-            [jupyter] = _processes_with(match.group(3))  # the Jupyter server it started
-            assert f"started Jupyter Server (pid {jupyter.pid})" in stderr.decode()
+            started = re.search(r"started Jupyter Server \(pid (\d+)\)", stderr.decode())
+            assert started, stderr.decode()
+            jupyter = psutil.Process(int(started.group(1)))  # the Jupyter server it started
             yield Cli(process, text, match.group(1), match.group(3), jupyter, stderr)
         finally:
             if process.returncode is None:
@@ -161,6 +162,11 @@ async def test_cli_starts_jupyter_serves_and_stops_cleanly(
         assert response.status == 200
         assert json.loads(response.body) == []
         kernel = await start_kernel(cli, "python3")
+        # The token reached Jupyter, and so the proxy works, through no command line: `ps`
+        # shows command lines to every local user.
+        assert cli.jupyter.is_running()
+        assert cli.token not in " ".join(cli.jupyter.cmdline())
+        assert _processes_with(cli.token) == []
 
         cli.process.send_signal(stop_signal)
         with trio.fail_after(30):
@@ -172,7 +178,6 @@ async def test_cli_starts_jupyter_serves_and_stops_cleanly(
         assert not cli.jupyter.is_running()
         assert not kernel.is_running()
         assert "left running" not in cli.log
-        assert _processes_with(cli.token) == []
 
 
 async def test_cli_stops_the_kernels_jupyter_left_behind(tmp_path: Path) -> None:
