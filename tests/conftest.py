@@ -106,6 +106,9 @@ ONE_DOOR: dict[str, str] = {
     "tests/test_cli.py::test_cli_stops_the_kernels_jupyter_left_behind": (
         "the Jupyter the CLI starts, whatever serves in front of it"
     ),
+    "tests/test_cli.py::test_the_screen_ends_with": "the CLI's output, whatever serves",
+    "tests/test_cli.py::test_log_level_info_shows": "the CLI's output, whatever serves",
+    "tests/test_cli.py::test_the_json_access_log_on_stdout": "the CLI's output, whatever serves",
 }
 
 

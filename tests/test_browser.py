@@ -600,7 +600,7 @@ async def running_cli(
     """``trio-httpws --port 0 --allow-origin ... --server door``, with its own Jupyter or
     ``--backend``."""
     args = [sys.executable, "-m", "trio_httpws", "--port", "0", "--allow-origin", allow_origin]
-    args += ["--server", door]
+    args += ["--server", door, "--log-level", "info"]  # each request on stderr too
     root_dir = None
     if jupyter is None:
         root_dir = tmp_path / "root"

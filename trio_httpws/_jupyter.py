@@ -145,11 +145,13 @@ class ProcessTree:
 async def running_jupyter(
     *,
     root_dir: str | None = None,
+    output: int | None = None,
     startup_timeout: float = 60.0,
     stop_timeout: float = 10.0,
     watch_interval: float = 1.0,
 ) -> AsyncIterator[JupyterServer]:
     """Start a Jupyter Server with a fresh random token; stop it and its kernels on exit.
+    Its own log goes to the file descriptor ``output`` (None: our stdout and stderr).
 
     If it exits while in use, the body is cancelled and :class:`JupyterExited` raised.
     """
@@ -164,7 +166,7 @@ async def running_jupyter(
     port = free_port()
     token = secrets.token_hex(24)
     process = await open_detached_process(
-        jupyter_command(port, root_dir), env=jupyter_environment(token)
+        jupyter_command(port, root_dir), env=jupyter_environment(token), output=output
     )
     tree = ProcessTree(process.pid)
     server = JupyterServer(f"http://127.0.0.1:{port}", port, token, process)
