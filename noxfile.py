@@ -115,6 +115,20 @@ def pythons(session: nox.Session) -> None:
         session.error(f"none of Python {', '.join(PYTHONS)} is installed: the tests did not run")
 
 
+@nox.session(python=None)
+def build(session: nox.Session) -> None:
+    """The wheel and the sdist into dist/ (`python -m build`), checked by `twine check --strict`
+    (not default: the default `tests` check what they contain, in tests/test_packaging.py)."""
+    from pathlib import Path
+
+    session.install("build", "twine")
+    dist = Path("dist")
+    for old in dist.glob("trio_httpws-*"):
+        old.unlink()
+    session.run("python", "-m", "build", "--outdir", str(dist))
+    session.run("twine", "check", "--strict", *sorted(str(p) for p in dist.glob("trio_httpws-*")))
+
+
 @nox.session(python="3.12")
 def soak(session: nox.Session) -> None:
     """200 sockets x 10 requests in flight for 60 s through the proxy to Jupyter (not default).

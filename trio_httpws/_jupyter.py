@@ -159,9 +159,14 @@ async def running_jupyter(
         import jupyter_server  # noqa: F401
         import psutil  # noqa: F401
     except ImportError:
+        from . import __version__  # the package's own __init__ may still be importing us
+
+        # trio_httpws is not on the package index: the extra comes from where it came from.
+        wheel = f"trio_httpws-{__version__}-py3-none-any.whl"
         raise JupyterStartError(
-            "no --backend given and jupyter_server (or psutil) is not installed: "
-            "pip install 'trio_httpws[jupyter]', or pass --backend URL"
+            "no --backend given and jupyter_server (or psutil) is not installed: install the "
+            "jupyter extra (in a clone of trio_httpws: pip install -e '.[jupyter]'; from a "
+            f"built wheel: pip install '{wheel}[jupyter]'), or pass --backend URL"
         ) from None
     port = free_port()
     token = secrets.token_hex(24)
