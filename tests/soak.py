@@ -336,6 +336,9 @@ async def start_proxy(backend: Backend, log: TextIO, level: str) -> tuple[trio.P
             "*",
             "--log-level",
             level,
+            # The whole log (an access line per request) beside the screen's: not in /tmp.
+            "--log-file",
+            os.path.join(os.path.dirname(log.name), "proxy-full.log"),
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -953,8 +956,9 @@ async def run_soak(
             proxy_log.close()
         if not result.ok:
             result.logs = tempfile.mkdtemp(prefix="trio-httpws-soak-logs-")
-            for name in ("jupyter.log", "proxy.log"):
-                shutil.copy(os.path.join(tmp, name), result.logs)
+            for name in ("jupyter.log", "proxy.log", "proxy-full.log"):
+                if os.path.exists(os.path.join(tmp, name)):  # the proxy may not have started
+                    shutil.copy(os.path.join(tmp, name), result.logs)
         return result
 
 
