@@ -957,7 +957,7 @@ async def run_soak(
         if not result.ok:
             result.logs = tempfile.mkdtemp(prefix="trio-httpws-soak-logs-")
             for name in ("jupyter.log", "proxy.log", "proxy-full.log"):
-                if os.path.exists(os.path.join(tmp, name)):  # the proxy may not have started
+                with suppress(FileNotFoundError):  # the proxy may not have started
                     shutil.copy(os.path.join(tmp, name), result.logs)
         return result
 
