@@ -92,6 +92,7 @@ async def running_cli(
             into.extend(chunk)
 
     named: re.Match[str] | None = None
+    jupyter: psutil.Process | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(drain, process.stderr, stderr)
         try:
@@ -124,6 +125,11 @@ async def running_cli(
             if process.returncode is None:
                 process.kill()
             await process.wait()
+            # Killed, the CLI cannot stop its Jupyter (a session of its own): a failed test
+            # must not leave it running.
+            if jupyter is not None:
+                with contextlib.suppress(psutil.Error):
+                    jupyter.kill()
             if named:
                 await trio.Path(named.group(1)).unlink(missing_ok=True)
             # A Jupyter that outlived us would hold the pipe open: stop reading after a moment.
