@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import sys
+from http import HTTPStatus
 from urllib.parse import urlsplit
 
 import trio
@@ -33,6 +34,31 @@ ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 class CellError(Exception):
     """The cell raised: the message is Python's traceback."""
+
+
+class RunError(Exception):
+    """Jupyter refused a step: the message is one sentence that says what to check."""
+
+
+#: What a user can check when Jupyter answers with this status.
+HINTS = {
+    403: "Jupyter refused the token (check --token or JUPYTER_TOKEN)",
+    404: "no Jupyter API there (check --url: the proxy, with Jupyter's base_url if it has one)",
+}
+
+
+def refusal(status: int, body: bytes) -> str:
+    """Jupyter's error answer as a sentence: the status, then a hint or Jupyter's message."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "error"
+    try:
+        message = json.loads(body).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    detail = HINTS.get(status) or (message if isinstance(message, str) else None)
+    return f"{status} {phrase}: {detail}" if detail else f"{status} {phrase}"
 
 
 async def run_cell(url: str, token: str, code: str, *, kernel: str = "python3") -> None:
@@ -53,7 +79,7 @@ async def run_cell(url: str, token: str, code: str, *, kernel: str = "python3") 
         ) as response:
             body = await response.read()
         if response.status != 201:
-            raise SystemExit(f"creating a session failed: {response.status} {body[:500]!r}")
+            raise RunError(f"creating a session failed: {refusal(response.status, body)}")
         session = json.loads(body)
         try:
             channels = f"/api/kernels/{session['kernel']['id']}/channels?session_id={session_id}"
@@ -120,7 +146,7 @@ def main() -> int:
     except CellError as exc:
         print(exc, file=sys.stderr)
         return 1
-    except ClientError as exc:
+    except (ClientError, RunError) as exc:
         print(f"run_cell: {exc}", file=sys.stderr)
         return 1
     except trio.TooSlowError:

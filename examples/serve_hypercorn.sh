@@ -13,7 +13,7 @@
 # reading these variables (the README lists every TRIO_HTTPWS_* setting):
 #   TRIO_HTTPWS_BACKEND           the Jupyter server           (default http://127.0.0.1:8888)
 #   TRIO_HTTPWS_ALLOW_ORIGIN      allowed origins, comma-separated, or "*"
-#                                                  (default https://colab.research.google.com)
+#                     (default https://colab.research.google.com,https://colab.google.com)
 #   TRIO_HTTPWS_ALLOW_ORIGIN_PAT  a regular expression of further allowed origins
 #   BIND                          hypercorn's address          (default 127.0.0.1:8889)
 # Further arguments go to hypercorn, e.g. --certfile cert.pem --keyfile key.pem for https/wss.

@@ -26,7 +26,7 @@ import trio
 import trio_websocket
 
 import trio_httpws
-from trio_httpws._jupyter import free_port, jupyter_command
+from trio_httpws._jupyter import free_port, jupyter_command, jupyter_environment
 
 from .fake_backend import FakeBackend
 
@@ -109,6 +109,9 @@ ONE_DOOR: dict[str, str] = {
     "tests/test_cli.py::test_cli_serves_on_the_proxys_own_door_unless_told": (
         "which door the command picks when none is named"
     ),
+    "tests/test_cli.py::test_the_screen_ends_with": "the CLI's output, whatever serves",
+    "tests/test_cli.py::test_log_level_info_shows": "the CLI's output, whatever serves",
+    "tests/test_cli.py::test_the_json_access_log_on_stdout": "the CLI's output, whatever serves",
 }
 
 
@@ -342,7 +345,8 @@ def jupyter_server(*extra_args: str) -> Iterator[Jupyter]:
         log = Path(logs) / "jupyter.log"
         with log.open("wb") as stderr:
             process = subprocess.Popen(
-                [*jupyter_command(port, token, root), *extra_args],
+                [*jupyter_command(port, root), *extra_args],
+                env=jupyter_environment(token),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,

@@ -66,7 +66,7 @@ import trio
 import trio_websocket
 
 from trio_httpws import Config
-from trio_httpws._jupyter import free_port, jupyter_command
+from trio_httpws._jupyter import free_port, jupyter_command, jupyter_environment
 
 ORIGIN = "https://colab.research.google.com"
 MiB = 1024 * 1024
@@ -290,7 +290,8 @@ async def start_jupyter(root_dir: str, log: TextIO) -> tuple[trio.Process, Backe
     port = free_port()
     token = uuid.uuid4().hex
     process = await trio.lowlevel.open_process(
-        jupyter_command(port, token, root_dir),
+        jupyter_command(port, root_dir),
+        env=jupyter_environment(token),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,
@@ -335,6 +336,9 @@ async def start_proxy(backend: Backend, log: TextIO, level: str) -> tuple[trio.P
             "*",
             "--log-level",
             level,
+            # The whole log (an access line per request) beside the screen's: not in /tmp.
+            "--log-file",
+            os.path.join(os.path.dirname(log.name), "proxy-full.log"),
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -952,8 +956,9 @@ async def run_soak(
             proxy_log.close()
         if not result.ok:
             result.logs = tempfile.mkdtemp(prefix="trio-httpws-soak-logs-")
-            for name in ("jupyter.log", "proxy.log"):
-                shutil.copy(os.path.join(tmp, name), result.logs)
+            for name in ("jupyter.log", "proxy.log", "proxy-full.log"):
+                with suppress(FileNotFoundError):  # the proxy may not have started
+                    shutil.copy(os.path.join(tmp, name), result.logs)
         return result
 
 

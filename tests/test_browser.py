@@ -600,7 +600,8 @@ async def running_cli(
     """``trio-httpws --port 0 --allow-origin ... --server door``, with its own Jupyter or
     ``--backend``."""
     args = [sys.executable, "-m", "trio_httpws", "--port", "0", "--allow-origin", allow_origin]
-    args += ["--server", door]
+    # Each request on stderr too; the full log (Jupyter's) in the test's own directory.
+    args += ["--server", door, "--log-level", "info", "--log-file", str(tmp_path / "full.log")]
     root_dir = None
     if jupyter is None:
         root_dir = tmp_path / "root"

@@ -27,9 +27,13 @@ from trio_httpws._config import SETTINGS
 from trio_httpws.client._diagnosis import verdict_line
 from trio_httpws.client._doctor import doctor
 
+from ._http import http_request
 from .conftest import connect, fetch, wait_until
 
 COLAB = "https://colab.research.google.com"
+COLAB_SHORT = "https://colab.google.com"
+#: How the CLI names the default origins.
+DEFAULT_ORIGINS = f"{COLAB}, {COLAB_SHORT}"
 
 
 def _processes_with(text: str) -> list[psutil.Process]:
@@ -49,20 +53,33 @@ class Cli:
     token: str
     jupyter: psutil.Process
     stderr: bytearray
+    #: The log file the start lines name (every request, Jupyter's own log).
+    log_file: Path
+    #: What the CLI writes to stdout after its start lines.
+    later: bytearray
 
     @property
     def log(self) -> str:
+        """What the CLI wrote to the screen's stderr."""
         return self.stderr.decode(errors="replace")
 
     async def wait_for_log(self, text: str, within: float = 30) -> None:
         await wait_until(lambda: text in self.log, within=within)
 
 
+#: The start line that names the log file.
+LOG_FILE_LINE = re.compile(r"^Log \(.*\): (.+)$", re.MULTILINE)
+
+
 @contextlib.asynccontextmanager
-async def running_cli(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[Cli]:
-    """``trio-httpws`` with a Jupyter of its own, as a real process; killed if still running."""
+async def running_cli(
+    *args: str, env: dict[str, str] | None = None, log_level: str | None = "debug"
+) -> AsyncIterator[Cli]:
+    """``trio-httpws`` with a Jupyter of its own, as a real process; killed if still running.
+    ``log_level`` None: the CLI's default."""
+    level = ["--log-level", log_level] if log_level else []
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trio_httpws", "--port", "0", "--log-level", "debug", *args],
+        [sys.executable, "-m", "trio_httpws", "--port", "0", *level, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, **(env or {})},
@@ -70,30 +87,53 @@ async def running_cli(*args: str, env: dict[str, str] | None = None) -> AsyncIte
     assert process.stdout is not None
     assert process.stderr is not None
     stderr = bytearray()
+    later = bytearray()
 
-    async def drain(stream: trio.abc.ReceiveStream) -> None:
+    async def drain(stream: trio.abc.ReceiveStream, into: bytearray) -> None:
         async for chunk in stream:
-            stderr.extend(chunk)
+            into.extend(chunk)
 
+    named: re.Match[str] | None = None
+    jupyter: psutil.Process | None = None
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(drain, process.stderr)
+        nursery.start_soon(drain, process.stderr, stderr)
         try:
             output = b""
             with trio.fail_after(60):
-                while b"Press Ctrl-C" not in output:
+                while b"Press Ctrl-C to stop.\n" not in output:
                     chunk = await process.stdout.receive_some(4096)
                     assert chunk, f"CLI exited early: {output.decode()} {stderr.decode()}"
                     output += chunk
+            output, _, rest = output.partition(b"Press Ctrl-C to stop.\n")
+            output += b"Press Ctrl-C to stop.\n"
+            later.extend(rest)
+            nursery.start_soon(drain, process.stdout, later)
             text = output.decode()
             match = re.search(r"(http://127\.0\.0\.1:(\d+))/\?token=([0-9a-f]+)", text)
             assert match, text
-            [jupyter] = _processes_with(match.group(3))  # the Jupyter server it started
-            assert f"started Jupyter Server (pid {jupyter.pid})" in stderr.decode()
-            yield Cli(process, text, match.group(1), match.group(3), jupyter, stderr)
+            named = LOG_FILE_LINE.search(text)
+            assert named, text
+            log_file = Path(named.group(1))
+            started = re.search(
+                r"started Jupyter Server \(pid (\d+)\)",
+                stderr.decode() + await trio.Path(log_file).read_text(),
+            )
+            assert started, stderr.decode()
+            jupyter = psutil.Process(int(started.group(1)))  # the Jupyter server it started
+            yield Cli(
+                process, text, match.group(1), match.group(3), jupyter, stderr, log_file, later
+            )
         finally:
             if process.returncode is None:
                 process.kill()
             await process.wait()
+            # Killed, the CLI cannot stop its Jupyter (a session of its own): a failed test
+            # must not leave it running.
+            if jupyter is not None:
+                with contextlib.suppress(psutil.Error):
+                    jupyter.kill()
+            if named:
+                await trio.Path(named.group(1)).unlink(missing_ok=True)
             # A Jupyter that outlived us would hold the pipe open: stop reading after a moment.
             nursery.cancel_scope.deadline = trio.current_time() + 5
 
@@ -146,7 +186,7 @@ async def test_cli_starts_jupyter_serves_and_stops_cleanly(
     stop_signal: signal.Signals, door: str
 ) -> None:
     async with running_cli("--server", door) as cli:
-        assert f"Allowed origins: {COLAB}" in cli.stdout
+        assert f"Allowed origins: {DEFAULT_ORIGINS}\n" in cli.stdout
         # Under the URL: the no-kernel doctor's verdict on the proxy, from Colab's origin.
         lines = cli.stdout.splitlines()
         verdict = lines[lines.index(f"    {cli.base}/?token={cli.token}") + 1]
@@ -160,18 +200,80 @@ async def test_cli_starts_jupyter_serves_and_stops_cleanly(
         assert response.status == 200
         assert json.loads(response.body) == []
         kernel = await start_kernel(cli, "python3")
+        # The token reached Jupyter, and so the proxy works, through no command line: `ps`
+        # shows command lines to every local user.
+        assert cli.jupyter.is_running()
+        assert cli.token not in " ".join(cli.jupyter.cmdline())
+        assert _processes_with(cli.token) == []
 
         cli.process.send_signal(stop_signal)
         with trio.fail_after(30):
             await cli.process.wait()
         assert cli.process.returncode == 0, cli.log
         # The startup log names the default origin.
-        assert f"allowing {COLAB} (the default)" in cli.log, cli.log
+        assert f"allowing {DEFAULT_ORIGINS} (the default)" in cli.log, cli.log
         # Jupyter stopped, and stopped its kernel itself: nothing was left for us to stop.
         assert not cli.jupyter.is_running()
         assert not kernel.is_running()
         assert "left running" not in cli.log
-        assert _processes_with(cli.token) == []
+
+
+async def stop_cleanly(cli: Cli) -> None:
+    cli.process.send_signal(signal.SIGTERM)
+    with trio.fail_after(30):
+        await cli.process.wait()
+    assert cli.process.returncode == 0, cli.log
+
+
+async def test_the_screen_ends_with_the_url_the_verdict_and_how_to_stop() -> None:
+    async with running_cli(log_level=None) as cli:
+        lines = cli.stdout.splitlines()
+        assert lines[-3:] == [
+            f"    {cli.base}/?token={cli.token}",
+            "Colab can connect: today's flow ok, old tunnel ok",
+            "Press Ctrl-C to stop.",
+        ]
+        # Jupyter's own lines (its "is running at" URL is not the one to paste) and each
+        # request, the self-check's among them, are in the log file the start lines name.
+        log = await trio.Path(cli.log_file).read_text()
+        assert "Jupyter Server" in log
+        assert "is running at" in log
+        assert "trio_httpws.access: http OPTIONS /api/sessions 204" in log
+        assert cli.token not in log
+        response = await http_request(cli.base, "GET", "/api/status")
+        assert response.status == 403  # no token: Jupyter's answer, through the proxy
+        await wait_until(lambda: "GET /api/status 403" in cli.log_file.read_text())
+        await stop_cleanly(cli)
+        assert "received SIGTERM; shutting down" in await trio.Path(cli.log_file).read_text()
+    # The screen showed the start lines and nothing else: no warning, no error, no request.
+    assert cli.log == ""
+    assert cli.later == b""
+
+
+async def test_log_level_info_shows_each_request_on_the_screen() -> None:
+    async with running_cli(log_level="info") as cli:
+        assert cli.stdout.splitlines()[-1] == "Press Ctrl-C to stop."
+        await http_request(cli.base, "GET", "/api/status")
+        await cli.wait_for_log("trio_httpws.access: http GET /api/status 403")
+        # Jupyter's own log still goes to the file only.
+        assert "is running at" not in cli.log
+        assert "is running at" in await trio.Path(cli.log_file).read_text()
+        await stop_cleanly(cli)
+
+
+async def test_the_json_access_log_on_stdout_for_collectors() -> None:
+    async with running_cli("--access-log-stdout", "--log-format", "json", log_level=None) as cli:
+        await http_request(cli.base, "GET", "/api/status")
+        await wait_until(lambda: b"/api/status" in cli.later, within=15)
+        await stop_cleanly(cli)
+    # After the start lines, stdout holds one JSON object per request (the self-check's last
+    # sockets may end after the start lines), and nothing else.
+    entries = [json.loads(line) for line in cli.later.decode().splitlines()]
+    assert {e["logger"] for e in entries} == {"trio_httpws.access"}
+    assert [(e["kind"], e["status"]) for e in entries if e["path"] == "/api/status"] == [
+        ("http", 403)
+    ]
+    assert cli.log == ""
 
 
 async def test_cli_stops_the_kernels_jupyter_left_behind(tmp_path: Path) -> None:
@@ -230,10 +332,12 @@ def test_cli_settings_become_a_config() -> None:
 def test_cli_defaults_to_colab(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO")
     config = config_from_args(build_parser().parse_args([]), {})
-    assert config.allow_origins == (COLAB,)
+    assert config.allow_origins == (COLAB, COLAB_SHORT)
     assert [r.getMessage() for r in caplog.records] == [
-        f"no origin given: allowing {COLAB} (the default)"
+        f"no origin given: allowing {DEFAULT_ORIGINS} (the default)"
     ]
+    # Config() and trio_httpws:app have the same default.
+    assert Config().allow_origins == Config.from_env({}).allow_origins == (COLAB, COLAB_SHORT)
 
 
 # One sample value per setting, as text, and the Config value it must become.

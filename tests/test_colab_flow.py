@@ -30,6 +30,8 @@ from .fake_backend import FakeBackend
 from .test_jupyter_e2e import run_cell
 
 COLAB = "https://colab.research.google.com"
+#: Colab's second address: Google's own Colab tools trust both.
+COLAB_SHORT = "https://colab.google.com"
 EVIL = "https://evil.example"
 
 
@@ -288,6 +290,33 @@ async def test_star_echoes_the_request_origin(door: str) -> None:
             response = await http_request(url, "GET", "/x", headers=[("Origin", EVIL)])
     assert response.status == 200
     assert_cors(response, EVIL)
+
+
+async def test_both_colab_origins_by_default_and_an_override_replaces_both(door: str) -> None:
+    async with running_recorder() as rec:
+        async with running_proxy(trio_httpws.Config(backend=rec.url), door) as url:
+            for origin in (COLAB, COLAB_SHORT):
+                response = await http_request(
+                    url, "GET", "/api/kernelspecs", headers=[("Origin", origin)]
+                )
+                assert response.status == 200, origin
+                assert_cors(response, origin)
+                async with connect(url, headers=[("Origin", origin)]) as ws:
+                    assert (await fetch(ws, "1", "GET", "/api/kernelspecs")).status == 200
+            refused = await http_request(url, "GET", "/x", headers=[("Origin", EVIL)])
+            assert refused.status == 403
+        mine = "https://front.example"
+        config = trio_httpws.Config(backend=rec.url, allow_origins=(mine,))
+        async with running_proxy(config, door) as url:
+            for origin in (COLAB, COLAB_SHORT):
+                response = await http_request(url, "GET", "/x", headers=[("Origin", origin)])
+                assert response.status == 403, origin
+                with pytest.raises(trio_websocket.ConnectionRejected):
+                    async with connect(url, headers=[("Origin", origin)]):
+                        pass  # pragma: no cover - the handshake fails
+            allowed = await http_request(url, "GET", "/x", headers=[("Origin", mine)])
+            assert allowed.status == 200
+            assert_cors(allowed, mine)
 
 
 async def test_the_proxys_own_errors_carry_cors_for_allowed_origins(door: str) -> None:

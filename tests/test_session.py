@@ -37,6 +37,7 @@ from .conftest import (
 )
 from .fake_backend import FakeBackend, pattern
 from .fake_socket import FakeSocket
+from .test_colab_flow import access_lines
 from .test_reverse_proxy import http
 
 
@@ -126,6 +127,27 @@ async def test_client_leaving_cancels_backend_requests(
         await wait_until(lambda: fake_backend.slow_active(tag) == 3, within=5)
     # The socket is closed: within a second the backend sees every request's connection go.
     await wait_until(lambda: fake_backend.slow_active(tag) == 0, within=1)
+
+
+async def test_a_request_the_client_left_is_logged_as_499(
+    proxy: str, fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request in flight when the client cancels it, or closes its socket, has no answer:
+    its access line says 499 (nginx's code for a client that left), as the reverse path's."""
+    caplog.set_level("INFO", logger="trio_httpws.access")
+    tag = "left-" + os.urandom(4).hex()
+    async with connect(proxy) as ws:
+        await ws.send_message(request_json("cancelled", "GET", f"/slow?delay=30&tag={tag}"))
+        await ws.send_message(request_json("left", "GET", f"/slow?delay=30&tag={tag}"))
+        await wait_until(lambda: fake_backend.slow_active(tag) == 2, within=5)
+        await ws.send_message(json.dumps({"message_id": "cancelled", "cancel": True}))
+        assert (await read_frame(ws))["status"] == 499
+    await wait_until(lambda: fake_backend.slow_active(tag) == 0, within=5)
+    lines = await access_lines(caplog, 3)
+    tunnel = {line.fields["message_id"]: line for line in lines if line.fields["kind"] == "tunnel"}  # type: ignore[attr-defined]
+    assert tunnel["cancelled"].fields["status"] == 499  # type: ignore[attr-defined]
+    assert tunnel["left"].fields["status"] == 499  # type: ignore[attr-defined]
+    assert "None" not in tunnel["left"].getMessage()
 
 
 async def test_client_cancels_one_request(proxy: str, fake_backend: FakeBackend) -> None:

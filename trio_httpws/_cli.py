@@ -8,10 +8,12 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
+from pathlib import Path
 from typing import NoReturn
 
 import trio
@@ -21,7 +23,7 @@ if sys.version_info < (3, 11):
 
 from . import __version__
 from ._config import (
-    COLAB_ORIGIN,
+    COLAB_ORIGINS,
     SETTINGS,
     Config,
     Setting,
@@ -102,9 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--jupyter-root-dir", metavar="DIR", help="root_dir of the Jupyter we start"
     )
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="what the screen (stderr) shows after the start lines: warning (the default) "
+        "warnings and errors; info each request too; debug also Jupyter's own log",
+    )
+    parser.add_argument(
+        "--log-file",
+        metavar="PATH",
+        help="the whole log, appended to: each request, and the log of the Jupyter we start "
+        "(default: a new file in the temporary directory, named in the start lines)",
     )
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    parser.add_argument(
+        "--access-log-stdout",
+        action="store_true",
+        help="also write each request's access line to stdout, after the start lines (with "
+        "--log-format json, one JSON object per line, for log collectors)",
+    )
     return parser
 
 
@@ -131,15 +149,47 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def configure_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: The access line's logger: ``--access-log-stdout`` gives it a handler of its own.
+ACCESS_LOGGER = "trio_httpws.access"
+
+
+def configure_logging(
+    level: str, fmt: str, log_file: Path | None = None, access_to_stdout: bool = False
+) -> None:
+    """The screen (stderr) gets ``level`` and up; ``log_file`` gets everything from INFO up
+    (``level`` if lower); with ``access_to_stdout`` the access lines also go to stdout."""
+    formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+    screen = logging.StreamHandler(sys.stderr)
+    screen.setLevel(level.upper())
+    handlers: list[logging.Handler] = [screen]
+    if log_file is not None:
+        to_file = logging.FileHandler(log_file, encoding="utf-8")
+        to_file.setLevel(min(logging.INFO, screen.level))
+        handlers.append(to_file)
+    for handler in handlers:
+        handler.setFormatter(formatter)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.handlers[:] = handlers
+    root.setLevel(min(handler.level for handler in handlers))
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.handlers[:] = []
+    if access_to_stdout:
+        stdout = logging.StreamHandler(sys.stdout)
+        stdout.setLevel(logging.INFO)
+        stdout.setFormatter(formatter)
+        access.addHandler(stdout)
+        access.setLevel(logging.INFO)
+
+
+def open_log_file(path: str | None) -> tuple[Path, bool]:
+    """The log file to append to, and whether we created it. A new one is readable by its
+    owner only (Jupyter's own log names the paths it serves)."""
+    if path is not None:
+        return Path(path), False
+    fd, name = tempfile.mkstemp(prefix="trio-httpws-", suffix=".log")
+    os.close(fd)
+    return Path(name), True
 
 
 def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Config:
@@ -152,7 +202,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
             values[setting.name] = tuple(value) if setting.repeatable else value
     values = with_origin_default(values)
     if "allow_origins" not in values:
-        log.info("no origin given: allowing %s (the default)", COLAB_ORIGIN)
+        log.info("no origin given: allowing %s (the default)", ", ".join(COLAB_ORIGINS))
     return Config(**values)  # type: ignore[arg-type]
 
 
@@ -168,16 +218,25 @@ async def _watch_signals(cancel_scope: trio.CancelScope) -> None:
             return
 
 
-async def run(args: argparse.Namespace, config: Config, start_jupyter: bool) -> None:
+async def run(
+    args: argparse.Namespace, config: Config, start_jupyter: bool, log_file: Path | None = None
+) -> None:
     # Signals are watched from the start (a SIGTERM while Jupyter starts still stops it); the
     # server's nursery nests inside Jupyter's lifetime, so Jupyter stops after the proxy did.
     async with trio.open_nursery() as signals, AsyncExitStack() as stack:
         signals.start_soon(_watch_signals, signals.cancel_scope)
         token: str | None = None
+        # Jupyter's own log is long and shows its own URL, the wrong one to paste: it goes to
+        # the log file, and to the screen only when asked for with debug.
+        jupyter_to_file = start_jupyter and log_file is not None and args.log_level != "debug"
         if start_jupyter:
             log.info("no --backend given: starting a Jupyter Server")
+            output = None
+            if jupyter_to_file:
+                assert log_file is not None
+                output = stack.enter_context(log_file.open("ab")).fileno()
             jupyter = await stack.enter_async_context(
-                running_jupyter(root_dir=args.jupyter_root_dir)
+                running_jupyter(root_dir=args.jupyter_root_dir, output=output)
             )
             config = config.replace(backend=jupyter.url)
             token = jupyter.token
@@ -201,6 +260,10 @@ async def run(args: argparse.Namespace, config: Config, start_jupyter: bool) -> 
         if config.allow_origin_pat:
             origins += f" and origins matching {config.allow_origin_pat!r}"
         lines = [f"trio-httpws: proxying {scheme}://{host}:{port} -> {config.backend_url}"]
+        lines.append(f"Allowed origins: {origins}")
+        if log_file is not None:
+            what = "each request, Jupyter's own log" if jupyter_to_file else "each request"
+            lines.append(f"Log ({what}): {log_file}")
         if token is not None:
             url = f"{scheme}://{host}:{port}/?token={token}"
             lines.append("Paste this URL into the front end (Colab: Connect to a local runtime):")
@@ -212,7 +275,6 @@ async def run(args: argparse.Namespace, config: Config, start_jupyter: bool) -> 
             lines.append(
                 f"Use your Jupyter server's token URL with port {port} instead of its own."
             )
-        lines.append(f"Allowed origins: {origins}")
         lines.append("Press Ctrl-C to stop.")
         print("\n".join(lines), flush=True)
 
@@ -225,15 +287,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if bool(args.certfile) != bool(args.keyfile):
         parser.error("--certfile and --keyfile go together")
+    try:
+        log_file, created = open_log_file(args.log_file)
+        configure_logging(args.log_level, args.log_format, log_file, args.access_log_stdout)
+    except OSError as exc:
+        parser.error(f"--log-file: {exc}")
     # Every setting is checked before anything starts: a bad one exits with status 2 and the
     # one sentence, as a bad flag does.
-    configure_logging(args.log_level, args.log_format)
     try:
         config = config_from_args(args, os.environ)
     except ConfigError as exc:
+        if created:
+            logging.shutdown()
+            log_file.unlink(missing_ok=True)
         parser.error(str(exc))
     try:
-        trio.run(run, args, config, _starts_jupyter(args, os.environ))
+        trio.run(run, args, config, _starts_jupyter(args, os.environ), log_file)
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down
         return 130
     except BaseException as exc:

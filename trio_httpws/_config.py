@@ -13,6 +13,8 @@ from ._errors import ConfigError
 
 DEFAULT_BACKEND = "http://127.0.0.1:8888"
 COLAB_ORIGIN = "https://colab.research.google.com"
+#: The origins Colab's pages are served from: Google's own Colab tools trust both.
+COLAB_ORIGINS = (COLAB_ORIGIN, "https://colab.google.com")
 MiB = 1024 * 1024
 
 
@@ -64,7 +66,7 @@ class Config:
     #: The Jupyter server every request goes to, as ``http(s)://host:port``.
     backend: str = DEFAULT_BACKEND
     #: Exact browser origins allowed to open our WebSockets; ``"*"`` allows every origin.
-    allow_origins: tuple[str, ...] = (COLAB_ORIGIN,)
+    allow_origins: tuple[str, ...] = COLAB_ORIGINS
     #: A regular expression (full match) of further allowed origins.
     allow_origin_pat: str | None = None
     #: Host names besides localhost/127.0.0.1/::1 accepted in Host when serving on loopback.
@@ -252,7 +254,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "allow_origins",
         _text,
-        f"allowed browser origin ('*' for any; default {COLAB_ORIGIN})",
+        f"allowed browser origin ('*' for any; default {' and '.join(COLAB_ORIGINS)})",
         "ORIGIN",
         repeatable=True,
         env_name="TRIO_HTTPWS_ALLOW_ORIGIN",

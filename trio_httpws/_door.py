@@ -42,7 +42,7 @@ from ._backend import BackendResponse
 from ._cors import Answer, OriginClass, backend_request_headers, text_answer, with_cors
 from ._errors import BackendError
 from ._frames import valid_key
-from ._outcome import Outcome
+from ._outcome import Outcome, logged_status
 from ._protocol import (
     declares_body,
     first_header,
@@ -406,8 +406,7 @@ class _Connection:
             await self._serve_http(request, exchange)
         except _ClientLeft:
             exchange.outcome = Outcome.CLIENT_LEFT
-            if exchange.status is None:
-                exchange.status = 499  # nginx's code for a client that left before an answer
+            exchange.status = logged_status(exchange.status, client_left=True)
             log.debug("%s %s: client connection gone", exchange.method, exchange.path)
         finally:
             log_access(

@@ -7,7 +7,7 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -43,8 +43,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def jupyter_command(port: int, token: str, root_dir: str | None = None) -> list[str]:
-    """The command line of a Jupyter Server on 127.0.0.1:port with this token."""
+def jupyter_command(port: int, root_dir: str | None = None) -> list[str]:
+    """The command line of a Jupyter Server on 127.0.0.1:port. Its token is not on it (every
+    local user can read a command line with ``ps``): it goes in :func:`jupyter_environment`."""
     command = [
         sys.executable,
         "-m",
@@ -53,7 +54,6 @@ def jupyter_command(port: int, token: str, root_dir: str | None = None) -> list[
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}",
         "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
     ]
     if root_dir is not None:
         command.append(f"--ServerApp.root_dir={root_dir}")
@@ -61,6 +61,15 @@ def jupyter_command(port: int, token: str, root_dir: str | None = None) -> list[
         # Jupyter refuses to start as root without it (containers and CI run as root).
         command.append("--allow-root")
     return command
+
+
+def jupyter_environment(token: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a Jupyter Server started with ``token``: ``base`` (ours by default)
+    with ``JUPYTER_TOKEN``, which Jupyter Server 2 reads when no token is given on its command
+    line. A process's environment is readable by its own user only."""
+    env = dict(os.environ if base is None else base)
+    env.pop("JUPYTER_TOKEN_FILE", None)  # JUPYTER_TOKEN wins anyway; one source is clearer
+    return {**env, "JUPYTER_TOKEN": token, "PYTHONUNBUFFERED": "1"}
 
 
 async def _answers(port: int) -> bool:
@@ -136,11 +145,13 @@ class ProcessTree:
 async def running_jupyter(
     *,
     root_dir: str | None = None,
+    output: int | None = None,
     startup_timeout: float = 60.0,
     stop_timeout: float = 10.0,
     watch_interval: float = 1.0,
 ) -> AsyncIterator[JupyterServer]:
     """Start a Jupyter Server with a fresh random token; stop it and its kernels on exit.
+    Its own log goes to the file descriptor ``output`` (None: our stdout and stderr).
 
     If it exits while in use, the body is cancelled and :class:`JupyterExited` raised.
     """
@@ -148,14 +159,19 @@ async def running_jupyter(
         import jupyter_server  # noqa: F401
         import psutil  # noqa: F401
     except ImportError:
+        from . import __version__  # the package's own __init__ may still be importing us
+
+        # trio_httpws is not on the package index: the extra comes from where it came from.
+        wheel = f"trio_httpws-{__version__}-py3-none-any.whl"
         raise JupyterStartError(
-            "no --backend given and jupyter_server (or psutil) is not installed: "
-            "pip install 'trio_httpws[jupyter]', or pass --backend URL"
+            "no --backend given and jupyter_server (or psutil) is not installed: install the "
+            "jupyter extra (in a clone of trio_httpws: pip install -e '.[jupyter]'; from a "
+            f"built wheel: pip install '{wheel}[jupyter]'), or pass --backend URL"
         ) from None
     port = free_port()
     token = secrets.token_hex(24)
     process = await open_detached_process(
-        jupyter_command(port, token, root_dir), env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        jupyter_command(port, root_dir), env=jupyter_environment(token), output=output
     )
     tree = ProcessTree(process.pid)
     server = JupyterServer(f"http://127.0.0.1:{port}", port, token, process)

@@ -39,6 +39,17 @@ class Outcome(str, enum.Enum):
     ERROR = "error"
 
 
+#: The access line's status for a request whose client left (or cancelled it) before an answer:
+#: nginx's code for it, so that no line reads "None".
+CLIENT_LEFT_STATUS = 499
+
+
+def logged_status(status: int | None, client_left: bool) -> int | None:
+    """The status an access line shows: the answer's, else 499 if the client left before it
+    (None: no answer, and the client is still there, as in a shutdown)."""
+    return CLIENT_LEFT_STATUS if status is None and client_left else status
+
+
 def client_ended(code: int | None) -> Outcome:
     """How a socket the client ended ended: with a Close frame (its code), or without one.
 

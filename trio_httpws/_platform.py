@@ -22,9 +22,10 @@ else:
 
 
 async def open_detached_process(
-    command: Sequence[str], *, env: Mapping[str, str] | None = None
+    command: Sequence[str], *, env: Mapping[str, str] | None = None, output: int | None = None
 ) -> trio.Process:
-    """Start ``command`` out of reach of a Ctrl-C in our terminal (stdin: /dev/null).
+    """Start ``command`` out of reach of a Ctrl-C in our terminal (stdin: /dev/null; stdout and
+    stderr: the file descriptor ``output``, or ours if None).
 
     Our Ctrl-C must not reach the child directly (Jupyter would ask "Shutdown this Jupyter
     server?" on the terminal): we stop it ourselves, after our own graceful shutdown.
@@ -35,12 +36,19 @@ async def open_detached_process(
         return await trio.lowlevel.open_process(
             command,
             stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
             env=env,
             creationflags=subprocess.CREATE_NEW_PROCESS_GROUP,
         )
     # A terminal's Ctrl-C reaches its foreground process group; a new session is outside it.
     return await trio.lowlevel.open_process(
-        command, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=output,
+        env=env,
+        start_new_session=True,
     )
 
 

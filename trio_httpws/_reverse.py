@@ -22,7 +22,7 @@ from ._access import log_access
 from ._backend import Body
 from ._cors import Answer, OriginClass, text_answer, with_cors
 from ._errors import BackendError
-from ._outcome import Outcome
+from ._outcome import Outcome, logged_status
 from ._protocol import declares_body, forwarded_response_headers
 
 if TYPE_CHECKING:
@@ -126,8 +126,7 @@ async def reverse_http(
             "http",
             exchange.method,
             exchange.target,
-            # 499: the client left before an answer (nginx's code for it).
-            499 if exchange.client_left and exchange.status is None else exchange.status,
+            logged_status(exchange.status, exchange.client_left),
             exchange.sent,
             exchange.started,
             origin=exchange.origin_class.value,

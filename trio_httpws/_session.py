@@ -41,7 +41,7 @@ from ._auth import AuthCookies
 from ._backend import READ_SIZE, BackendPool, BackendResponse
 from ._config import Config
 from ._errors import AuthUrlError, BackendError, ClientDisconnected
-from ._outcome import Outcome, client_ended
+from ._outcome import Outcome, client_ended, logged_status
 from ._parts import MessageAssembler, parse_large_client_message
 from ._protocol import (
     GOING_AWAY,
@@ -451,12 +451,19 @@ class HttpOverWsSession:
                 "tunnel",
                 request.method,
                 request.path,
-                progress.status or None,
+                logged_status(progress.status or None, self._client_left(flight)),
                 progress.sent,
                 started,
                 message_id=json.loads(mid),
                 origin=self._origin_class,
             )
+
+    def _client_left(self, flight: _Flight) -> bool:
+        """Whether the client cancelled this request or closed its socket."""
+        return flight.cancelled_by_client or self.outcome in (
+            Outcome.CLIENT_LEFT,
+            Outcome.CLIENT_CLOSE,
+        )
 
     async def _forward(
         self,

@@ -189,8 +189,8 @@ def start_proxy(
 
 
 def start_door(backend: str, workdir: Path, server: str) -> Process:
-    """The ``trio-httpws`` command (``python -m trio_httpws``) with its default logging (info,
-    an access line per request to stderr, here a file), serving on its own door.
+    """The ``trio-httpws`` command (``python -m trio_httpws``) with its default logging (an
+    access line per request to its log file, here in ``workdir``), serving on its own door.
 
     ``server``: the value of ``--server`` (empty: the flag left out, the command's default).
     Ready once the port accepts: the probe of the other seats is plain HTTP, which a door that
@@ -199,7 +199,8 @@ def start_door(backend: str, workdir: Path, server: str) -> Process:
     port = free_port()
     command = [sys.executable, "-m", "trio_httpws", "--backend", backend,
                "--host", "127.0.0.1", "--port", str(port),
-               *(["--server", server] if server else []), "--allow-origin", "*"]  # fmt: skip
+               *(["--server", server] if server else []), "--allow-origin", "*",
+               "--log-file", str(workdir / "door-full.log")]  # fmt: skip
     proc = _spawn("door", command, dict(os.environ), workdir, f"http://127.0.0.1:{port}")
     proc.wait_ready(None)
     return proc

@@ -990,8 +990,8 @@ def seat_notes(args: argparse.Namespace, s: Settings, seats: Sequence[str]) -> l
         flag = f" --server {args.door_server}" if args.door_server else " (no --server flag)"
         notes.append(
             "door: python -m trio_httpws --backend URL --host 127.0.0.1 --port P"
-            f"{flag} --allow-origin '*', with the command's default logging (level info, one "
-            "access line per request or socket on stderr, which goes to a file); a fresh "
+            f"{flag} --allow-origin '*' --log-file F, with the command's default logging (one "
+            "access line per request or socket in the log file, warnings on stderr); a fresh "
             "process for every memory run, as for trio_httpws. It runs every unit trio_httpws "
             "runs, the tunnel's too (door target there: no worse than trio_httpws in this run)."
         )
