@@ -106,6 +106,7 @@ ONE_DOOR: dict[str, str] = {
     "tests/test_cli.py::test_cli_stops_the_kernels_jupyter_left_behind": (
         "the Jupyter the CLI starts, whatever serves in front of it"
     ),
+    "tests/test_cli.py::test_a_second_ctrl_c": "the command's signals, whatever serves",
     "tests/test_cli.py::test_cli_serves_on_the_proxys_own_door_unless_told": (
         "which door the command picks when none is named"
     ),

@@ -276,6 +276,21 @@ async def test_the_json_access_log_on_stdout_for_collectors() -> None:
     assert cli.log == ""
 
 
+async def test_a_second_ctrl_c_while_stopping_still_stops_everything() -> None:
+    async with running_cli() as cli:
+        cli.process.send_signal(signal.SIGINT)
+        # Jupyter takes longer than this to stop: the second one comes while it stops.
+        await trio.sleep(0.05)
+        cli.process.send_signal(signal.SIGINT)
+        with trio.fail_after(30):
+            await cli.process.wait()
+        assert cli.process.returncode == 0, cli.log
+        assert "received SIGINT again: still stopping the proxy and Jupyter" in cli.log
+        assert "Traceback" not in cli.log
+        assert not cli.jupyter.is_running()
+        assert _processes_with(cli.token) == []
+
+
 async def test_cli_stops_the_kernels_jupyter_left_behind(tmp_path: Path) -> None:
     async with running_cli(env=orphan_prone_kernelspec(tmp_path)) as cli:
         kernel = await start_kernel(cli, "orphan")

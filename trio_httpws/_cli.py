@@ -10,7 +10,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
@@ -210,21 +210,36 @@ def _starts_jupyter(args: argparse.Namespace, environ: Mapping[str, str]) -> boo
     return args.backend is None and not environ.get("TRIO_HTTPWS_BACKEND")
 
 
-async def _watch_signals(cancel_scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
-        async for signum in signals:
-            log.info("received %s; shutting down", signal.Signals(signum).name)
-            cancel_scope.cancel()
-            return
+async def _watch_signals(signals: AsyncIterator[int], serving: trio.CancelScope) -> None:
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if not serving.cancel_called:
+            log.info("received %s; shutting down", name)
+            serving.cancel()
+        else:
+            # Stopping is bounded (the grace, then Jupyter's stop); cutting it short would leave
+            # Jupyter or its kernels running.
+            log.warning("received %s again: still stopping the proxy and Jupyter", name)
 
 
 async def run(
     args: argparse.Namespace, config: Config, start_jupyter: bool, log_file: Path | None = None
 ) -> None:
-    # Signals are watched from the start (a SIGTERM while Jupyter starts still stops it); the
-    # server's nursery nests inside Jupyter's lifetime, so Jupyter stops after the proxy did.
-    async with trio.open_nursery() as signals, AsyncExitStack() as stack:
-        signals.start_soon(_watch_signals, signals.cancel_scope)
+    # Signals are watched from the start (a SIGTERM while Jupyter starts still stops it) to the
+    # end of the shutdown: a second Ctrl-C must not interrupt stopping Jupyter half-way.
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        async with trio.open_nursery() as watcher:
+            with trio.CancelScope() as serving:
+                watcher.start_soon(_watch_signals, signals, serving)
+                await _serve_until_cancelled(args, config, start_jupyter, log_file)
+            watcher.cancel_scope.cancel()
+
+
+async def _serve_until_cancelled(
+    args: argparse.Namespace, config: Config, start_jupyter: bool, log_file: Path | None
+) -> None:
+    # The server's nursery nests inside Jupyter's lifetime, so Jupyter stops after the proxy did.
+    async with AsyncExitStack() as stack:
         token: str | None = None
         # Jupyter's own log is long and shows its own URL, the wrong one to paste: it goes to
         # the log file, and to the screen only when asked for with debug.
