@@ -28,7 +28,7 @@ import trio_websocket
 import trio_httpws
 from trio_httpws._jupyter import free_port, jupyter_command
 
-from .fake_backend import FakeBackend
+from .support.fake_backend import FakeBackend
 
 # -- a hung test fails alone ------------------------------------------------------------------
 #

@@ -36,9 +36,9 @@ import trio_websocket
 
 import trio_httpws
 
-from ._http import http_request
 from .conftest import DOORS, Jupyter, running_handler_proxy, running_proxy
-from .fake_backend import FakeBackend
+from .support._http import http_request
+from .support.fake_backend import FakeBackend
 from .test_examples import example_env, page_server, read_line, stop
 from .test_jupyter_e2e import http_get
 

@@ -24,9 +24,9 @@ import trio_websocket
 import trio_httpws
 from trio_httpws._jupyter import free_port
 
-from ._http import HttpResponse, asgi_http_scope, http_request
 from .conftest import SERVER_NAMES, Jupyter, connect, fetch, running_proxy
-from .fake_backend import FakeBackend
+from .support._http import HttpResponse, asgi_http_scope, http_request
+from .support.fake_backend import FakeBackend
 from .test_jupyter_e2e import run_cell
 
 COLAB = "https://colab.research.google.com"

@@ -28,8 +28,8 @@ from trio_httpws._session import HttpOverWsSession, response_buffer_bound
 from trio_httpws._socket import Upgrade
 
 from .conftest import Response, connect, read_frame, request_json, running_proxy
-from .fake_backend import FakeBackend, pattern
-from .fake_socket import FakePending, FakeSocket
+from .support.fake_backend import FakeBackend, pattern
+from .support.fake_socket import FakePending, FakeSocket
 
 BACKEND = BackendURL("http", "backend.test", 80)
 Server = Callable[[trio.abc.Stream], Awaitable[None]]

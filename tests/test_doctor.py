@@ -25,9 +25,9 @@ from trio_httpws.client._diagnosis import Mark, Report, verdict_line
 from trio_httpws.client._doctor import doctor
 
 from .conftest import Jupyter, jupyter_server, running_proxy
-from .fake_backend import FakeBackend
-from .fake_runtime import KERNEL_SPECS, make_runtime_app
-from .fake_runtime import TOKEN as FAKE_TOKEN
+from .support.fake_backend import FakeBackend
+from .support.fake_runtime import KERNEL_SPECS, make_runtime_app
+from .support.fake_runtime import TOKEN as FAKE_TOKEN
 
 COLAB = "https://colab.research.google.com"
 EVIL = "https://evil.example"

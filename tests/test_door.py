@@ -23,9 +23,9 @@ import trio_websocket
 import trio_httpws
 from trio_httpws._door import Door, open_listener
 
-from ._http import http_request
 from .conftest import connect, running_proxy, wait_until
-from .fake_backend import FakeBackend
+from .support._http import http_request
+from .support.fake_backend import FakeBackend
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 

@@ -26,8 +26,8 @@ import trio
 import trio_httpws
 from trio_httpws._jupyter import free_port
 
-from ._http import http_request, websocket_handshake
 from .conftest import Jupyter, running_proxy
+from .support._http import http_request, websocket_handshake
 from .test_jupyter_e2e import http_get
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -43,8 +43,8 @@ from .conftest import (
     running_proxy,
     wait_until,
 )
-from .fake_backend import XSRF_VALUE, FakeBackend, pattern
-from .fake_socket import FakeSocket
+from .support.fake_backend import XSRF_VALUE, FakeBackend, pattern
+from .support.fake_socket import FakeSocket
 from .test_examples import hypercorn_example
 
 #: Bound on every test's waits: generous, as a hang is the failure we guard against.

@@ -20,8 +20,8 @@ import trio_websocket
 import trio_httpws
 from trio_httpws.client import execute_request
 
-from ._http import http_request
 from .conftest import Jupyter, connect, fetch, running_proxy
+from .support._http import http_request
 
 COLAB = "https://colab.research.google.com"
 

@@ -21,7 +21,7 @@ from trio_httpws._proxy import Proxy
 from trio_httpws._serve import hypercorn_config
 
 from .conftest import connect, fetch, request_json, wait_until
-from .fake_backend import FakeBackend
+from .support.fake_backend import FakeBackend
 from .test_hostile_input import port_of, raw_websocket
 from .test_reverse_proxy import http
 

@@ -19,9 +19,9 @@ import trio_httpws
 from trio_httpws._cli import JsonFormatter
 from trio_httpws._jupyter import free_port
 
-from ._http import http_request
 from .conftest import connect, fetch, running_proxy
-from .fake_backend import FakeBackend
+from .support._http import http_request
+from .support.fake_backend import FakeBackend
 from .test_colab_flow import access_lines
 from .test_tls import ca, tls_backend  # noqa: F401  (fixtures)
 

@@ -16,7 +16,7 @@ import pytest
 import trio_websocket
 
 from .conftest import ALLOWED_ORIGIN, connect, fetch, read_frame, request_json
-from .fake_backend import XSRF_ECHO_HEADER, XSRF_VALUE, pattern
+from .support.fake_backend import XSRF_ECHO_HEADER, XSRF_VALUE, pattern
 
 
 def auth_query(base: str, path: str = "/fake-auth") -> str:

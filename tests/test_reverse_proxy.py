@@ -13,9 +13,9 @@ import trio_websocket
 
 import trio_httpws
 
-from ._http import asgi_http_scope, http_request
 from .conftest import connect, running_proxy, wait_until
-from .fake_backend import FakeBackend, pattern
+from .support._http import asgi_http_scope, http_request
+from .support.fake_backend import FakeBackend, pattern
 from .test_colab_flow import access_lines
 
 

@@ -35,8 +35,8 @@ from .conftest import (
     running_proxy,
     wait_until,
 )
-from .fake_backend import FakeBackend, pattern
-from .fake_socket import FakeSocket
+from .support.fake_backend import FakeBackend, pattern
+from .support.fake_socket import FakeSocket
 from .test_reverse_proxy import http
 
 

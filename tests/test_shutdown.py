@@ -19,7 +19,7 @@ import trio_httpws
 from trio_httpws.client import execute_request
 
 from .conftest import Jupyter, connect, fetch, read_frame, request_json, wait_until
-from .fake_backend import FakeBackend
+from .support.fake_backend import FakeBackend
 
 COLAB = "https://colab.research.google.com"
 

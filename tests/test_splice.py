@@ -1,5 +1,5 @@
 """The byte relay for plain WebSockets (``_splice``), behind the stand-in door of
-``tests/_splice_server.py``: real sockets on 127.0.0.1 in front of the tornado fake backend and of
+``tests/support/_splice_server.py``: real sockets on 127.0.0.1 in front of the tornado fake backend and of
 small scripted backends; memory streams and ``autojump_clock`` where time is the point."""
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from trio_httpws._config import BackendURL, Config
 from trio_httpws._outcome import Outcome
 from trio_httpws._splice import SpliceResult
 
-from ._splice_server import splice_connection, splice_server
-from .fake_backend import FakeBackend
+from .support._splice_server import splice_connection, splice_server
+from .support.fake_backend import FakeBackend
 
 KEY = base64.b64encode(os.urandom(16))
 ACCEPT = base64.b64encode(hashlib.sha1(KEY + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())

@@ -14,7 +14,7 @@ import trustme
 import trio_httpws
 
 from .conftest import connect, fetch, running_proxy
-from .fake_backend import FakeBackend
+from .support.fake_backend import FakeBackend
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from .conftest import Response, connect, fetch
-from .fake_backend import XSRF_VALUE, FakeBackend
+from .support.fake_backend import XSRF_VALUE, FakeBackend
 
 
 def redirect(status: int, to: str | None, **extra: str) -> str:

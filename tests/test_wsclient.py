@@ -29,7 +29,7 @@ from trio_httpws._wsclient import (
 )
 
 from .conftest import connect, running_proxy
-from .fake_socket import FakeSocket
+from .support.fake_socket import FakeSocket
 
 MiB = 1024 * 1024
 

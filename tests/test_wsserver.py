@@ -32,10 +32,10 @@ from trio_httpws._hypercorn_fix import PART_SIZE
 from trio_httpws._socket import ClientSocket, PendingSocket, Upgrade
 from trio_httpws._wsserver import StreamClientSocket
 
-from ._door_stub import Handler, running_stub_door
-from ._http import websocket_handshake
 from .conftest import ALLOWED_ORIGIN, connect, fetch, read_frame, request_json, wait_until
-from .fake_backend import FakeBackend
+from .support._door_stub import Handler, running_stub_door
+from .support._http import websocket_handshake
+from .support.fake_backend import FakeBackend
 
 TIMEOUT = 10
 MiB = 1024 * 1024
