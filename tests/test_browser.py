@@ -36,11 +36,11 @@ import trio_websocket
 
 import trio_httpws
 
-from .conftest import DOORS, Jupyter, running_handler_proxy, running_proxy
-from .support._http import http_request
+from .support._http import http_get, http_request
 from .support.fake_backend import FakeBackend
-from .test_examples import example_env, page_server, read_line, stop
-from .test_jupyter_e2e import http_get
+from .support.jupyter import Jupyter
+from .support.processes import example_env, page_server, read_line, stop
+from .support.proxies import DOORS, running_handler_proxy, running_proxy
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 SCREENSHOTS = {

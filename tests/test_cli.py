@@ -27,7 +27,8 @@ from trio_httpws._config import SETTINGS
 from trio_httpws.client._diagnosis import verdict_line
 from trio_httpws.client._doctor import doctor
 
-from .conftest import connect, fetch, wait_until
+from .support.proxies import wait_until
+from .support.ws import connect, fetch
 
 COLAB = "https://colab.research.google.com"
 

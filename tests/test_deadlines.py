@@ -27,9 +27,10 @@ from trio_httpws._relay import CLOSE_TIMEOUT, relay
 from trio_httpws._session import HttpOverWsSession, response_buffer_bound
 from trio_httpws._socket import Upgrade
 
-from .conftest import Response, connect, read_frame, request_json, running_proxy
 from .support.fake_backend import FakeBackend, pattern
 from .support.fake_socket import FakePending, FakeSocket
+from .support.proxies import running_proxy
+from .support.ws import Response, connect, read_frame, request_json
 
 BACKEND = BackendURL("http", "backend.test", 80)
 Server = Callable[[trio.abc.Stream], Awaitable[None]]

@@ -12,7 +12,8 @@ import pytest
 
 import trio_httpws
 
-from .conftest import DOORS, ONE_DOOR, _one_door_reason, _serves_a_proxy, running_proxy
+from .support.door_rule import ONE_DOOR, one_door_reason, serves_a_proxy
+from .support.proxies import DOORS, running_proxy
 
 
 async def _planted_single_door_test(fake_backend: Any) -> None:
@@ -27,12 +28,11 @@ async def _planted_pure_test() -> None:
 def test_a_test_serving_a_proxy_is_recognised() -> None:
     planted = SimpleNamespace(function=_planted_single_door_test)
     pure = SimpleNamespace(function=_planted_pure_test)
-    assert _serves_a_proxy(planted)  # type: ignore[arg-type]
-    assert not _serves_a_proxy(pure)  # type: ignore[arg-type]
-    assert _one_door_reason("tests/test_x.py::_planted_single_door_test") is None
+    assert serves_a_proxy(planted)  # type: ignore[arg-type]
+    assert not serves_a_proxy(pure)  # type: ignore[arg-type]
+    assert one_door_reason("tests/test_x.py::_planted_single_door_test") is None
     assert (
-        _one_door_reason("tests/test_splice.py::test_anything")
-        == ONE_DOOR["tests/test_splice.py::"]
+        one_door_reason("tests/test_splice.py::test_anything") == ONE_DOOR["tests/test_splice.py::"]
     )
 
 

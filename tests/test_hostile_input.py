@@ -9,7 +9,6 @@ crashed (hypercorn's "Error in ASGI Framework").
 from __future__ import annotations
 
 import base64
-import collections
 import json
 import logging
 import time
@@ -24,7 +23,6 @@ import pytest
 import trio
 import trio.testing
 import trio_websocket
-import wsproto
 import wsproto.events as wse
 from wsproto.connection import ConnectionState
 
@@ -32,20 +30,20 @@ import trio_httpws
 from trio_httpws._session import HttpOverWsSession
 from trio_httpws._socket import Upgrade
 
-from .conftest import (
-    Jupyter,
+from .support.fake_backend import XSRF_VALUE, FakeBackend, pattern
+from .support.fake_socket import FakeSocket
+from .support.jupyter import Jupyter
+from .support.processes import hypercorn_example
+from .support.proxies import running_handler_proxy, running_proxy, wait_until
+from .support.ws import (
     connect,
     fetch,
+    port_of,
+    raw_websocket,
     read_frame,
     read_response,
     request_json,
-    running_handler_proxy,
-    running_proxy,
-    wait_until,
 )
-from .support.fake_backend import XSRF_VALUE, FakeBackend, pattern
-from .support.fake_socket import FakeSocket
-from .test_examples import hypercorn_example
 
 #: Bound on every test's waits: generous, as a hang is the failure we guard against.
 TIMEOUT = 10
@@ -97,10 +95,6 @@ async def backend_saw_only(log: list[tuple[str, str]], request: tuple[str, str])
     assert set(log) == {request}
 
 
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])
-
-
 def warned(caplog: pytest.LogCaptureFixture, text: str) -> bool:
     return any(r.levelno >= logging.WARNING and text in r.getMessage() for r in caplog.records)
 
@@ -135,53 +129,6 @@ async def assert_refused_then_serves(
             await assert_still_serves(ws)
         await assert_accepts_new_sockets(url)
     assert warned(caplog, log_text or expected["statusText"])
-
-
-class RawWebSocket:
-    """A bare wsproto client, for what trio-websocket will not do: any Host header, raw frames."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-        self._events: collections.deque[wse.Event] = collections.deque()
-
-    async def next_event(self) -> wse.Event:
-        while not self._events:
-            data = await self.stream.receive_some(65536)
-            self.ws.receive_data(data or None)
-            self._events.extend(self.ws.events())
-        return self._events.popleft()
-
-    async def send(self, event: wse.Event) -> None:
-        await self.stream.send_all(self.ws.send(event))
-
-    async def handshake(self, host: str, target: str) -> int:
-        """The upgrade's HTTP status: 101 when accepted."""
-        await self.send(wse.Request(host=host, target=target))
-        event = await self.next_event()
-        if isinstance(event, wse.AcceptConnection):
-            return 101
-        assert isinstance(event, wse.RejectConnection), event
-        return event.status_code
-
-    async def fetch(self, message_id: str, method: str, path: str) -> dict[str, Any]:
-        """One request whose response fits in one frame."""
-        await self.send(wse.TextMessage(request_json(message_id, method, path)))
-        text = ""
-        while True:
-            event = await self.next_event()
-            assert isinstance(event, wse.TextMessage), event
-            text += event.data
-            if event.message_finished:
-                frame: dict[str, Any] = json.loads(text)
-                return frame
-
-
-@asynccontextmanager
-async def raw_websocket(url: str) -> AsyncIterator[RawWebSocket]:
-    stream = await trio.open_tcp_stream("127.0.0.1", port_of(url))
-    async with stream:
-        yield RawWebSocket(stream)
 
 
 async def http_get(url: str, host: str, target: str) -> tuple[int, bytes]:

@@ -10,18 +10,17 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-import trio
 import trio_websocket
 
 import trio_httpws
-from trio_httpws.client import execute_request
 
-from .conftest import Jupyter, connect, fetch, running_proxy
-from .support._http import http_request
+from .support._http import http_get
+from .support.jupyter import Jupyter, run_cell
+from .support.proxies import running_proxy
+from .support.ws import connect, fetch
 
 COLAB = "https://colab.research.google.com"
 
@@ -30,30 +29,6 @@ COLAB = "https://colab.research.google.com"
 async def jproxy(jupyter: Jupyter, door: str) -> AsyncIterator[str]:
     async with running_proxy(trio_httpws.Config(backend=jupyter.url), door) as url:
         yield url
-
-
-async def run_cell(ws: trio_websocket.WebSocketConnection, code: str) -> str:
-    """Execute ``code`` and return what it printed on stdout."""
-    msg_id, message = execute_request(code, uuid.uuid4().hex)
-    await ws.send_message(message)
-    printed = []
-    replied = idle = False
-    # The reply (shell channel) and the output (iopub) are not ordered with respect to each
-    # other; the cell is finished once both the reply and iopub's "idle" have arrived.
-    with trio.fail_after(60):
-        while not (replied and idle):
-            reply: dict[str, Any] = json.loads(await ws.get_message())
-            if reply.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind = reply["msg_type"]
-            if kind == "stream" and reply["content"]["name"] == "stdout":
-                printed.append(reply["content"]["text"])
-            elif kind == "execute_reply":
-                assert reply["content"]["status"] == "ok", reply["content"]
-                replied = True
-            elif kind == "status" and reply["content"]["execution_state"] == "idle":
-                idle = True
-    return "".join(printed)
 
 
 async def test_colab_flow_runs_code_on_a_kernel(jproxy: str, jupyter: Jupyter) -> None:
@@ -108,12 +83,6 @@ async def test_kernel_channels_refused_without_credentials(jproxy: str) -> None:
             await ws.get_message()
     assert info.value.reason is not None
     assert info.value.reason.code in (4403, 4404)
-
-
-async def http_get(url: str, target: str) -> tuple[int, dict[str, str], bytes]:
-    """A plain HTTP/1.1 GET with h11 (no client library between us and the proxy)."""
-    response = await http_request(url, "GET", target)
-    return response.status, response.headers, response.body
 
 
 async def test_reverse_proxy_serves_the_rest_api_and_ui(jproxy: str, jupyter: Jupyter) -> None:

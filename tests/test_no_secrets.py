@@ -19,11 +19,10 @@ import trio_httpws
 from trio_httpws._cli import JsonFormatter
 from trio_httpws._jupyter import free_port
 
-from .conftest import connect, fetch, running_proxy
 from .support._http import http_request
 from .support.fake_backend import FakeBackend
-from .test_colab_flow import access_lines
-from .test_tls import ca, tls_backend  # noqa: F401  (fixtures)
+from .support.proxies import access_lines, running_proxy
+from .support.ws import connect, fetch
 
 TOKEN = "SECRET-t0ken-4f9a"
 COOKIE = "SECRET-c00kie-77b1"
@@ -126,7 +125,7 @@ async def test_no_secret_when_the_backend_is_down(
 
 
 async def test_no_secret_when_tls_fails(
-    tls_backend: FakeBackend,  # noqa: F811
+    tls_backend: FakeBackend,
     caplog: pytest.LogCaptureFixture,
     door: str,
 ) -> None:

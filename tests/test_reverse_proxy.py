@@ -13,22 +13,10 @@ import trio_websocket
 
 import trio_httpws
 
-from .conftest import connect, running_proxy, wait_until
-from .support._http import asgi_http_scope, http_request
+from .support._http import asgi_http_scope, http, http_request
 from .support.fake_backend import FakeBackend, pattern
-from .test_colab_flow import access_lines
-
-
-async def http(
-    base: str,
-    method: str,
-    target: str,
-    *,
-    headers: list[tuple[str, str]] | None = None,
-    body_pieces: list[bytes] | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    response = await http_request(base, method, target, headers=headers, body_pieces=body_pieces)
-    return response.status, response.headers, response.body
+from .support.proxies import access_lines, running_proxy, wait_until
+from .support.ws import connect
 
 
 async def test_streamed_download(proxy: str) -> None:

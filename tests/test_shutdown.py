@@ -18,8 +18,10 @@ import trio_websocket
 import trio_httpws
 from trio_httpws.client import execute_request
 
-from .conftest import Jupyter, connect, fetch, read_frame, request_json, wait_until
 from .support.fake_backend import FakeBackend
+from .support.jupyter import Jupyter
+from .support.proxies import wait_until
+from .support.ws import connect, fetch, read_frame, request_json
 
 COLAB = "https://colab.research.google.com"
 

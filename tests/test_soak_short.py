@@ -9,8 +9,8 @@ import random
 
 import pytest
 
-from .conftest import Jupyter
 from .soak import Backend, Check, Sample, SoakConfig, resource_checks, run_soak
+from .support.jupyter import Jupyter
 
 
 async def test_short_soak(jupyter: Jupyter) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -13,22 +13,9 @@ import trustme
 
 import trio_httpws
 
-from .conftest import connect, fetch, running_proxy
 from .support.fake_backend import FakeBackend
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def tls_backend(ca: trustme.CA) -> Iterator[FakeBackend]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    backend = FakeBackend(ssl_context=context)
-    yield backend
-    backend.close()
+from .support.proxies import running_proxy
+from .support.ws import connect, fetch
 
 
 @pytest.fixture

@@ -28,8 +28,9 @@ from trio_httpws._wsclient import (
     HandshakeRejected,
 )
 
-from .conftest import connect, running_proxy
 from .support.fake_socket import FakeSocket
+from .support.proxies import running_proxy
+from .support.ws import connect
 
 MiB = 1024 * 1024
 

@@ -123,3 +123,22 @@ def asgi_http_scope(method: str, path: str) -> dict[str, object]:
         "server": ("127.0.0.1", 1),
         "scheme": "http",
     }
+
+
+async def http(
+    base: str,
+    method: str,
+    target: str,
+    *,
+    headers: list[tuple[str, str]] | None = None,
+    body_pieces: list[bytes] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """``http_request``'s answer as (status, headers, body)."""
+    response = await http_request(base, method, target, headers=headers, body_pieces=body_pieces)
+    return response.status, response.headers, response.body
+
+
+async def http_get(url: str, target: str) -> tuple[int, dict[str, str], bytes]:
+    """A plain HTTP/1.1 GET with h11 (no client library between us and the proxy)."""
+    response = await http_request(url, "GET", target)
+    return response.status, response.headers, response.body
