@@ -29,8 +29,10 @@ def compat(session: nox.Session) -> None:
 @nox.session(python="3.12")
 def lint(session: nox.Session) -> None:
     session.install("ruff")
-    session.run("ruff", "check", "trio_httpws", "tests", "examples", "noxfile.py")
-    session.run("ruff", "format", "--check", "trio_httpws", "tests", "examples", "noxfile.py")
+    session.run("ruff", "check", "trio_httpws", "tests", "bench", "examples", "noxfile.py")
+    session.run(
+        "ruff", "format", "--check", "trio_httpws", "tests", "bench", "examples", "noxfile.py"
+    )
 
 
 @nox.session(python="3.12")
@@ -47,15 +49,15 @@ def soak(session: nox.Session) -> None:
 
     Checks that no response is lost or mis-tagged and that the proxy's RSS and open fds stay flat
     after the warm-up; prints them. Options go after ``--``, e.g. ``nox -s soak -- --duration
-    300``; ``python -m tests.soak --help`` lists them.
+    300``; ``python -m bench.soak --help`` lists them.
     """
     session.install("-e", ".[test]")
-    session.run("python", "-m", "tests.soak", *session.posargs)
+    session.run("python", "-m", "bench.soak", *session.posargs)
 
 
 @nox.session(python="3.12")
 def bench(session: nox.Session) -> None:
-    """The benchmark (tests/bench/): trio_httpws under hypercorn and on its own door vs the
+    """The benchmark (bench/): trio_httpws under hypercorn and on its own door vs the
     original extension, configurable-http-proxy, nginx, a bare trio splice and direct.
 
     The original (jupyter_http_over_ws 0.0.8) only installs on Python 3.11 with Notebook 6, so it
@@ -63,7 +65,7 @@ def bench(session: nox.Session) -> None:
     configurable-http-proxy 4 is installed with npm into .nox/bench-peers (node must be on
     PATH); nginx is Debian's nginx-light, installed by hand (`apt-get install -y nginx-light`).
     A peer that is missing gets cells that say so; the rest still runs.
-    Arguments after `--` go to tests/bench/run.py (e.g. `nox -s bench -- --quick --runs 3`).
+    Arguments after `--` go to bench/run.py (e.g. `nox -s bench -- --quick --runs 3`).
     """
     import shutil
     from pathlib import Path
@@ -112,7 +114,7 @@ def bench(session: nox.Session) -> None:
         )
     session.run(
         "python",
-        "tests/bench/run.py",
+        "bench/run.py",
         "--original-python",
         str(python.absolute()),
         "--chp",

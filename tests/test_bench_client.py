@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "bench"))
-from bench_client import parse_frame
+from bench.bench_client import parse_frame
 
 BODY = base64.b64encode(bytes(range(256)) * 64).decode()  # 21848 characters
 

@@ -1,4 +1,4 @@
-"""A few seconds of the soak (tests/soak.py) in the default suite, against the session's Jupyter.
+"""A few seconds of the soak (bench/soak.py) in the default suite, against the session's Jupyter.
 
 The full soak (200 sockets x 10 in flight for 60 s, RSS and fd flatness) is ``nox -s soak``.
 """
@@ -9,7 +9,8 @@ import random
 
 import pytest
 
-from .soak import Backend, Check, Sample, SoakConfig, resource_checks, run_soak
+from bench.soak import Backend, Check, Sample, SoakConfig, resource_checks, run_soak
+
 from .support.jupyter import Jupyter
 
 

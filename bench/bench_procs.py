@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from trio_httpws._jupyter import free_port
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
+REPO = HERE.parent
 START_TIMEOUT = 90.0
 
 

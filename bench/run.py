@@ -1,4 +1,4 @@
-"""The benchmark of issues 3, 11 and 18: ``nox -s bench`` (or ``python tests/bench/run.py
+"""The benchmark of issues 3, 11 and 18: ``nox -s bench`` (or ``python bench/run.py
 --original-python PATH`` from an environment with trio_httpws installed).
 
 One Notebook 6 server (Python 3.11, the original ``jupyter_http_over_ws`` 0.0.8 enabled, plus
@@ -925,7 +925,7 @@ def notes_for(args: argparse.Namespace, s: Settings, elapsed: float) -> list[str
         "trio_httpws and original are driven as a browser front end drives them: WebSocket "
         "with Origin https://colab.research.google.com, min_version=0.0.7 and "
         "jupyter_http_over_ws_auth_url=<server's own token URL>; a minimal protocol client, "
-        "wsproto on a trio socket (tests/bench/bench_client.py).",
+        "wsproto on a trio socket (bench/bench_client.py).",
         "direct: plain HTTP/1.1 on one keep-alive socket per client socket, with the login "
         "cookies the token URL sets (the same cookie + XSRF auth the proxies forward); N in "
         "flight on one socket = HTTP pipelining. Direct WebSocket echo: ws://backend/bench/ws-echo.",
@@ -958,7 +958,7 @@ def notes_for(args: argparse.Namespace, s: Settings, elapsed: float) -> list[str
     if any(u.ceiling for u in selected(args.only)):
         notes.append(
             f"'{TITLES[ALONE]} (empty app)' rows: the trio_httpws column holds the same "
-            "hypercorn command line serving tests/bench/empty_app.py instead (200 and a body "
+            "hypercorn command line serving bench/empty_app.py instead (200 and a body "
             "the size of /api/status for every request, every WebSocket message echoed, and "
             "on /http_over_websocket each request answered with the one frame of that "
             "answer; no backend, no login), driven by the unit's own client (the tunnel's "
@@ -1003,7 +1003,7 @@ def seat_notes(args: argparse.Namespace, s: Settings, seats: Sequence[str]) -> l
             "foreground, upstream block with keepalive 32, proxy_http_version 1.1, Host "
             '$http_host, Connection "" (or upgrade via a map on $http_upgrade), '
             "proxy_buffering off, access_log and error_log (level error) to files in its "
-            "prefix, RSS of its worker; splice = tests/bench/bare_splice.py, a trio TCP splice, "
+            "prefix, RSS of its worker; splice = bench/bare_splice.py, a trio TCP splice, "
             "one task per direction, 64 KiB reads, no logging. door and peer cells carry their "
             "ratio to direct in brackets (none on memory rows)."
         )

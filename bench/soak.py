@@ -1,6 +1,6 @@
 """Soak: many sockets with many requests in flight through a real proxy process to a real Jupyter.
 
-``python -m tests.soak`` (or ``nox -s soak``) runs the issue's numbers: 200 sockets x 10 requests
+``python -m bench.soak`` (or ``nox -s soak``) runs the issue's numbers: 200 sockets x 10 requests
 in flight for 60 s, plus proxied kernel WebSockets, against a Jupyter Server 2 it starts itself.
 ``tests/test_soak_short.py`` runs the same driver for a few seconds in the default suite.
 
@@ -1233,7 +1233,7 @@ def _summary(r: SoakResult) -> str:
 def main(argv: list[str] | None = None) -> int:
     d = SoakConfig()
     parser = argparse.ArgumentParser(
-        prog="python -m tests.soak", description=__doc__.split("\n")[0]
+        prog="python -m bench.soak", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--sockets", type=int, default=d.sockets)
     parser.add_argument("--in-flight", type=int, default=d.in_flight)
