@@ -23,7 +23,7 @@ def compat(session: nox.Session) -> None:
     """Our client against the original jupyter_http_over_ws 0.0.8 (it needs Python 3.11, Notebook 6)."""
     session.install("-e", ".[test]")
     session.install("jupyter_http_over_ws==0.0.8", "notebook<7", "tornado<6.5")
-    session.run("pytest", "-m", "original", "tests/test_compat_original.py", *session.posargs)
+    session.run("pytest", "-m", "original", "tests/e2e/test_compat_original.py", *session.posargs)
 
 
 @nox.session(python="3.12")

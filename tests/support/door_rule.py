@@ -25,32 +25,32 @@ SERVES_A_PROXY = re.compile(
 
 #: Tests that serve one door only, by design: node id prefix -> why.
 ONE_DOOR: dict[str, str] = {
-    "tests/test_hypercorn_fix.py::": "hypercorn's own WebSocket stream, which only that door has",
-    "tests/test_wsserver.py::": "the wsproto adapter of the proxy's own door, on a stand-in door",
-    "tests/test_splice.py::": "the byte splice of the proxy's own door, on a stand-in door",
-    "tests/test_doors_differential.py::": "both doors side by side in one test",
-    "tests/test_door.py::test_a_head_that_never_ends": "head_timeout is the proxy's door's own",
-    "tests/test_door.py::test_a_pipelining_client": "the read-ahead bound of the door's reader",
-    "tests/test_door.py::test_an_h2c_upgrade": "hypercorn takes h2c itself (docs/front-door.md)",
-    "tests/test_door.py::test_an_hour_silent": "an in-run backend on the mock clock; the door's",
-    "tests/test_door.py::test_out_of_descriptors": "the door's accept loop, with a failing listener",
-    "tests/test_door.py::test_a_malformed_head_is_logged": "hypercorn answers such heads itself",
-    "tests/test_tls.py::test_a_tls_handshake_that_never_comes": "head_timeout is the door's own",
-    "tests/test_colab_flow.py::test_a_send_to_a_closing_connection": "an ASGI send that raises",
-    "tests/test_deadlines.py::test_large_message_through_hypercorn": (
+    "tests/proxy/test_hypercorn_fix.py::": "hypercorn's own WebSocket stream, which only that door has",
+    "tests/proxy/test_wsserver.py::": "the wsproto adapter of the proxy's own door, on a stand-in door",
+    "tests/proxy/test_splice.py::": "the byte splice of the proxy's own door, on a stand-in door",
+    "tests/proxy/test_doors_differential.py::": "both doors side by side in one test",
+    "tests/proxy/test_door.py::test_a_head_that_never_ends": "head_timeout is the proxy's door's own",
+    "tests/proxy/test_door.py::test_a_pipelining_client": "the read-ahead bound of the door's reader",
+    "tests/proxy/test_door.py::test_an_h2c_upgrade": "hypercorn takes h2c itself (docs/front-door.md)",
+    "tests/proxy/test_door.py::test_an_hour_silent": "an in-run backend on the mock clock; the door's",
+    "tests/proxy/test_door.py::test_out_of_descriptors": "the door's accept loop, with a failing listener",
+    "tests/proxy/test_door.py::test_a_malformed_head_is_logged": "hypercorn answers such heads itself",
+    "tests/proxy/test_tls.py::test_a_tls_handshake_that_never_comes": "head_timeout is the door's own",
+    "tests/proxy/test_colab_flow.py::test_a_send_to_a_closing_connection": "an ASGI send that raises",
+    "tests/unit/test_deadlines.py::test_large_message_through_hypercorn": (
         "hypercorn's parts; the door's are in test_wsserver.py"
     ),
-    "tests/test_hostile_input.py::test_text_frame_with_invalid_utf8_under_handler": (
+    "tests/proxy/test_hostile_input.py::test_text_frame_with_invalid_utf8_under_handler": (
         "the trio-websocket handler(), a door of its own"
     ),
-    "tests/test_colab_flow.py::test_handler_applies_the_same_policy": "handler(), a door of its own",
-    "tests/test_ws_compression.py::test_handler_never_negotiates_compression": (
+    "tests/proxy/test_colab_flow.py::test_handler_applies_the_same_policy": "handler(), a door of its own",
+    "tests/proxy/test_ws_compression.py::test_handler_never_negotiates_compression": (
         "handler(), a door of its own"
     ),
-    "tests/test_cli.py::test_cli_stops_the_kernels_jupyter_left_behind": (
+    "tests/e2e/test_cli.py::test_cli_stops_the_kernels_jupyter_left_behind": (
         "the Jupyter the CLI starts, whatever serves in front of it"
     ),
-    "tests/test_cli.py::test_cli_serves_on_the_proxys_own_door_unless_told": (
+    "tests/e2e/test_cli.py::test_cli_serves_on_the_proxys_own_door_unless_told": (
         "which door the command picks when none is named"
     ),
 }

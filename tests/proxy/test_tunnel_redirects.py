@@ -11,8 +11,8 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from .support.fake_backend import XSRF_VALUE, FakeBackend
-from .support.ws import Response, connect, fetch
+from ..support.fake_backend import XSRF_VALUE, FakeBackend
+from ..support.ws import Response, connect, fetch
 
 
 def redirect(status: int, to: str | None, **extra: str) -> str:

@@ -32,11 +32,11 @@ from trio_httpws._hypercorn_fix import PART_SIZE
 from trio_httpws._socket import ClientSocket, PendingSocket, Upgrade
 from trio_httpws._wsserver import StreamClientSocket
 
-from .support._door_stub import Handler, running_stub_door
-from .support._http import websocket_handshake
-from .support.fake_backend import FakeBackend
-from .support.proxies import ALLOWED_ORIGIN, wait_until
-from .support.ws import connect, fetch, read_frame, request_json
+from ..support._door_stub import Handler, running_stub_door
+from ..support._http import websocket_handshake
+from ..support.fake_backend import FakeBackend
+from ..support.proxies import ALLOWED_ORIGIN, wait_until
+from ..support.ws import connect, fetch, read_frame, request_json
 
 TIMEOUT = 10
 MiB = 1024 * 1024

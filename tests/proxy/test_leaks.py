@@ -20,10 +20,10 @@ from trio_httpws._asgi import TrioHttpWsApp
 from trio_httpws._proxy import Proxy
 from trio_httpws._serve import hypercorn_config
 
-from .support._http import http
-from .support.fake_backend import FakeBackend
-from .support.proxies import wait_until
-from .support.ws import connect, fetch, port_of, raw_websocket, request_json
+from ..support._http import http
+from ..support.fake_backend import FakeBackend
+from ..support.proxies import wait_until
+from ..support.ws import connect, fetch, port_of, raw_websocket, request_json
 
 
 def count_tasks() -> int:

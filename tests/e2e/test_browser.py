@@ -36,13 +36,13 @@ import trio_websocket
 
 import trio_httpws
 
-from .support._http import http_get, http_request
-from .support.fake_backend import FakeBackend
-from .support.jupyter import Jupyter
-from .support.processes import example_env, page_server, read_line, stop
-from .support.proxies import DOORS, running_handler_proxy, running_proxy
+from ..support._http import http_get, http_request
+from ..support.fake_backend import FakeBackend
+from ..support.jupyter import Jupyter
+from ..support.processes import example_env, page_server, read_line, stop
+from ..support.proxies import DOORS, running_handler_proxy, running_proxy
 
-ARTIFACTS = Path(__file__).parent / "artifacts"
+ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 SCREENSHOTS = {
     "hypercorn": "browser.png",
     "trio": "browser-door.png",

@@ -19,10 +19,10 @@ import trio_httpws
 from trio_httpws._cli import build_parser, config_from_args
 from trio_httpws._compression import install
 
-from .support._http import websocket_handshake
-from .support.fake_backend import FakeBackend
-from .support.proxies import running_proxy
-from .support.ws import connect
+from ..support._http import websocket_handshake
+from ..support.fake_backend import FakeBackend
+from ..support.proxies import running_proxy
+from ..support.ws import connect
 
 #: What Chromium sends on every WebSocket upgrade.
 CHROMIUM_OFFER = ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")

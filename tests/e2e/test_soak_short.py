@@ -11,7 +11,7 @@ import pytest
 
 from bench.soak import Backend, Check, Sample, SoakConfig, resource_checks, run_soak
 
-from .support.jupyter import Jupyter
+from ..support.jupyter import Jupyter
 
 
 async def test_short_soak(jupyter: Jupyter) -> None:

@@ -33,8 +33,8 @@ from trio_httpws.client._diagnosis import (
 )
 from trio_httpws.client._doctor import doctor
 
-from .support._original_server import AVAILABLE, SKIP_REASON, OriginalServer, original_server
-from .support.proxies import running_proxy
+from ..support._original_server import AVAILABLE, SKIP_REASON, OriginalServer, original_server
+from ..support.proxies import running_proxy
 
 pytestmark = [pytest.mark.original, pytest.mark.skipif(not AVAILABLE, reason=SKIP_REASON)]
 

@@ -17,10 +17,10 @@ import trio_websocket
 
 import trio_httpws
 
-from .support._http import http_get
-from .support.jupyter import Jupyter, run_cell
-from .support.proxies import running_proxy
-from .support.ws import connect, fetch
+from ..support._http import http_get
+from ..support.jupyter import Jupyter, run_cell
+from ..support.proxies import running_proxy
+from ..support.ws import connect, fetch
 
 COLAB = "https://colab.research.google.com"
 

@@ -18,7 +18,7 @@ from trio_httpws._backend import RAW_BODY_MIN, BackendPool
 from trio_httpws._config import BackendURL
 from trio_httpws._errors import BackendError
 
-from .support.h11_backend import BACKEND, Opener, ok, serve_h11
+from ..support.h11_backend import BACKEND, Opener, ok, serve_h11
 
 
 class ScriptedStream(trio.abc.Stream):

@@ -18,10 +18,10 @@ import trio_websocket
 import trio_httpws
 from trio_httpws.client import execute_request
 
-from .support.fake_backend import FakeBackend
-from .support.jupyter import Jupyter
-from .support.proxies import wait_until
-from .support.ws import connect, fetch, read_frame, request_json
+from ..support.fake_backend import FakeBackend
+from ..support.jupyter import Jupyter
+from ..support.proxies import wait_until
+from ..support.ws import connect, fetch, read_frame, request_json
 
 COLAB = "https://colab.research.google.com"
 

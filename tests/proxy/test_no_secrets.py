@@ -19,10 +19,10 @@ import trio_httpws
 from trio_httpws._cli import JsonFormatter
 from trio_httpws._jupyter import free_port
 
-from .support._http import http_request
-from .support.fake_backend import FakeBackend
-from .support.proxies import access_lines, running_proxy
-from .support.ws import connect, fetch
+from ..support._http import http_request
+from ..support.fake_backend import FakeBackend
+from ..support.proxies import access_lines, running_proxy
+from ..support.ws import connect, fetch
 
 TOKEN = "SECRET-t0ken-4f9a"
 COOKIE = "SECRET-c00kie-77b1"

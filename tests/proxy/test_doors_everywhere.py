@@ -12,8 +12,8 @@ import pytest
 
 import trio_httpws
 
-from .support.door_rule import ONE_DOOR, one_door_reason, serves_a_proxy
-from .support.proxies import DOORS, running_proxy
+from ..support.door_rule import ONE_DOOR, one_door_reason, serves_a_proxy
+from ..support.proxies import DOORS, running_proxy
 
 
 async def _planted_single_door_test(fake_backend: Any) -> None:
@@ -30,9 +30,10 @@ def test_a_test_serving_a_proxy_is_recognised() -> None:
     pure = SimpleNamespace(function=_planted_pure_test)
     assert serves_a_proxy(planted)  # type: ignore[arg-type]
     assert not serves_a_proxy(pure)  # type: ignore[arg-type]
-    assert one_door_reason("tests/test_x.py::_planted_single_door_test") is None
+    assert one_door_reason("tests/proxy/test_x.py::_planted_single_door_test") is None
     assert (
-        one_door_reason("tests/test_splice.py::test_anything") == ONE_DOOR["tests/test_splice.py::"]
+        one_door_reason("tests/proxy/test_splice.py::test_anything")
+        == ONE_DOOR["tests/proxy/test_splice.py::"]
     )
 
 
@@ -47,7 +48,7 @@ def test_every_collected_test_that_serves_a_proxy_runs_on_every_door(
 def test_both_doors_run_the_same_io_tests() -> None:
     collected = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).parents[2],
         capture_output=True,
         text=True,
         timeout=120,

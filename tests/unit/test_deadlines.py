@@ -27,10 +27,10 @@ from trio_httpws._relay import CLOSE_TIMEOUT, relay
 from trio_httpws._session import HttpOverWsSession, response_buffer_bound
 from trio_httpws._socket import Upgrade
 
-from .support.fake_backend import FakeBackend, pattern
-from .support.fake_socket import FakePending, FakeSocket
-from .support.proxies import running_proxy
-from .support.ws import Response, connect, read_frame, request_json
+from ..support.fake_backend import FakeBackend, pattern
+from ..support.fake_socket import FakePending, FakeSocket
+from ..support.proxies import running_proxy
+from ..support.ws import Response, connect, read_frame, request_json
 
 BACKEND = BackendURL("http", "backend.test", 80)
 Server = Callable[[trio.abc.Stream], Awaitable[None]]
@@ -324,7 +324,7 @@ async def test_large_message_through_hypercorn_comes_in_parts_and_is_byte_exact(
 # -- settings ----------------------------------------------------------------------------------
 
 
-# Each is read from its TRIO_HTTPWS_* variable and flag: tests/test_cli.py (SAMPLES).
+# Each is read from its TRIO_HTTPWS_* variable and flag: tests/e2e/test_cli.py (SAMPLES).
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,10 @@ import trio_websocket
 
 import trio_httpws
 
-from .support._http import asgi_http_scope, http, http_request
-from .support.fake_backend import FakeBackend, pattern
-from .support.proxies import access_lines, running_proxy, wait_until
-from .support.ws import connect
+from ..support._http import asgi_http_scope, http, http_request
+from ..support.fake_backend import FakeBackend, pattern
+from ..support.proxies import access_lines, running_proxy, wait_until
+from ..support.ws import connect
 
 
 async def test_streamed_download(proxy: str) -> None:

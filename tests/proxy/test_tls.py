@@ -13,9 +13,9 @@ import trustme
 
 import trio_httpws
 
-from .support.fake_backend import FakeBackend
-from .support.proxies import running_proxy
-from .support.ws import connect, fetch
+from ..support.fake_backend import FakeBackend
+from ..support.proxies import running_proxy
+from ..support.ws import connect, fetch
 
 
 @pytest.fixture

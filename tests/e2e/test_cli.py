@@ -27,8 +27,8 @@ from trio_httpws._config import SETTINGS
 from trio_httpws.client._diagnosis import verdict_line
 from trio_httpws.client._doctor import doctor
 
-from .support.proxies import wait_until
-from .support.ws import connect, fetch
+from ..support.proxies import wait_until
+from ..support.ws import connect, fetch
 
 COLAB = "https://colab.research.google.com"
 

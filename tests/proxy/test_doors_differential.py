@@ -12,8 +12,8 @@ import trio
 
 import trio_httpws
 
-from .support.proxies import DOORS, running_proxy
-from .support.recorder import Recorder, running_recorder
+from ..support.proxies import DOORS, running_proxy
+from ..support.recorder import Recorder, running_recorder
 
 HOST = b"Host: 127.0.0.1:{port}\r\n"
 

@@ -15,9 +15,9 @@ from urllib.parse import urlencode
 import pytest
 import trio_websocket
 
-from .support.fake_backend import XSRF_ECHO_HEADER, XSRF_VALUE, pattern
-from .support.proxies import ALLOWED_ORIGIN
-from .support.ws import connect, fetch, read_frame, request_json
+from ..support.fake_backend import XSRF_ECHO_HEADER, XSRF_VALUE, pattern
+from ..support.proxies import ALLOWED_ORIGIN
+from ..support.ws import connect, fetch, read_frame, request_json
 
 
 def auth_query(base: str, path: str = "/fake-auth") -> str:

@@ -20,10 +20,10 @@ import trio
 
 import trio_httpws
 
-from .support._http import http_get, http_request, websocket_handshake
-from .support.jupyter import Jupyter
-from .support.processes import EXAMPLES, example_env, hypercorn_example, page_server, stop
-from .support.proxies import running_proxy
+from ..support._http import http_get, http_request, websocket_handshake
+from ..support.jupyter import Jupyter
+from ..support.processes import EXAMPLES, example_env, hypercorn_example, page_server, stop
+from ..support.proxies import running_proxy
 
 PYTHON_EXAMPLES = sorted(EXAMPLES.rglob("*.py"))
 

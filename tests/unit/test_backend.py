@@ -27,7 +27,7 @@ from trio_httpws._backend import (
 from trio_httpws._config import BackendURL
 from trio_httpws._errors import BackendBusy, BackendError, BackendTimeout
 
-from .support.h11_backend import BACKEND, Answer, Opener, get, ok, serve_h11
+from ..support.h11_backend import BACKEND, Answer, Opener, get, ok, serve_h11
 
 
 async def test_connection_is_reused_after_a_complete_exchange() -> None:

@@ -28,9 +28,9 @@ from trio_httpws._wsclient import (
     HandshakeRejected,
 )
 
-from .support.fake_socket import FakeSocket
-from .support.proxies import running_proxy
-from .support.ws import connect
+from ..support.fake_socket import FakeSocket
+from ..support.proxies import running_proxy
+from ..support.ws import connect
 
 MiB = 1024 * 1024
 

@@ -23,10 +23,10 @@ import trio_websocket
 import trio_httpws
 from trio_httpws._door import Door, open_listener
 
-from .support._http import http_request
-from .support.fake_backend import FakeBackend
-from .support.proxies import running_proxy, wait_until
-from .support.ws import connect
+from ..support._http import http_request
+from ..support.fake_backend import FakeBackend
+from ..support.proxies import running_proxy, wait_until
+from ..support.ws import connect
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 

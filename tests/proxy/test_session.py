@@ -26,11 +26,11 @@ from trio_httpws._serve import hypercorn_config
 from trio_httpws._session import HttpOverWsSession
 from trio_httpws._socket import Upgrade
 
-from .support._http import http
-from .support.fake_backend import FakeBackend, pattern
-from .support.fake_socket import FakeSocket
-from .support.proxies import running_proxy, wait_until
-from .support.ws import connect, fetch, read_frame, read_response, request_json
+from ..support._http import http
+from ..support.fake_backend import FakeBackend, pattern
+from ..support.fake_socket import FakeSocket
+from ..support.proxies import running_proxy, wait_until
+from ..support.ws import connect, fetch, read_frame, read_response, request_json
 
 
 def pattern_digest(n: int) -> str:

@@ -30,12 +30,12 @@ import trio_httpws
 from trio_httpws._session import HttpOverWsSession
 from trio_httpws._socket import Upgrade
 
-from .support.fake_backend import XSRF_VALUE, FakeBackend, pattern
-from .support.fake_socket import FakeSocket
-from .support.jupyter import Jupyter
-from .support.processes import hypercorn_example
-from .support.proxies import running_handler_proxy, running_proxy, wait_until
-from .support.ws import (
+from ..support.fake_backend import XSRF_VALUE, FakeBackend, pattern
+from ..support.fake_socket import FakeSocket
+from ..support.jupyter import Jupyter
+from ..support.processes import hypercorn_example
+from ..support.proxies import running_handler_proxy, running_proxy, wait_until
+from ..support.ws import (
     connect,
     fetch,
     port_of,

@@ -24,11 +24,11 @@ from trio_httpws.client import ClientConnectionError, http_request, open_websock
 from trio_httpws.client._diagnosis import Mark, Report, verdict_line
 from trio_httpws.client._doctor import doctor
 
-from .support.fake_backend import FakeBackend
-from .support.fake_runtime import KERNEL_SPECS, make_runtime_app
-from .support.fake_runtime import TOKEN as FAKE_TOKEN
-from .support.jupyter import Jupyter, jupyter_server
-from .support.proxies import running_proxy
+from ..support.fake_backend import FakeBackend
+from ..support.fake_runtime import KERNEL_SPECS, make_runtime_app
+from ..support.fake_runtime import TOKEN as FAKE_TOKEN
+from ..support.jupyter import Jupyter, jupyter_server
+from ..support.proxies import running_proxy
 
 COLAB = "https://colab.research.google.com"
 EVIL = "https://evil.example"

@@ -26,8 +26,8 @@ from trio_httpws._config import BackendURL, Config
 from trio_httpws._outcome import Outcome
 from trio_httpws._splice import SpliceResult
 
-from .support._splice_server import splice_connection, splice_server
-from .support.fake_backend import FakeBackend
+from ..support._splice_server import splice_connection, splice_server
+from ..support.fake_backend import FakeBackend
 
 KEY = base64.b64encode(os.urandom(16))
 ACCEPT = base64.b64encode(hashlib.sha1(KEY + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())

@@ -22,12 +22,12 @@ import trio_websocket
 import trio_httpws
 from trio_httpws._jupyter import free_port
 
-from .support._http import HttpResponse, asgi_http_scope, http_request
-from .support.fake_backend import FakeBackend
-from .support.jupyter import Jupyter, run_cell
-from .support.proxies import SERVER_NAMES, access_lines, running_proxy
-from .support.recorder import Recorder, running_recorder
-from .support.ws import connect, fetch
+from ..support._http import HttpResponse, asgi_http_scope, http_request
+from ..support.fake_backend import FakeBackend
+from ..support.jupyter import Jupyter, run_cell
+from ..support.proxies import SERVER_NAMES, access_lines, running_proxy
+from ..support.recorder import Recorder, running_recorder
+from ..support.ws import connect, fetch
 
 COLAB = "https://colab.research.google.com"
 EVIL = "https://evil.example"
