@@ -2,7 +2,8 @@
 
 Browsers always offer permessage-deflate and hypercorn accepts every offer; our app declines it
 unless the setting is on (see ``trio_httpws._compression``). Checked with raw handshakes, which
-offer exactly what Chromium offers, and the first bit of the server's answer frame.
+offer exactly what Chromium offers, and the first bit of the server's answer frame. How the
+environment and the command line set it: tests/unit/test_ws_compression.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import trio
 import trio_websocket
 
 import trio_httpws
-from trio_httpws._cli import build_parser, config_from_args
 from trio_httpws._compression import install
 
 from ..support._http import websocket_handshake
@@ -114,26 +114,3 @@ async def test_handler_never_negotiates_compression(fake_backend: FakeBackend) -
     assert response.status == 101
     assert response.all("sec-websocket-extensions") == []
     assert first == 0x81
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [("1", True), ("on", True), ("True", True), ("0", False), ("off", False), ("no", False)],
-)
-def test_environment_variable(raw: str, expected: bool) -> None:
-    env = {"TRIO_HTTPWS_WS_COMPRESSION": raw}
-    assert trio_httpws.Config.from_env(env).ws_compression is expected
-
-
-def test_bad_environment_value_is_a_clear_error() -> None:
-    with pytest.raises(trio_httpws.ConfigError, match="TRIO_HTTPWS_WS_COMPRESSION: 'maybe'"):
-        trio_httpws.Config.from_env({"TRIO_HTTPWS_WS_COMPRESSION": "maybe"})
-
-
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [([], False), (["--ws-compression"], True), (["--no-ws-compression"], False)],
-)
-def test_cli_flag(argv: list[str], expected: bool) -> None:
-    args = build_parser().parse_args(argv)
-    assert config_from_args(args, {}).ws_compression is expected

@@ -37,7 +37,7 @@ ONE_DOOR: dict[str, str] = {
     "tests/proxy/test_door.py::test_a_malformed_head_is_logged": "hypercorn answers such heads itself",
     "tests/proxy/test_tls.py::test_a_tls_handshake_that_never_comes": "head_timeout is the door's own",
     "tests/proxy/test_colab_flow.py::test_a_send_to_a_closing_connection": "an ASGI send that raises",
-    "tests/unit/test_deadlines.py::test_large_message_through_hypercorn": (
+    "tests/proxy/test_deadlines.py::test_large_message_through_hypercorn": (
         "hypercorn's parts; the door's are in test_wsserver.py"
     ),
     "tests/proxy/test_hostile_input.py::test_text_frame_with_invalid_utf8_under_handler": (

@@ -12,6 +12,7 @@ from typing import Any
 import trio
 
 from trio_httpws._errors import ClientDisconnected
+from trio_httpws._socket import Upgrade
 
 
 class FakeSocket:
@@ -65,3 +66,7 @@ class FakePending:
 
     async def reject(self, status: int, body: str = "") -> None:
         self.rejected = (status, body)
+
+
+#: The upgrade a session on a fake socket was opened with.
+UPGRADE = Upgrade("ws", "/http_over_websocket", "", [(b"host", b"localhost")])

@@ -2,13 +2,12 @@
 
 Socket-free against a wsproto server on a memory stream, for what a real Jupyter does not do on
 demand (pings mid-message, a frame after the 101 in the same read, invalid UTF-8, a close that
-is never answered), and once through hypercorn and a real socket: a large message from the
-client reaches the backend as fragments, byte-exact.
+is never answered). Through a door and a real socket: tests/proxy/test_wsclient.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -19,7 +18,6 @@ import wsproto
 import wsproto.events as wse
 from wsproto.frame_protocol import FrameProtocol
 
-import trio_httpws
 from trio_httpws._relay import CLOSE_TIMEOUT, RelayResult, _pump_both
 from trio_httpws._wsclient import (
     BackendClosed,
@@ -29,8 +27,6 @@ from trio_httpws._wsclient import (
 )
 
 from ..support.fake_socket import FakeSocket
-from ..support.proxies import running_proxy
-from ..support.ws import connect
 
 MiB = 1024 * 1024
 
@@ -245,65 +241,6 @@ async def test_a_send_cancelled_mid_frame_leaves_the_connection_unusable() -> No
         await client.send("next")
     await client.start_close()  # does not write onto the broken stream, does not raise
     await client.aclose()
-
-
-# -- end to end: hypercorn, the relay, a backend on a real socket ------------------------------
-
-
-async def _fragment_recording_backend(
-    received: list[tuple[int, int]], stream: trio.SocketStream
-) -> None:
-    """Accepts one WebSocket; per message, records (frames, length) and echoes it whole."""
-    ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
-    parts: list[str] = []
-    frames = 0
-    async with stream:
-        while True:
-            data = await stream.receive_some(256 * 1024)
-            if not data:
-                return
-            ws.receive_data(data)
-            for event in ws.events():
-                if isinstance(event, wse.Request):
-                    await stream.send_all(ws.send(wse.AcceptConnection()))
-                elif isinstance(event, wse.TextMessage):
-                    parts.append(event.data)
-                    frames += event.frame_finished
-                    if event.message_finished:
-                        message = "".join(parts)
-                        received.append((frames, len(message)))
-                        parts, frames = [], 0
-                        await stream.send_all(ws.send(wse.TextMessage(data=message)))
-                elif isinstance(event, wse.CloseConnection):
-                    await stream.send_all(ws.send(event.response()))
-                    return
-
-
-async def test_a_large_message_reaches_the_backend_in_fragments_byte_exact(door: str) -> None:
-    """Through ``serve()`` (hypercorn hands the message over in parts) and a plain relay."""
-    received: list[tuple[int, int]] = []
-    handler: Callable[[trio.SocketStream], Awaitable[None]] = partial(
-        _fragment_recording_backend, received
-    )
-    message = "".join(chr(0x41 + i % 26) for i in range(5 * MiB)) + "\u00e9\u20ac"
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
-        port = listeners[0].socket.getsockname()[1]
-        config = trio_httpws.Config(backend=f"http://127.0.0.1:{port}")
-        with trio.fail_after(30):
-            async with running_proxy(config, door) as url, connect(url, "/kernel-ws") as ws:
-                await ws.send_message(message)
-                assert await ws.get_message() == message
-                await ws.send_message("small")
-                assert await ws.get_message() == "small"
-        nursery.cancel_scope.cancel()
-    (big_frames, big_length), (small_frames, _) = received
-    assert big_length == len(message)
-    if door == "hypercorn":
-        assert big_frames > 1  # fragments, a part at a time
-    else:
-        assert big_frames == 1  # spliced: the client's one frame, untouched
-    assert small_frames == 1
 
 
 # -- found in review: a close that races other frames ------------------------------------------
