@@ -1,4 +1,4 @@
-"""The scenarios of issues 3, 9, 11 and 18, each run against one target at a time.
+"""The benchmark's scenarios, each run against one target at a time.
 
 A scenario returns ``{metric_key: value}`` or raises (``BenchFailure``, a trio timeout, an
 ``OSError`` ...): the driver turns that into a ``fails (reason)`` cell.
@@ -84,7 +84,7 @@ class Target:
     """One of the ways to reach the backend."""
 
     #: "ours" | "door" | "original" | "chp" | "nginx" | "splice" | "direct" | "hypercorn" (the
-    #: empty app, issue 11)
+    #: empty app)
     key: str
     token: str
     base: Callable[[], str]  # http://host:port, the server the client talks to
@@ -641,7 +641,7 @@ BIG_SENDER = Path(__file__).with_name("bench_bigsend.py")
 
 async def big_message(t: Target, s: Settings) -> dict[str, float]:
     """Small requests on one socket while another process POSTs a 40 MiB body on another socket:
-    the slowest small request shows how long the big message stalled everyone else (issue 9).
+    the slowest small request shows how long the big message stalled everyone else.
 
     Small requests reach the backend, which receives the big body too, so they also show the
     backend's own stall (the direct column). The protocol targets also answer the diagnose

@@ -1,4 +1,4 @@
-"""An ASGI app that does nothing: what hypercorn's trio worker costs by itself (issue 11).
+"""An ASGI app that does nothing: what hypercorn's trio worker costs by itself.
 
 The benchmark serves it with the same ``python -m hypercorn --worker-class trio`` command line
 as trio_httpws (``bench_procs.start_proxy``), on a port of its own, with no backend behind it:

@@ -1,4 +1,4 @@
-"""The benchmark of issues 3, 11 and 18: ``nox -s bench`` (or ``python bench/run.py
+"""The benchmark: ``nox -s bench`` (or ``python bench/run.py
 --original-python PATH`` from an environment with trio_httpws installed).
 
 One Notebook 6 server (Python 3.11, the original ``jupyter_http_over_ws`` 0.0.8 enabled, plus
@@ -79,7 +79,7 @@ from bench_scenarios import (
 
 #: The seats, in the table's column order.
 TARGETS = ("ours", "door", "original", "chp", "nginx", "splice", "direct")
-#: Peers of issue 18: other proxies in front of the same backend, reverse flow only.
+#: Peers: other proxies in front of the same backend, reverse flow only.
 PEERS = ("chp", "nginx", "splice")
 #: The seats a unit runs by default, by flow; RELAY: the units that compare with the peers.
 TUNNEL = ("ours", "door", "original", "direct")
@@ -89,7 +89,7 @@ RELAY = ("ours", "door", *PEERS, "direct")
 #: setting, measured under hypercorn): 2.5 minutes of a full run.
 TUNNEL_Z = ("ours", "original", "direct")
 REVERSE_Z = ("ours", "direct")
-#: hypercorn's trio worker serving empty_app.py, no backend: its own cost (issue 11). Only the
+#: hypercorn's trio worker serving empty_app.py, no backend: its own cost. Only the
 #: units marked ``ceiling`` run it; its cells are extra rows, not a column of TARGETS.
 ALONE = "hypercorn"
 TITLES = {"ours": "trio_httpws", "door": "door", "original": "original", "chp": "chp",
@@ -151,7 +151,7 @@ UNITS = [
          lambda s: 120, only_seats=TUNNEL_Z),
     Unit("s5_small_z", ws_echo(100, 64, "s5_small_z_msgs", deflate=True),
          lambda s: s.duration + 60, only_seats=TUNNEL_Z),
-    # Issue 11: the paths Colab's current flow uses.
+    # The paths Colab's direct flow uses.
     Unit("r1_c1", partial(many_sockets, sockets=1, key="r1_c1", warmup=20),
          lambda s: s.duration + 60, "reverse", ceiling=True, only_seats=RELAY),
     Unit("r1_c16", partial(many_sockets, sockets=16, key="r1_c16", warmup=20),
@@ -163,7 +163,7 @@ UNITS = [
          ceiling=True, only_seats=RELAY),
     Unit("w_big", ws_echo(64 * 1024, 16, "w_big_mbps"), lambda s: s.duration + 60, "reverse",
          ceiling=True, only_seats=RELAY),
-    # Issue 18: one message in flight, and a reader that stops on a relayed socket.
+    # One message in flight, and a reader that stops on a relayed socket.
     Unit("w_ping", ping_pong, lambda s: 60 + s.ping_round_trips * 0.02, "reverse",
          only_seats=RELAY),
     Unit("w_pause", paused_ws_reader, lambda s: s.pause + 60, "reverse",
@@ -207,7 +207,7 @@ class Row:
     ceiling: bool = False
     #: That ceiling is a bound, not only a guide: one request at a time, so nothing overlaps.
     bound: bool = False
-    #: Issue 18's target for the door, and its check on all the row's cells (by seat).
+    #: The door's target, and its check on all the row's cells (by seat).
     door_target: str = ""
     door_check: Callable[[dict[str, Any]], bool | None] | None = None
     #: The seats' cells show what they add to direct's (seat - direct); direct's its own.
@@ -331,7 +331,7 @@ def _door_vs_ours(better: str) -> DoorCheck:
 
 def rows(s: Settings) -> list[Row]:
     big, small, paused = s.big_download // MB, s.small_download // MB, s.paused_download // MB
-    # Issue 3 asked 8x the original; issue 11 added 0.6x direct at 1 in flight, 0.9x at 16.
+    # The targets: 8x the original, and 0.6x direct at 1 in flight, 0.9x at 16.
     c1_target, c16_target = ">= 8x original, >= 0.6x direct", ">= 8x original, >= 0.9x direct"
     table = [
         Row("s1_c1", "s1_c1_rps", "1. small requests", "1 in flight: req/s", "higher", 0,
@@ -844,8 +844,8 @@ def ceiling_notes(table: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
-#: "vs original", "vs direct", "target" and "met?" are trio_httpws's (under hypercorn), as
-#: before issue 18; "door target" and "door met?" are issue 18's, for the door.
+#: "vs original", "vs direct", "target" and "met?" are trio_httpws's (under hypercorn);
+#: "door target" and "door met?" are the door's.
 def columns(seats: Sequence[str]) -> list[str]:
     return ["scenario", "metric", *(TITLES[k] for k in seats), "vs original", "vs direct",
             "target", "met?", "door target", "door met?"]  # fmt: skip
@@ -894,7 +894,7 @@ def render_text(table: list[dict[str, Any]]) -> str:
 
 def render_markdown(table: list[dict[str, Any]], info: dict[str, str], notes: list[str]) -> str:
     out = [
-        "# trio_httpws benchmark (issues 3, 11, 18)",
+        "# trio_httpws benchmark",
         "",
         "Produced by `nox -s bench`.",
         "",
@@ -920,8 +920,8 @@ def notes_for(args: argparse.Namespace, s: Settings, elapsed: float) -> list[str
         "rotating which goes first. All share one Notebook 6 backend process.",
         "Ratios ('vs original', 'vs direct'): how many times better trio_httpws (under "
         "hypercorn) is (ours/other for throughput, other/ours for latency and memory); > 1 "
-        "means trio_httpws is better. 'target' and 'met?' are trio_httpws's (issues 3, 9, 11); "
-        "'door target' and 'door met?' are issue 18's, for the door.",
+        "means trio_httpws is better. 'target' and 'met?' are trio_httpws's; "
+        "'door target' and 'door met?' are the door's.",
         "trio_httpws and original are driven as a browser front end drives them: WebSocket "
         "with Origin https://colab.research.google.com, min_version=0.0.7 and "
         "jupyter_http_over_ws_auth_url=<server's own token URL>; a minimal protocol client, "
@@ -979,7 +979,7 @@ def notes_for(args: argparse.Namespace, s: Settings, elapsed: float) -> list[str
             "QUICK MODE: counts and sizes scaled down "
             f"({s.big_download // MB}/{s.small_download // MB} MB downloads, "
             f"{s.paused_download // MB} MB paused for {s.pause:g} s, {s.sockets} sockets, "
-            f"{s.idle_sockets} idle sockets); not the issue's figures."
+            f"{s.idle_sockets} idle sockets); not the full-size figures."
         )
     return notes
 
@@ -1038,8 +1038,8 @@ def seat_notes(args: argparse.Namespace, s: Settings, seats: Sequence[str]) -> l
 
 
 def against_previous(table: list[dict[str, Any]], previous: Path) -> list[str]:
-    """trio_httpws's 'vs direct' next to the one in the results.md this run replaces: issue
-    18 asks that the hypercorn door get no slower. A note lists the rows that fell by more
+    """trio_httpws's 'vs direct' next to the one in the results.md this run replaces: the hypercorn
+    door must get no slower. A note lists the rows that fell by more
     than a tenth (runs differ by about that on a shared machine)."""
     try:
         lines = previous.read_text().splitlines()

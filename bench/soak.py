@@ -1,6 +1,6 @@
 """Soak: many sockets with many requests in flight through a real proxy process to a real Jupyter.
 
-``python -m bench.soak`` (or ``nox -s soak``) runs the issue's numbers: 200 sockets x 10 requests
+``python -m bench.soak`` (or ``nox -s soak``) runs the full load: 200 sockets x 10 requests
 in flight for 60 s, plus proxied kernel WebSockets, against a Jupyter Server 2 it starts itself.
 ``tests/e2e/test_soak_short.py`` runs the same driver for a few seconds in the default suite.
 

@@ -328,7 +328,7 @@ async def test_requests_beyond_max_connections_wait_for_a_slot() -> None:
         nursery.cancel_scope.cancel()
 
 
-# -- never replayed (issue 9) ---------------------------------------------------------------
+# -- never replayed ---------------------------------------------------------------------------
 
 
 async def test_post_that_times_out_is_sent_once(autojump_clock: trio.testing.MockClock) -> None:
@@ -453,7 +453,7 @@ def test_may_replay(
     assert may_replay(method, body, reused, exc) is expected
 
 
-# -- deadlines (issue 9) ----------------------------------------------------------------------
+# -- deadlines ---------------------------------------------------------------------------------
 
 
 async def test_backend_that_stops_reading_the_body_times_out(

@@ -1,4 +1,4 @@
-"""Issue 9: every wait on the backend has a deadline, and a socket's memory has a stated bound.
+"""Every wait on the backend has a deadline, and a socket's memory has a stated bound.
 
 Socket-free where time matters (``autojump_clock``): the session and the relay run against the
 ``ClientSocket``/``PendingSocket`` seam and a backend pool whose opener hands out memory streams
@@ -255,6 +255,6 @@ async def test_request_bytes_a_socket_holds_stay_within_max_pending_bytes() -> N
         ("thread_parse_threshold", -1, "thread_parse_threshold must be 0 or more"),
     ],
 )
-def test_issue9_settings_are_validated(field: str, value: float, message: str) -> None:
+def test_deadline_and_bound_settings_are_validated(field: str, value: float, message: str) -> None:
     with pytest.raises(trio_httpws.ConfigError, match=message):
         trio_httpws.Config(**{field: value})  # type: ignore[arg-type]

@@ -890,7 +890,7 @@ def test_auth_url_same_origin(url: str, scheme: str, host: str, target: str) -> 
         ("//localhost:8000/fake-auth", "ws", "localhost:8000"),
         ("", "ws", "localhost:8000"),
         # Same origin, but a path that is no valid request target: refused as AuthUrlError
-        # (a bare ValueError used to escape and crash the client's socket).
+        # (a bare ValueError would escape and crash the client's socket).
         ("http://localhost:8000/a b", "ws", "localhost:8000"),
         ("http://localhost:8000//evil.example/x", "ws", "localhost:8000"),
         ("http://localhost:8000/\\evil.example/x", "ws", "localhost:8000"),

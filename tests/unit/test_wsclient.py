@@ -243,7 +243,7 @@ async def test_a_send_cancelled_mid_frame_leaves_the_connection_unusable() -> No
     await client.aclose()
 
 
-# -- found in review: a close that races other frames ------------------------------------------
+# -- a close that races other frames -----------------------------------------------------------
 
 
 async def test_the_last_message_before_the_backends_close_is_delivered() -> None:
