@@ -3,7 +3,6 @@ scanner that finds every frame boundary from headers alone, however the wire cut
 
 from __future__ import annotations
 
-import ast
 import base64
 import hashlib
 import itertools
@@ -30,6 +29,8 @@ from trio_httpws._frames import (
     upgrade_answer_problem,
     valid_key,
 )
+
+from ..support.imports import FORBIDDEN, imported_modules
 
 # -- frames built here, independently of the module under test --------------------------------
 
@@ -391,34 +392,6 @@ def test_two_accept_headers_are_refused() -> None:
 
 
 # -- purity ---------------------------------------------------------------------------------
-
-FORBIDDEN = {"trio", "socket", "ssl", "select"}
-
-
-def imported_modules(path: Path, seen: set[Path]) -> set[str]:
-    """Top-level names of every module ``path`` imports, following package-relative imports."""
-    if path in seen:
-        return set()
-    seen.add(path)
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level == 0:
-                assert node.module is not None
-                names.add(node.module.split(".")[0])
-                continue
-            base = path.parent
-            for _ in range(node.level - 1):
-                base = base.parent
-            targets = [node.module] if node.module else [alias.name for alias in node.names]
-            for target in targets:
-                module = base.joinpath(*target.split("."))
-                for candidate in (module.with_suffix(".py"), module / "__init__.py"):
-                    if candidate.exists():
-                        names |= imported_modules(candidate, seen)
-    return names
 
 
 def test_frames_imports_no_io() -> None:
