@@ -71,15 +71,17 @@ def compat(session: nox.Session) -> None:
     """Our client against the original jupyter_http_over_ws 0.0.8 (it needs Python 3.11, Notebook 6)."""
     session.install("-e", ".[test]")
     session.install("jupyter_http_over_ws==0.0.8", "notebook<7", "tornado<6.5")
-    session.run("pytest", "-m", "original", "tests/test_compat_original.py", *session.posargs)
+    session.run("pytest", "-m", "original", "tests/e2e/test_compat_original.py", *session.posargs)
 
 
 @nox.session(python=None)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check, on the Python that runs nox."""
     session.install("ruff")
-    session.run("ruff", "check", "trio_httpws", "tests", "examples", "noxfile.py")
-    session.run("ruff", "format", "--check", "trio_httpws", "tests", "examples", "noxfile.py")
+    session.run("ruff", "check", "trio_httpws", "tests", "bench", "examples", "noxfile.py")
+    session.run(
+        "ruff", "format", "--check", "trio_httpws", "tests", "bench", "examples", "noxfile.py"
+    )
 
 
 @nox.session(python=None)
@@ -118,7 +120,7 @@ def pythons(session: nox.Session) -> None:
 @nox.session(python=None)
 def build(session: nox.Session) -> None:
     """The wheel and the sdist into dist/ (`python -m build`), checked by `twine check --strict`
-    (not default: the default `tests` check what they contain, in tests/test_packaging.py)."""
+    (not default: the default `tests` check what they contain, in tests/e2e/test_packaging.py)."""
     from pathlib import Path
 
     session.install("build", "twine")
@@ -135,15 +137,15 @@ def soak(session: nox.Session) -> None:
 
     Checks that no response is lost or mis-tagged and that the proxy's RSS and open fds stay flat
     after the warm-up; prints them. Options go after ``--``, e.g. ``nox -s soak -- --duration
-    300``; ``python -m tests.soak --help`` lists them.
+    300``; ``python -m bench.soak --help`` lists them.
     """
     session.install("-e", ".[test]")
-    session.run("python", "-m", "tests.soak", *session.posargs)
+    session.run("python", "-m", "bench.soak", *session.posargs)
 
 
 @nox.session(python="3.12")
 def bench(session: nox.Session) -> None:
-    """The benchmark (tests/bench/): trio_httpws under hypercorn and on its own door vs the
+    """The benchmark (bench/): trio_httpws under hypercorn and on its own door vs the
     original extension, configurable-http-proxy, nginx, a bare trio splice and direct.
 
     The original (jupyter_http_over_ws 0.0.8) only installs on Python 3.11 with Notebook 6, so it
@@ -151,7 +153,7 @@ def bench(session: nox.Session) -> None:
     configurable-http-proxy 4 is installed with npm into .nox/bench-peers (node must be on
     PATH); nginx is Debian's nginx-light, installed by hand (`apt-get install -y nginx-light`).
     A peer that is missing gets cells that say so; the rest still runs.
-    Arguments after `--` go to tests/bench/run.py (e.g. `nox -s bench -- --quick --runs 3`).
+    Arguments after `--` go to bench/run.py (e.g. `nox -s bench -- --quick --runs 3`).
     """
     from pathlib import Path
 
@@ -199,7 +201,7 @@ def bench(session: nox.Session) -> None:
         )
     session.run(
         "python",
-        "tests/bench/run.py",
+        "bench/run.py",
         "--original-python",
         str(python.absolute()),
         "--chp",
