@@ -279,12 +279,16 @@ def page_url(page_origin: str, token_url: str, code: str, transport: str = "auto
     return f"{page_origin}/#" + urlencode(fields)
 
 
+# What users paste: the URL the runtime printed, or Jupyter's own `/tree?token=...` (the page is
+# cut off, by the rule tests/test_pasted.py checks, and the status line says so).
+@pytest.mark.parametrize("pasted_page", ["/", "/tree"])
 async def test_page_on_another_origin_runs_a_cell(
     browser: Browser,
     jupyter: Jupyter,
     serve_proxy: ProxyServer,
     caplog: pytest.LogCaptureFixture,
     request: pytest.FixtureRequest,
+    pasted_page: str,
 ) -> None:
     caplog.set_level(logging.INFO, logger="trio_httpws")
     async with page_server() as page_origin:
@@ -292,13 +296,20 @@ async def test_page_on_another_origin_runs_a_cell(
         async with serve_proxy(config) as proxy_url:
             # Another origin: "localhost" vs "127.0.0.1", and another port.
             proxy = proxy_url.replace("127.0.0.1", "localhost")
-            token_url = f"{proxy}/?token={jupyter.token}"
+            token_url = f"{proxy}{pasted_page}?token={jupyter.token}"
             page = await browser.new_page(page_url(page_origin, token_url, "print(6*7)"))
             state = await page.wait_for_state("done", "error")
             status = await page.text("status")
             output = await page.text("output")
             kind = request.node.callspec.params["serve_proxy"]
-            await page.screenshot(ARTIFACTS / SCREENSHOTS[kind])
+            if pasted_page == "/":
+                await page.screenshot(ARTIFACTS / SCREENSHOTS[kind])
+            else:
+                assert await page.evaluate("document.body.dataset.cut") == "/tree"
+                said = (
+                    f"httpws: /tree is a Jupyter page, not part of the server's URL: using {proxy}/"
+                )
+                assert said in "\n".join(page.cdp.console(page.session))
             assert state == "done", status
             assert output.strip() == "42"
             # hypercorn serves plain HTTP with CORS too: the page goes direct. handler() serves
@@ -861,7 +872,7 @@ async def test_colab_direct_flow_from_another_origin(
     reason = " Forbidden" if door == "trio" else ""
     assert wrong_token == [
         403,
-        f"could not connect to {base}: GET /api/status answered 403{reason} (is the token right?)",
+        f"could not connect to {base}/: GET /api/status answered 403{reason} (is the token right?)",
     ]
     # The JSON POST was preflighted, and the proxy answered the preflight itself.
     assert log_lines(runtime, "http OPTIONS /api/sessions 204 ")

@@ -15,7 +15,7 @@ from .._backend import BackendPool
 from .._config import BackendURL
 from .._errors import BackendError
 from ._errors import ClientConnectionError
-from ._ws import DEFAULT_CONNECT_TIMEOUT, Headers, refuse_userinfo
+from ._ws import DEFAULT_CONNECT_TIMEOUT, Headers, base_path, refuse_userinfo
 
 #: Body bytes kept by :func:`http_request`; the rest is read and dropped.
 DEFAULT_MAX_BODY = 2**20
@@ -66,7 +66,7 @@ async def http_request(
     if not any(name.lower() == "host" for name, _ in items):
         items.insert(0, ("Host", parts.netloc))
     raw = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in items]
-    target = parts.path.rstrip("/") + "/" + path.lstrip("/")
+    target = base_path(parts) + "/" + path.lstrip("/")
     pool = BackendPool(
         backend,
         ssl_context=ssl_context,

@@ -16,6 +16,7 @@ import trio
 import trio_websocket
 
 from .._config import redact
+from .._pasted import split_page
 from .._protocol import (
     AUTH_URL_PARAM,
     DIAGNOSE_PATH,
@@ -58,7 +59,15 @@ def _ws_base(url: str) -> tuple[str, str, str]:
             "url must be the server's base URL without a query; pass a URL with ?token=... "
             "as auth_url instead"
         )
-    return scheme, parts.netloc, parts.path.rstrip("/")
+    return scheme, parts.netloc, base_path(parts)
+
+
+def base_path(parts: SplitResult) -> str:
+    """The base URL's path without its trailing ``/``, a pasted Jupyter page cut off (and said)."""
+    path, cut = split_page(parts.path)
+    if cut is not None:
+        log.warning("%s is a Jupyter page, not part of the server's URL: cut off", cut)
+    return path.rstrip("/")
 
 
 def _endpoint(url: str, path: str, params: Mapping[str, str | None]) -> str:

@@ -97,6 +97,57 @@ export function randomId(bytes = 16) {
 }
 
 /**
+ * Jupyter's page routes: the first path segment that is one of these starts a page (what the
+ * address bar showed), not the server's base URL. The same list as `trio_httpws/_pasted.py`.
+ */
+export const JUPYTER_PAGES = Object.freeze([
+  "tree", "lab", "notebooks", "edit", "doc", "consoles", "terminals", "login",
+]);
+
+/**
+ * A URL as the user pasted it (`http://localhost:8888/tree?token=...`), read by the rule every
+ * part of trio_httpws uses: a known Jupyter page is cut off, and what comes before it is the base
+ * URL (`/u/a/tree?token=` keeps `/u/a/`). A path with no known page is only a candidate: `connect`
+ * asks `<base>api/status` whether it is Jupyter's.
+ *
+ * @param {string} pasted
+ * @returns {{baseUrl: string, token: string|null, cut: string|null}} `baseUrl` ends with "/";
+ *   `cut` is the page path that was cut off (tell the user), or null
+ * @throws {TypeError} for a URL that cannot name a Jupyter server (the message shows no token)
+ */
+export function splitPastedUrl(pasted) {
+  const text = String(pasted).trim();
+  const shown = text.split("?", 1)[0].split("#", 1)[0];
+  let url;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new TypeError(`not a URL: '${shown}'`);
+  }
+  if ((url.protocol !== "http:" && url.protocol !== "https:") || !url.hostname) {
+    throw new TypeError(
+      "the URL must start with http:// or https:// and name a host, e.g. " +
+        `http://localhost:8888/?token=...; got '${shown}'`,
+    );
+  }
+  if (url.username || url.password) {
+    throw new TypeError(
+      "the URL must not carry a user name or password: Jupyter's login is the token, " +
+        "e.g. http://localhost:8888/?token=...",
+    );
+  }
+  let segments = url.pathname.split("/");
+  let cut = null;
+  const page = segments.findIndex((segment) => JUPYTER_PAGES.includes(segment));
+  if (page !== -1) {
+    cut = "/" + segments.slice(page).join("/").replace(/\/+$/, "");
+    segments = segments.slice(0, page);
+  }
+  const path = segments.join("/").replace(/\/+$/, "") + "/";
+  return { baseUrl: url.origin + path, token: url.searchParams.get(TOKEN_PARAM) || null, cut };
+}
+
+/**
  * The ws:// (or wss://) URL of `path` under `baseUrl`, with extra query parameters.
  * @param {string} baseUrl `http(s)://host:port[/base]`
  * @param {string} path a path relative to the base, with an optional query
@@ -569,7 +620,9 @@ export const TRANSPORTS = Object.freeze(["auto", "direct", "tunnel"]);
  * be told the same. Without a token it goes straight to the tunnel, whose auth URL logs in
  * server-side (a cross-site page cannot rely on the runtime's cookies).
  *
- * @param {string} baseUrl the runtime (the proxy, or Jupyter) URL: `http(s)://host:port[/base_url]`
+ * @param {string} baseUrl the runtime (the proxy, or Jupyter) URL: `http(s)://host:port[/base_url]`,
+ *   or the URL as pasted, read by {@link splitPastedUrl}: a Jupyter page (`/tree`, `/lab/...`) is
+ *   cut off (said on the console), and its `token` is used when no other is given
  * @param {object} [options]
  * @param {string} [options.authUrl] the URL the user pasted, typically
  *   `http://localhost:PORT/?token=...`, on the same scheme, host and port as `baseUrl`: the
@@ -587,7 +640,16 @@ export async function connect(
   if (!TRANSPORTS.includes(transport)) {
     throw new TypeError(`transport must be one of ${TRANSPORTS.join(", ")}, got ${transport}`);
   }
-  const known = token ?? tokenFrom(authUrl);
+  const pasted = splitPastedUrl(baseUrl);
+  if (pasted.cut) {
+    console.info(
+      `httpws: ${pasted.cut} is a Jupyter page, not part of the server's URL: ` +
+        `using ${pasted.baseUrl}`,
+    );
+  }
+  // Without its query from here on: the token must not show in an error message.
+  baseUrl = pasted.baseUrl;
+  const known = token ?? tokenFrom(authUrl) ?? pasted.token ?? undefined;
   if (transport === "tunnel" || (transport === "auto" && !known)) {
     return connectTunnel(baseUrl, { authUrl, minVersion });
   }
@@ -611,7 +673,13 @@ export async function connect(
     }
   }
   if (status.status !== 200) {
-    const hint = status.status === 403 ? " (is the token right?)" : "";
+    const hint =
+      status.status === 403
+        ? " (is the token right?)"
+        : status.status === 404
+          ? `: ${baseUrl} is not a Jupyter server's URL; paste the URL Jupyter printed, ` +
+            "e.g. http://localhost:8888/?token=..."
+          : "";
     // hypercorn (h11) sends no reason phrase, so statusText is often empty.
     const text = status.statusText ? ` ${status.statusText}` : "";
     throw new HttpOverWsError(
