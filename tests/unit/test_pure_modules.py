@@ -24,6 +24,7 @@ PURE_MODULES = (
     "_redirects.py",
     "_frames.py",
     "_outcome.py",
+    "_pasted.py",
 )
 
 
