@@ -5,9 +5,8 @@ that, or whatever page they had open. Every part that takes such a URL (the doct
 client, ``httpws.js``) reads it by this one rule, so that they cannot drift: a known Jupyter page
 is cut off and what comes before it is the base URL (``/u/a/tree?token=`` keeps ``/u/a/``). A
 path with no known page is only a candidate: the caller asks ``<base>api/status`` whether it is
-Jupyter's, since a base URL can be anything. ``httpws.js`` has the same rule in JavaScript, and
-one table of cases
-(``tests/support/pasted_urls.json``) checks both.
+Jupyter's, since a base URL can be anything. ``httpws.js`` has the same rule in JavaScript,
+and one table of cases (``tests/support/pasted_urls.json``) checks both.
 
 Pure: no I/O.
 """
