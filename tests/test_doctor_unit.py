@@ -11,8 +11,8 @@ import trio.testing
 import trio_websocket
 
 from trio_httpws._config import COLAB_ORIGIN
+from trio_httpws._redact import REDACTED, redact_tokens
 from trio_httpws.client._diagnosis import (
-    REDACTED,
     TUNNEL_BODY_LIMIT,
     Mark,
     Observations,
@@ -20,7 +20,6 @@ from trio_httpws.client._diagnosis import (
     Seen,
     assess,
     parse_target,
-    redact_tokens,
     render_json,
     render_text,
     verdict_line,

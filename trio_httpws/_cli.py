@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
-from typing import NoReturn
 
 import trio
 
@@ -25,7 +24,6 @@ from ._config import (
     SETTINGS,
     Config,
     Setting,
-    redact,
     settings_from_env,
     with_origin_default,
 )
@@ -33,16 +31,11 @@ from ._errors import ConfigError, HttpOverWsError
 from ._jupyter import running_jupyter
 from ._platform import STOP_SIGNALS
 from ._protocol import PROTOCOL_VERSION
+from ._redact import RedactingParser, log_to_stderr, redact
 from ._serve import DEFAULT_SERVER, SERVERS, serve
 from .client import _doctor
 
 log = logging.getLogger("trio_httpws")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # A mistyped command line often holds a token URL: never print it back.
-        super().error(redact(message))
 
 
 def _flag_type(setting: Setting) -> Callable[[str], object]:
@@ -57,7 +50,7 @@ def _flag_type(setting: Setting) -> Callable[[str], object]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = RedactingParser(
         prog="trio-httpws",
         description=(
             "Serve the jupyter_http_over_ws protocol in front of a Jupyter server, so a web page "
@@ -129,17 +122,6 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
-
-
-def configure_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Config:
@@ -227,7 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--certfile and --keyfile go together")
     # Every setting is checked before anything starts: a bad one exits with status 2 and the
     # one sentence, as a bad flag does.
-    configure_logging(args.log_level, args.log_format)
+    text = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr(JsonFormatter() if args.log_format == "json" else text, args.log_level)
     try:
         config = config_from_args(args, os.environ)
     except ConfigError as exc:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from http.cookies import SimpleCookie
+from typing import Protocol
 from urllib.parse import quote, urlsplit
 
 import pybase64
@@ -117,6 +118,24 @@ def check_min_version(min_version: str | None) -> VersionCheck:
 def close_code_for_status(status: int) -> int:
     """The WebSocket close code we use where the original closed with an HTTP status."""
     return CLOSE_CODE_OFFSET + status
+
+
+class CloseReason(Protocol):
+    """A received close, as trio-websocket's ``CloseReason`` carries it."""
+
+    @property
+    def code(self) -> int: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+
+def close_of(close: CloseReason | None) -> tuple[int | None, str]:
+    """The close code (None when no close frame arrived) and reason text (never None) of a
+    closed WebSocket: what ``ConnectionClosed.reason`` holds, in the form errors report it."""
+    if close is None:
+        return None, ""
+    return close.code, close.reason or ""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from ._protocol import (
     strip_hop_by_hop,
     upgrade_request_headers,
 )
+from ._redact import log_path
 from ._socket import ClientSocket, PendingSocket, Upgrade
 from ._wsclient import (
     ABNORMAL_CLOSURE,
@@ -95,8 +96,7 @@ async def relay(
     Returns what the access line reports.
     """
     result = RelayResult()
-    # What log lines may show of the target: its query may carry the user's token.
-    shown = target.split("?", 1)[0]
+    shown = log_path(target)
     if tunnelled:
         try:
             cookies = await AuthCookies(pool, upgrade, config.auth_timeout).get()

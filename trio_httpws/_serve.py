@@ -16,8 +16,9 @@ import trio_websocket
 
 from ._config import Config
 from ._errors import ClientDisconnected, ConfigError
+from ._protocol import close_of
 from ._proxy import Proxy
-from ._socket import ClientSocket, Upgrade, close_of
+from ._socket import ClientSocket, Upgrade
 
 log = logging.getLogger("trio_httpws")
 
@@ -48,7 +49,7 @@ class _TrioWsClientSocket:
 
 
 def _disconnected(exc: trio_websocket.ConnectionClosed) -> ClientDisconnected:
-    return ClientDisconnected(*close_of(exc))
+    return ClientDisconnected(*close_of(exc.reason))
 
 
 class _TrioWsPendingSocket:

@@ -12,15 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import parse_qsl
 
-import trio_websocket
-
 from ._protocol import first_header
-
-
-def close_of(exc: trio_websocket.ConnectionClosed) -> tuple[int | None, str]:
-    """The close code (None when none was received) and reason text of a closed trio-websocket."""
-    reason = exc.reason
-    return (reason.code if reason else None), (reason and reason.reason) or ""
 
 
 class ClientSocket(Protocol):

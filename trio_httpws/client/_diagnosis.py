@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
-from .._config import COLAB_ORIGIN, redact_userinfo
-from .._protocol import PROTOCOL_VERSION
-
-REDACTED = "<redacted>"
+from .._config import COLAB_ORIGIN
+from .._protocol import DEFAULT_PORTS, PROTOCOL_VERSION
+from .._redact import redact_tokens, refuse_userinfo
 
 #: The request the doctor's preflight announces: a JSON POST, as Colab's ``POST /api/sessions``.
 PREFLIGHT_METHOD = "POST"
@@ -36,8 +34,6 @@ NO_KERNEL_WS_PATH = "/api/events/subscribe"
 #: What the kernel is asked to run, and what it must print.
 KERNEL_CODE = "print(6*7)"
 KERNEL_OUTPUT = "42\n"
-
-_TOKEN_PARAM = re.compile(r"((?:^|[?&;\s])token=)(?!<redacted>)[^&#\s'\"<>]+", re.IGNORECASE)
 
 
 class Mark(str, Enum):
@@ -84,12 +80,11 @@ def parse_target(url: str) -> Target:
             "the URL must start with http:// or https:// and name a host, e.g. "
             f"http://localhost:8889/?token=...; got {redact_tokens(url)}"
         )
-    if "@" in parts.netloc:
-        # Not echoed (the password is in it); it would also go out as the Host header.
-        raise ValueError(
-            "the URL must not carry a user name or password: Jupyter's login is the token, "
-            "e.g. http://localhost:8889/?token=..."
-        )
+    refuse_userinfo(
+        parts,
+        "the URL must not carry a user name or password: Jupyter's login is the token, "
+        "e.g. http://localhost:8889/?token=...",
+    )
     tokens = parse_qs(parts.query).get("token")
     token = tokens[0] if tokens else None
     path = parts.path.rstrip("/")
@@ -98,18 +93,7 @@ def parse_target(url: str) -> Target:
         if path.endswith(tail):
             path = path[: -len(tail)]
     base = urlunsplit((scheme, parts.netloc, path, "", ""))
-    default = 443 if scheme == "https" else 80
-    return Target(base, scheme, parts.hostname, port or default, token, url.strip())
-
-
-def redact_tokens(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` with every ``token=`` value, each of ``secrets`` (also URL-quoted) and any URL's
-    ``user:password@`` hidden."""
-    for secret in secrets:
-        if secret:
-            for form in {secret, quote(secret, safe="")}:
-                text = text.replace(form, REDACTED)
-    return redact_userinfo(_TOKEN_PARAM.sub(lambda m: m.group(1) + REDACTED, text), REDACTED)
+    return Target(base, scheme, parts.hostname, port or DEFAULT_PORTS[scheme], token, url.strip())
 
 
 # ---------------------------------------------------------------------------------------------

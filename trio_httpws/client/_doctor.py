@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import trio
 import trio_websocket
 
-from .._config import COLAB_ORIGIN, redact
-from .._protocol import PROTOCOL_VERSION
+from .._config import COLAB_ORIGIN
+from .._protocol import PROTOCOL_VERSION, close_of
+from .._redact import RedactingFormatter, RedactingParser, log_to_stderr, redact_tokens
 from ._diagnosis import (
     KERNEL_CODE,
     NO_KERNEL_WS_PATH,
@@ -33,7 +33,6 @@ from ._diagnosis import (
     Target,
     assess,
     parse_target,
-    redact_tokens,
     render_json,
     render_text,
     verdict_line,
@@ -65,12 +64,9 @@ async def _timed(step_timeout: float, probe: Callable[[], Awaitable[Seen]]) -> S
             code = getattr(exc, "code", None)
             return Seen(error=str(exc), close_code=code)
         except trio_websocket.ConnectionClosed as exc:
-            reason = exc.reason
+            code, reason = close_of(exc.reason)
             return Seen(
-                opened=True,
-                close_code=reason.code if reason else None,
-                reason=(reason.reason or "") if reason else "",
-                error=f"closed with code {reason.code if reason else None}",
+                opened=True, close_code=code, reason=reason, error=f"closed with code {code}"
             )
         except (OSError, trio.BrokenResourceError) as exc:
             return Seen(error=str(exc) or type(exc).__name__)
@@ -306,23 +302,8 @@ async def self_check(
     )
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # A mistyped command line often holds a token URL: never print it back (as trio-httpws).
-        super().error(redact(message))
-
-
-class _RedactingFormatter(logging.Formatter):
-    def __init__(self, token: str | None) -> None:
-        super().__init__("%(levelname)s %(name)s: %(message)s")
-        self._token = token
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact_tokens(super().format(record), [self._token])
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = RedactingParser(
         prog="trio-httpws doctor",
         description=(
             "Behave as a front end (Colab) would against the runtime at URL, from --origin, and "
@@ -358,11 +339,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = parse_target(args.url)
     except ValueError as exc:
         parser.error(str(exc))
-    # Warnings of the client go to stderr, without the token.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_RedactingFormatter(target.token))
-    logging.getLogger().handlers[:] = [handler]
-    logging.getLogger().setLevel(logging.ERROR)
+    # Errors of the client go to stderr, without the token.
+    log_to_stderr(
+        RedactingFormatter("%(levelname)s %(name)s: %(message)s", [target.token]), "error"
+    )
 
     async def run() -> Report:
         return await doctor(
