@@ -39,8 +39,9 @@ from ._diagnosis import (
 )
 from ._errors import ClientError, ConnectionRefused
 from ._http import http_request
+from ._kernel import execute_request
 from ._mux import open_client
-from ._ws import diagnose, execute_request, open_proxied_websocket, open_websocket
+from ._ws import diagnose, open_proxied_websocket, open_websocket
 
 DEFAULT_TIMEOUT = 30.0
 #: How long a socket opened without a kernel is watched for a close right after it opened (a
