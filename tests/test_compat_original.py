@@ -21,9 +21,9 @@ from trio_httpws.client import (
     ConnectionRefused,
     Response,
     diagnose,
-    execute_request,
     open_client,
     open_proxied_websocket,
+    run_code,
 )
 from trio_httpws.client._diagnosis import (
     Mark,
@@ -67,23 +67,10 @@ async def test_status_needs_the_auth_url_flow(server: OriginalServer) -> None:
 
 
 async def _execute(ws: trio_websocket.WebSocketConnection, session: str, code: str) -> str:
-    """Send an execute_request on the default channel protocol; return the stdout it printed."""
-    msg_id, message = execute_request(code, session)
-    await ws.send_message(message)
-    stdout = ""
-    while True:
-        message = await ws.get_message()
-        assert isinstance(message, str), "the default channel protocol sends JSON text"
-        msg = json.loads(message)
-        if msg.get("parent_header", {}).get("msg_id") != msg_id:
-            continue
-        kind = msg["header"]["msg_type"]
-        if kind == "stream" and msg["content"]["name"] == "stdout":
-            stdout += msg["content"]["text"]
-        elif kind == "error":
-            raise AssertionError(f"kernel error: {msg['content']}")
-        elif kind == "status" and msg["content"]["execution_state"] == "idle":
-            return stdout
+    """Run ``code`` on the default channel protocol; return the stdout it printed."""
+    result = await run_code(ws, code, session=session)
+    assert result.ok, f"kernel error: {result}"
+    return result.stdout
 
 
 async def test_session_kernel_code_and_delete(server: OriginalServer) -> None:

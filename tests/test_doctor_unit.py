@@ -24,7 +24,7 @@ from trio_httpws.client._diagnosis import (
     render_text,
     verdict_line,
 )
-from trio_httpws.client._doctor import _run_code, _socket_seen, _timed, self_check
+from trio_httpws.client._doctor import _socket_seen, _timed, self_check
 
 TOKEN = "abc123secret"
 URL = f"http://localhost:8889/?token={TOKEN}"
@@ -434,7 +434,8 @@ class _OddKernel:
 
 
 async def test_odd_kernel_messages_are_skipped_not_raised() -> None:
-    assert await _run_code(_OddKernel()) == "42\n"  # type: ignore[arg-type]
+    seen = await _socket_seen(_OddKernel(), True, 0.0)  # type: ignore[arg-type]
+    assert seen == Seen(opened=True, printed="42\n")
 
 
 class _ClosingLater:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -18,7 +17,7 @@ import trio
 import trio_websocket
 
 import trio_httpws
-from trio_httpws.client import execute_request
+from trio_httpws.client import run_code
 
 from ._http import http_request
 from .conftest import Jupyter, connect, fetch, running_proxy
@@ -34,26 +33,10 @@ async def jproxy(jupyter: Jupyter, door: str) -> AsyncIterator[str]:
 
 async def run_cell(ws: trio_websocket.WebSocketConnection, code: str) -> str:
     """Execute ``code`` and return what it printed on stdout."""
-    msg_id, message = execute_request(code, uuid.uuid4().hex)
-    await ws.send_message(message)
-    printed = []
-    replied = idle = False
-    # The reply (shell channel) and the output (iopub) are not ordered with respect to each
-    # other; the cell is finished once both the reply and iopub's "idle" have arrived.
     with trio.fail_after(60):
-        while not (replied and idle):
-            reply: dict[str, Any] = json.loads(await ws.get_message())
-            if reply.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind = reply["msg_type"]
-            if kind == "stream" and reply["content"]["name"] == "stdout":
-                printed.append(reply["content"]["text"])
-            elif kind == "execute_reply":
-                assert reply["content"]["status"] == "ok", reply["content"]
-                replied = True
-            elif kind == "status" and reply["content"]["execution_state"] == "idle":
-                idle = True
-    return "".join(printed)
+        result = await run_code(ws, code, session=uuid.uuid4().hex)
+    assert result.ok, result
+    return result.stdout
 
 
 async def test_colab_flow_runs_code_on_a_kernel(jproxy: str, jupyter: Jupyter) -> None:

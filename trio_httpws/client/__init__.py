@@ -10,7 +10,7 @@ It speaks to trio_httpws and to the original extension alike::
         async with open_proxied_websocket(
             "http://127.0.0.1:8888", f"/api/kernels/{kernel_id}/channels", auth_url=url_with_token
         ) as ws:
-            await ws.send_message(execute_request_json)
+            result = await run_code(ws, "print(6*7)")  # result.stdout == "42\n"
 
 For Colab's current, direct flow it also sends plain HTTP requests with chosen headers
 (:func:`http_request`) and opens WebSockets straight to the runtime (:func:`open_websocket`).
@@ -84,7 +84,7 @@ from ._errors import (
     ResponseStalled,
 )
 from ._http import PlainResponse, http_request
-from ._kernel import execute_request
+from ._kernel import CodeResult, KernelSocket, execute_request, run_code
 from ._mux import Client, Response, open_client
 from ._ws import diagnose, open_proxied_websocket, open_websocket
 
@@ -94,8 +94,10 @@ __all__ = [
     "Client",
     "ClientConnectionError",
     "ClientError",
+    "CodeResult",
     "ConnectionLost",
     "ConnectionRefused",
+    "KernelSocket",
     "PlainResponse",
     "ProtocolError",
     "Response",
@@ -106,4 +108,5 @@ __all__ = [
     "open_client",
     "open_proxied_websocket",
     "open_websocket",
+    "run_code",
 ]

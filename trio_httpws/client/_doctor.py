@@ -9,11 +9,9 @@ has its own deadline, so one that hangs becomes a failed step, not a hung doctor
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 import trio
 import trio_websocket
@@ -39,7 +37,7 @@ from ._diagnosis import (
 )
 from ._errors import ClientError, ConnectionRefused
 from ._http import http_request
-from ._kernel import execute_request
+from ._kernel import run_code
 from ._mux import open_client
 from ._ws import diagnose, open_proxied_websocket, open_websocket
 
@@ -93,42 +91,12 @@ async def _http(
     )
 
 
-async def _run_code(ws: trio_websocket.WebSocketConnection) -> str:
-    """Execute KERNEL_CODE on a kernel's channels (default JSON protocol); what it printed."""
-    msg_id, message = execute_request(KERNEL_CODE)
-    await ws.send_message(message)
-    printed: list[str] = []
-    replied = idle = False
-    # The reply (shell) and the output (iopub) are not ordered with respect to each other.
-    while not (replied and idle):
-        raw = await ws.get_message()
-        try:
-            reply: Any = json.loads(raw) if isinstance(raw, str) else {}
-        except (ValueError, RecursionError):
-            continue  # not a kernel message of the JSON protocol: not ours either
-        parent = reply.get("parent_header") if isinstance(reply, dict) else None
-        if not isinstance(parent, dict) or parent.get("msg_id") != msg_id:
-            continue
-        # Our msg_id, but not necessarily a well-formed message: odd parts count as empty.
-        header = reply.get("header") if isinstance(reply.get("header"), dict) else {}
-        content = reply.get("content") if isinstance(reply.get("content"), dict) else {}
-        kind = reply.get("msg_type") or header.get("msg_type")
-        if kind == "stream" and content.get("name") == "stdout":
-            printed.append(str(content.get("text", "")))
-        elif kind == "error":
-            printed.append(f"{content.get('ename')}: {content.get('evalue')}")
-        elif kind == "execute_reply":
-            replied = True
-        elif kind == "status" and content.get("execution_state") == "idle":
-            idle = True
-    return "".join(printed)
-
-
 async def _socket_seen(
     ws: trio_websocket.WebSocketConnection, kernel: bool, opening_took: float
 ) -> Seen:
     if kernel:
-        return Seen(opened=True, printed=await _run_code(ws))
+        ran = await run_code(ws, KERNEL_CODE)
+        return Seen(opened=True, printed=ran.stdout + (ran.error or ""))
     settle = max(SETTLE_TIME, SETTLE_ROUND_TRIPS * opening_took)
     # Ends before the step's own deadline (--timeout): a socket still open then is judged open,
     # not timed out.
