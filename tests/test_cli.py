@@ -22,8 +22,7 @@ import trio
 from trio_httpws import Config
 from trio_httpws._cli import JsonFormatter, build_parser, config_from_args
 from trio_httpws._config import SETTINGS
-from trio_httpws.client._diagnosis import verdict_line
-from trio_httpws.client._doctor import doctor
+from trio_httpws.doctor import doctor, verdict_line
 
 from .conftest import connect, fetch, wait_until
 

@@ -25,13 +25,7 @@ from trio_httpws.client import (
     open_proxied_websocket,
     run_code,
 )
-from trio_httpws.client._diagnosis import (
-    Mark,
-    render_json,
-    render_text,
-    verdict_line,
-)
-from trio_httpws.client._doctor import doctor
+from trio_httpws.doctor import Mark, doctor, render_json, render_text, verdict_line
 
 from ._original_server import AVAILABLE, SKIP_REASON, OriginalServer, original_server
 from .conftest import running_proxy

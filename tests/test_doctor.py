@@ -21,8 +21,7 @@ import trio
 import trio_httpws
 from trio_httpws._jupyter import free_port
 from trio_httpws.client import ClientConnectionError, http_request, open_websocket
-from trio_httpws.client._diagnosis import Mark, Report, verdict_line
-from trio_httpws.client._doctor import doctor
+from trio_httpws.doctor import Mark, Report, doctor, verdict_line
 
 from .conftest import Jupyter, jupyter_server, running_proxy
 from .fake_backend import FakeBackend

@@ -12,8 +12,7 @@ import trio_websocket
 
 from trio_httpws._config import COLAB_ORIGIN
 from trio_httpws._redact import REDACTED, redact_tokens
-from trio_httpws.client._diagnosis import (
-    TUNNEL_BODY_LIMIT,
+from trio_httpws.doctor import (
     Mark,
     Observations,
     Report,
@@ -22,9 +21,11 @@ from trio_httpws.client._diagnosis import (
     parse_target,
     render_json,
     render_text,
+    self_check,
     verdict_line,
 )
-from trio_httpws.client._doctor import _socket_seen, _timed, self_check
+from trio_httpws.doctor._probes import _socket_seen, _timed
+from trio_httpws.doctor._seen import TUNNEL_BODY_LIMIT
 
 TOKEN = "abc123secret"
 URL = f"http://localhost:8889/?token={TOKEN}"

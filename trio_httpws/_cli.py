@@ -18,7 +18,7 @@ import trio
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-from . import __version__
+from . import __version__, doctor
 from ._config import (
     COLAB_ORIGIN,
     SETTINGS,
@@ -33,7 +33,6 @@ from ._platform import STOP_SIGNALS
 from ._protocol import PROTOCOL_VERSION
 from ._redact import RedactingParser, log_to_stderr, redact
 from ._serve import DEFAULT_SERVER, SERVERS, serve
-from .client import _doctor
 
 log = logging.getLogger("trio_httpws")
 
@@ -189,7 +188,7 @@ async def run(args: argparse.Namespace, config: Config, start_jupyter: bool) -> 
             lines.append(f"    {url}")
             if not args.certfile:
                 # Under TLS our certificate is the user's to trust, not the self-check's.
-                lines.append(await _doctor.self_check(url, config.allow_origins))
+                lines.append(await doctor.self_check(url, config.allow_origins))
         else:
             lines.append(
                 f"Use your Jupyter server's token URL with port {port} instead of its own."
@@ -202,7 +201,7 @@ async def run(args: argparse.Namespace, config: Config, start_jupyter: bool) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["doctor"]:
-        return _doctor.main(argv[1:])
+        return doctor.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if bool(args.certfile) != bool(args.keyfile):

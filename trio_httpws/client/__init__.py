@@ -17,8 +17,8 @@ For Colab's current, direct flow it also sends plain HTTP requests with chosen h
 
 Rooms: ``_mux`` (the multiplexed :class:`Client` and its streamed responses), ``_ws`` (opening
 WebSockets: diagnose, proxied, direct), ``_http`` (plain requests over the package's h11 stack),
-``_kernel`` (code on a kernel's channels), ``_errors``, and ``trio-httpws doctor``: ``_doctor``
-(its probes, thin I/O) and ``_diagnosis`` (its judgement and rendering, no I/O).
+``_kernel`` (code on a kernel's channels) and ``_errors``. ``trio-httpws doctor`` is built on this
+public API, beside it (:mod:`trio_httpws.doctor`).
 
 Many requests may be in flight on one socket at once; the server's frames are demultiplexed by
 ``message_id``. One reader task receives every frame of the socket and hands each to its

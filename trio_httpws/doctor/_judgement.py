@@ -1,7 +1,5 @@
-"""The doctor's judgement, with no I/O: what each probe saw -> steps, fixes, flows, verdict, text.
+"""The doctor's judgement, with no I/O: what the probes saw -> steps, fixes, flows, verdict.
 
-``_doctor`` runs the probes (thin trio I/O) and records each as a :class:`Seen`; :func:`assess`
-turns all of them into a :class:`Report`, and :func:`render_text` / :func:`render_json` print it.
 Everything here is a pure function of its arguments, so every failure and every fix sentence is
 unit-tested without sockets. The token is redacted when the report is built: no string in a
 report holds it, whatever the probes recorded.
@@ -9,31 +7,27 @@ report holds it, whatever the probes recorded.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
-from .._config import COLAB_ORIGIN
-from .._protocol import DEFAULT_PORTS, PROTOCOL_VERSION
-from .._redact import redact_tokens, refuse_userinfo
+from .._protocol import PROTOCOL_VERSION
+from .._redact import redact_tokens
+from ._seen import (
+    KERNEL_CODE,
+    KERNEL_OUTPUT,
+    NO_KERNEL_WS_PATH,
+    PREFLIGHT_HEADERS,
+    PREFLIGHT_METHOD,
+    TUNNEL_BODY_LIMIT,
+    Observations,
+    Seen,
+    Target,
+)
 
-#: The request the doctor's preflight announces: a JSON POST, as Colab's ``POST /api/sessions``.
-PREFLIGHT_METHOD = "POST"
-PREFLIGHT_HEADERS = "content-type"
 #: Methods a browser sends whether or not Access-Control-Allow-Methods lists them (Fetch's
 #: CORS-safelisted methods): only the header then decides a preflight for the POST above.
 SAFELISTED_METHODS = frozenset({"GET", "HEAD", "POST"})
-#: Bytes of the tunnelled ``GET /api/kernelspecs`` the doctor keeps to judge.
-TUNNEL_BODY_LIMIT = 1 << 20
-#: A WebSocket that needs no kernel, with the same token and Origin checks as a kernel's channels:
-#: what the socket steps open when --no-kernel starts none (Jupyter Server 2's event stream).
-NO_KERNEL_WS_PATH = "/api/events/subscribe"
-#: What the kernel is asked to run, and what it must print.
-KERNEL_CODE = "print(6*7)"
-KERNEL_OUTPUT = "42\n"
 
 
 class Mark(str, Enum):
@@ -42,134 +36,6 @@ class Mark(str, Enum):
     #: Not a failure of the flow, but worth a fix: it fails for some browsers only.
     WARN = "warn"
     SKIP = "skip"
-
-
-@dataclass(frozen=True)
-class Target:
-    """The URL a user pastes, split into what the probes need."""
-
-    #: scheme://host:port plus the base path, no trailing slash and no query.
-    base: str
-    scheme: str
-    host: str
-    port: int
-    token: str | None
-    #: The URL as pasted, for the auth URL of the tunnel.
-    url: str
-
-    @property
-    def netloc(self) -> str:
-        return urlsplit(self.base).netloc
-
-    def query(self, **params: str) -> str:
-        """``?token=...&...`` for a request that authenticates the way Colab does."""
-        items = ([("token", self.token)] if self.token else []) + list(params.items())
-        return "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in items) if items else ""
-
-
-def parse_target(url: str) -> Target:
-    """``http://localhost:8889/?token=abc`` -> Target; ``ValueError`` (token-free) if unusable."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        raise ValueError("the URL is not valid: " + redact_tokens(url)) from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(
-            "the URL must start with http:// or https:// and name a host, e.g. "
-            f"http://localhost:8889/?token=...; got {redact_tokens(url)}"
-        )
-    refuse_userinfo(
-        parts,
-        "the URL must not carry a user name or password: Jupyter's login is the token, "
-        "e.g. http://localhost:8889/?token=...",
-    )
-    tokens = parse_qs(parts.query).get("token")
-    token = tokens[0] if tokens else None
-    path = parts.path.rstrip("/")
-    for tail in ("/tree", "/lab", "/login"):
-        # A URL copied from the browser's address bar instead of the one printed at startup.
-        if path.endswith(tail):
-            path = path[: -len(tail)]
-    base = urlunsplit((scheme, parts.netloc, path, "", ""))
-    return Target(base, scheme, parts.hostname, port or DEFAULT_PORTS[scheme], token, url.strip())
-
-
-# ---------------------------------------------------------------------------------------------
-# What the probes saw
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Seen:
-    """What one probe saw. Fields a probe does not produce stay at their defaults."""
-
-    #: HTTP status: of the response, of a refused WebSocket handshake, or of a tunnelled answer.
-    status: int | None = None
-    #: Response headers, names lower-cased, in order (repeats kept).
-    headers: tuple[tuple[str, str], ...] = ()
-    #: The start of the response body.
-    body: bytes = b""
-    #: A WebSocket opened.
-    opened: bool = False
-    #: The close code of a WebSocket the server closed (refusals of the tunnel come this way).
-    close_code: int | None = None
-    #: Close reason, statusText of a tunnelled answer, or the body of a refused handshake.
-    reason: str = ""
-    #: The tunnelled answer was an error frame made by the proxy itself, not the backend's.
-    proxy_error: bool = False
-    #: The diagnose endpoint's answer.
-    answer: dict[str, Any] | None = None
-    #: What the kernel printed for KERNEL_CODE (None: not run).
-    printed: str | None = None
-    #: The exchange did not happen (connection refused, timeout, protocol error): why.
-    error: str | None = None
-
-    def header(self, name: str) -> str | None:
-        values = self.header_values(name)
-        return ", ".join(values) if values else None
-
-    def header_values(self, name: str) -> list[str]:
-        name = name.lower()
-        return [v for n, v in self.headers if n == name]
-
-    def json(self) -> Any:
-        try:
-            return json.loads(self.body)
-        except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
-            return None
-
-
-@dataclass(frozen=True)
-class Observations:
-    """Everything the probes saw; None for a probe that was not run."""
-
-    #: GET /api without a token: the port, the Host check, the server's version.
-    api: Seen
-    #: GET /api/status with the token.
-    status: Seen | None = None
-    #: OPTIONS preflight from the origin, asking for Private Network Access.
-    preflight: Seen | None = None
-    #: Credentialed GET /api/kernelspecs from the origin.
-    get: Seen | None = None
-    #: POST /api/kernels (None with --no-kernel).
-    kernel: Seen | None = None
-    #: The kernel's channels, straight to the runtime with the origin.
-    direct_ws: Seen | None = None
-    #: /http_over_websocket/diagnose with min_version.
-    diagnose: Seen | None = None
-    #: GET /api/kernelspecs through /http_over_websocket with the auth URL.
-    tunnel_get: Seen | None = None
-    #: The kernel's channels through /http_over_websocket/proxied_ws.
-    tunnel_ws: Seen | None = None
-    #: DELETE /api/kernels/<id>.
-    delete: Seen | None = None
-
-
-# ---------------------------------------------------------------------------------------------
-# The report
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -229,13 +95,6 @@ STEP_TITLES = {
     "tunnel.kernel_ws": "kernel WebSocket",
     "kernel.start": "start a kernel",
     "kernel.delete": "delete it",
-    "verdict": "verdict",
-}
-GROUP_TITLES = {
-    "reach": "reach",
-    "today": "today's flow (direct CORS requests and WebSockets)",
-    "tunnel": "the old tunnel (/http_over_websocket)",
-    "kernel": "a real kernel",
     "verdict": "verdict",
 }
 FLOW_TITLES = {"today": "today's flow", "tunnel": "old tunnel"}
@@ -355,11 +214,6 @@ def _error_saw(seen: Seen, what: str) -> str:
         reason = f" ({text[:120]})" if text and not text.startswith("<") else ""
         return f"{what} answered HTTP {seen.status}{reason}"
     return f"{what}: closed with code {seen.close_code} {seen.reason!r}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Steps
-# ---------------------------------------------------------------------------------------------
 
 
 def _reach(j: _Judge, obs: Observations) -> str | None:
@@ -816,60 +670,3 @@ def assess(target: Target, origin: str, obs: Observations, *, kernel: bool = Tru
     return Report(
         url, origin, _describe(kind, version, obs.api, obs.diagnose), tuple(j.steps), flows, kernel
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Rendering
-# ---------------------------------------------------------------------------------------------
-
-MARKS = {Mark.OK: "✓", Mark.FAIL: "✗", Mark.WARN: "!", Mark.SKIP: "-"}
-
-
-def render_text(report: Report) -> str:
-    """One line per step with its mark and what it saw; a ``fix:`` line under each failure."""
-    lines = [
-        f"trio-httpws doctor: {report.url}",
-        f"  as a page on {report.origin} would; the runtime is {report.runtime}",
-    ]
-    group = None
-    width = max(len(s.title) for s in report.steps)
-    for step in report.steps:
-        if step.group != group:
-            group = step.group
-            lines.append(GROUP_TITLES[group])
-        lines.append(f"  {MARKS[step.mark]} {step.title:<{width}}  {step.saw}")
-        if step.fix:
-            lines.append(f"    {'':<{width}}  fix: {step.fix}")
-    return "\n".join(lines) + "\n"
-
-
-def render_json(report: Report) -> str:
-    """The same as one JSON document."""
-    document = {
-        "url": report.url,
-        "origin": report.origin,
-        "runtime": report.runtime,
-        "ok": report.ok,
-        "kernel": report.kernel,
-        "flows": {
-            f.name: {"works": f.works, "failed_at": f.failed_at, "why": f.why} for f in report.flows
-        },
-        "steps": [
-            {"name": s.name, "title": s.title, "mark": s.mark.value, "saw": s.saw, "fix": s.fix}
-            for s in report.steps
-        ],
-    }
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-
-
-def verdict_line(report: Report) -> str:
-    """``Colab can connect: today's flow ok, old tunnel ok``: the startup self-check's line."""
-    who = "Colab" if report.origin == COLAB_ORIGIN else report.origin
-    parts = []
-    for flow in report.flows:
-        if flow.works:
-            parts.append(f"{flow.title} ok")
-        else:
-            step = report.step(flow.failed_at) if flow.failed_at else None
-            parts.append(f"{flow.title} fails ({step.saw if step else flow.why})")
-    return f"{who} {'can' if report.ok else 'cannot'} connect: {', '.join(parts)}"

@@ -1,45 +1,41 @@
-"""``trio-httpws doctor URL``: behave as a front end on another origin would, and say what fails.
+"""The doctor's probes: the only I/O. Behave as a front end on another origin would, and record
+what each exchange gave, never judging it.
 
-The probes here are thin trio I/O over the client's own pieces (``http_request``,
-``open_websocket``, ``diagnose``, ``open_client``, ``open_proxied_websocket``); each records what
-it saw as a :class:`~._diagnosis.Seen` and never judges. ``_diagnosis.assess`` judges. Every probe
-has its own deadline, so one that hangs becomes a failed step, not a hung doctor.
+The probes are thin trio I/O over the public client (``http_request``, ``open_websocket``,
+``diagnose``, ``open_client``, ``open_proxied_websocket``, ``run_code``); each records what it saw
+as a :class:`~._seen.Seen`. Every probe has its own deadline, so one that hangs becomes a failed
+step, not a hung doctor.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 import trio
 import trio_websocket
 
-from .._config import COLAB_ORIGIN
 from .._protocol import PROTOCOL_VERSION, close_of
-from .._redact import RedactingFormatter, RedactingParser, log_to_stderr, redact_tokens
-from ._diagnosis import (
+from ..client import (
+    ClientError,
+    ConnectionRefused,
+    diagnose,
+    http_request,
+    open_client,
+    open_proxied_websocket,
+    open_websocket,
+    run_code,
+)
+from ._seen import (
     KERNEL_CODE,
     NO_KERNEL_WS_PATH,
     PREFLIGHT_HEADERS,
     PREFLIGHT_METHOD,
     TUNNEL_BODY_LIMIT,
     Observations,
-    Report,
     Seen,
     Target,
-    assess,
-    parse_target,
-    render_json,
-    render_text,
-    verdict_line,
 )
-from ._errors import ClientError, ConnectionRefused
-from ._http import http_request
-from ._kernel import run_code
-from ._mux import open_client
-from ._ws import diagnose, open_proxied_websocket, open_websocket
 
 DEFAULT_TIMEOUT = 30.0
 #: How long a socket opened without a kernel is watched for a close right after it opened (a
@@ -48,8 +44,6 @@ DEFAULT_TIMEOUT = 30.0
 #: least SETTLE_ROUND_TRIPS times what opening the socket took.
 SETTLE_TIME = 0.5
 SETTLE_ROUND_TRIPS = 4
-#: Seconds the startup self-check may take in all.
-SELF_CHECK_DEADLINE = 20.0
 
 
 async def _timed(step_timeout: float, probe: Callable[[], Awaitable[Seen]]) -> Seen:
@@ -233,92 +227,3 @@ async def _probe_sockets(
         await _timed(step_timeout, tunnelled_get),
         await _timed(step_timeout, tunnelled_ws),
     )
-
-
-async def doctor(
-    url: str,
-    origin: str = COLAB_ORIGIN,
-    *,
-    kernel: bool = True,
-    step_timeout: float = DEFAULT_TIMEOUT,
-) -> Report:
-    """Probe the runtime at ``url`` (the URL a user pastes) from ``origin`` and judge it."""
-    target = parse_target(url)
-    observations = await probe(target, origin, kernel=kernel, step_timeout=step_timeout)
-    return assess(target, origin, observations, kernel=kernel)
-
-
-async def self_check(
-    url: str, allowed_origins: Sequence[str] = (), step_timeout: float = 5.0
-) -> str:
-    """The no-kernel doctor against a runtime we just started: its one-line verdict.
-
-    It asks from the first exact allowed origin (Colab's when there is none). Bounded as a whole,
-    since the user waits for the URL printed after it.
-    """
-    origin = next((o for o in allowed_origins if o != "*"), COLAB_ORIGIN)
-    with trio.move_on_after(SELF_CHECK_DEADLINE):
-        try:
-            report = await doctor(url, origin, kernel=False, step_timeout=step_timeout)
-        except ValueError as exc:
-            # Not parse_target(url) here for the token: it may be what raised. Every token=
-            # value goes either way, and parse_target's own messages are redacted already.
-            return redact_tokens(f"Self-check failed: {exc}")
-        return verdict_line(report)
-    return (
-        f"Self-check: no verdict within {SELF_CHECK_DEADLINE:g} s; "
-        "run trio-httpws doctor with the URL above"
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = RedactingParser(
-        prog="trio-httpws doctor",
-        description=(
-            "Behave as a front end (Colab) would against the runtime at URL, from --origin, and "
-            "say for each step what it saw and, for each failure, how to fix it. Exit status 0 "
-            "when at least one way of connecting works end to end."
-        ),
-    )
-    parser.add_argument(
-        "url", metavar="URL", help="the URL you would paste, e.g. http://localhost:8889/?token=..."
-    )
-    parser.add_argument(
-        "--origin", default=COLAB_ORIGIN, help=f"the front end's origin (default: {COLAB_ORIGIN})"
-    )
-    parser.add_argument(
-        "--no-kernel", action="store_true", help="do not start a kernel (nor run code on one)"
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        metavar="S",
-        help=f"seconds allowed for each step (default {DEFAULT_TIMEOUT:g})",
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``trio-httpws doctor ...``: 0 if a flow works, 1 if none does, 2 for a usage error."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        target = parse_target(args.url)
-    except ValueError as exc:
-        parser.error(str(exc))
-    # Errors of the client go to stderr, without the token.
-    log_to_stderr(
-        RedactingFormatter("%(levelname)s %(name)s: %(message)s", [target.token]), "error"
-    )
-
-    async def run() -> Report:
-        return await doctor(
-            args.url, args.origin, kernel=not args.no_kernel, step_timeout=args.timeout
-        )
-
-    report = trio.run(run)
-    sys.stdout.write(render_json(report) if args.json else render_text(report))
-    sys.stdout.flush()
-    return 0 if report.ok else 1
