@@ -16,7 +16,7 @@ import trio
 import trio_websocket
 
 import trio_httpws
-from trio_httpws._config import COLAB_ORIGIN
+from trio_httpws._protocol import COLAB_ORIGIN
 from trio_httpws.client import (
     ConnectionRefused,
     Response,

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 import trio_websocket
 
-from trio_httpws._config import COLAB_ORIGIN
+from trio_httpws._protocol import COLAB_ORIGIN
 from trio_httpws._redact import REDACTED, redact_tokens
 from trio_httpws.doctor import (
     Mark,

@@ -20,7 +20,6 @@ if sys.version_info < (3, 11):
 
 from . import __version__, doctor
 from ._config import (
-    COLAB_ORIGIN,
     SETTINGS,
     Config,
     Setting,
@@ -30,7 +29,7 @@ from ._config import (
 from ._errors import ConfigError, HttpOverWsError
 from ._jupyter import running_jupyter
 from ._platform import STOP_SIGNALS
-from ._protocol import PROTOCOL_VERSION
+from ._protocol import COLAB_ORIGIN, PROTOCOL_VERSION
 from ._redact import RedactingParser, log_to_stderr, redact
 from ._serve import DEFAULT_SERVER, SERVERS, serve
 

@@ -10,11 +10,10 @@ from urllib.parse import urlsplit
 
 from ._cors import OriginPolicy
 from ._errors import ConfigError
-from ._protocol import DEFAULT_PORTS
+from ._protocol import COLAB_ORIGIN, DEFAULT_PORTS
 from ._redact import redact
 
 DEFAULT_BACKEND = "http://127.0.0.1:8888"
-COLAB_ORIGIN = "https://colab.research.google.com"
 MiB = 1024 * 1024
 
 

@@ -29,6 +29,9 @@ from ._errors import AuthUrlError
 #: The protocol version we speak: the one jupyter_http_over_ws 0.0.8 reports.
 PROTOCOL_VERSION = "0.0.7"
 
+#: The front end the protocol serves: Google Colab's origin, allowed unless told otherwise.
+COLAB_ORIGIN = "https://colab.research.google.com"
+
 #: Largest body slice carried by one frame. The original extension's tests pin this (it bounds
 #: the time a browser spends decoding one JSON frame), and clients may rely on it.
 MAX_FRAME_DATA = 65536

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import trio
 
-from .._config import COLAB_ORIGIN
+from .._protocol import COLAB_ORIGIN
 from .._redact import RedactingFormatter, RedactingParser, log_to_stderr, redact_tokens
 from ._judgement import Report, assess
 from ._probes import DEFAULT_TIMEOUT, probe

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from .._config import COLAB_ORIGIN
+from .._protocol import COLAB_ORIGIN
 from ._judgement import Mark, Report
 
 GROUP_TITLES = {
