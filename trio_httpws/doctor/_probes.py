@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from functools import partial
 
 import trio
 import trio_websocket
@@ -104,92 +106,103 @@ async def probe(
     target: Target, origin: str, *, kernel: bool = True, step_timeout: float = DEFAULT_TIMEOUT
 ) -> Observations:
     """Everything a front end on ``origin`` would do with ``target``, recorded, not judged."""
-    api = await _timed(step_timeout, lambda: _http(target, "GET", "/api"))
-    if api.status != 200:
-        return Observations(api=api)
-    status = await _timed(
-        step_timeout, lambda: _http(target, "GET", "/api/status" + target.query())
-    )
+    p = _Probes(target, origin, step_timeout)
+    obs = Observations(api=await p.http("GET", "/api", token=False))
+    if obs.api.status != 200:
+        return obs
+    status = await p.http("GET", "/api/status")
     if status.status != 200:
-        return Observations(api=api, status=status)
-
-    preflight = await _timed(
-        step_timeout,
-        lambda: _http(
-            target,
-            "OPTIONS",
-            "/api/sessions" + target.query(),
-            {
-                "Origin": origin,
-                "Access-Control-Request-Method": PREFLIGHT_METHOD,
-                "Access-Control-Request-Headers": PREFLIGHT_HEADERS,
-                "Access-Control-Request-Private-Network": "true",
-            },
-        ),
+        return replace(obs, status=status)
+    obs = replace(
+        obs,
+        status=status,
+        preflight=await p.http("OPTIONS", "/api/sessions", _preflight_headers(origin)),
+        get=await p.http("GET", "/api/kernelspecs", {"Origin": origin}),
     )
-    get = await _timed(
-        step_timeout,
-        lambda: _http(target, "GET", "/api/kernelspecs" + target.query(), {"Origin": origin}),
-    )
-
-    started: Seen | None = None
-    kernel_id: str | None = None
-    if kernel:
-        started = await _timed(
-            step_timeout,
-            lambda: _http(
-                target,
-                "POST",
-                "/api/kernels" + target.query(),
-                {"Content-Type": "application/json"},
-                b"{}",
-            ),
-        )
-        info = started.json()
-        if started.status == 201 and isinstance(info, dict):
-            kernel_id = str(info.get("id"))
-    if kernel_id is None:
-        sockets = await _probe_sockets(target, origin, kernel, None, step_timeout)
-        return Observations(api, status, preflight, get, started, *sockets)
+    if not kernel:
+        return await p.sockets(obs, NO_KERNEL_WS_PATH, run=False)
+    started = await p.http("POST", "/api/kernels", {"Content-Type": "application/json"}, b"{}")
+    obs = replace(obs, kernel=started)
+    info = started.json()
+    if started.status != 201 or not isinstance(info, dict):
+        # A socket to a kernel that does not exist: judged as a failed kernel.start.
+        return await p.sockets(obs, f"/api/kernels/{uuid.uuid4()}/channels", run=False)
+    kernel_id = str(info.get("id"))
     try:
-        sockets = await _probe_sockets(target, origin, kernel, kernel_id, step_timeout)
+        obs = await p.sockets(obs, f"/api/kernels/{kernel_id}/channels", run=True)
     finally:
         # Even when the doctor is cancelled (Ctrl-C), the kernel it started goes.
         with trio.CancelScope(shield=True):
-            delete = await _timed(
-                step_timeout,
-                lambda: _http(target, "DELETE", f"/api/kernels/{kernel_id}" + target.query()),
-            )
-    return Observations(api, status, preflight, get, started, *sockets, delete=delete)
+            delete = await p.http("DELETE", f"/api/kernels/{kernel_id}")
+    return replace(obs, delete=delete)
 
 
-async def _probe_sockets(
-    target: Target, origin: str, kernel: bool, kernel_id: str | None, step_timeout: float
-) -> tuple[Seen, Seen, Seen | None, Seen | None]:
-    """The kernel socket straight to the runtime, then the tunnel's three steps."""
-    session = uuid.uuid4().hex
-    if kernel_id is not None:
-        ws_path = f"/api/kernels/{kernel_id}/channels"
-    elif kernel:
-        ws_path = f"/api/kernels/{uuid.uuid4()}/channels"  # judged as a failed kernel.start
-    else:
-        ws_path = NO_KERNEL_WS_PATH
-    run = kernel_id is not None
+def _preflight_headers(origin: str) -> dict[str, str]:
+    """What a browser's preflight for Colab's ``POST /api/sessions`` asks, from ``origin``."""
+    return {
+        "Origin": origin,
+        "Access-Control-Request-Method": PREFLIGHT_METHOD,
+        "Access-Control-Request-Headers": PREFLIGHT_HEADERS,
+        "Access-Control-Request-Private-Network": "true",
+    }
 
-    async def direct() -> Seen:
-        path = ws_path + target.query(session_id=session)
+
+@dataclass(frozen=True)
+class _Probes:
+    """The exchanges of one doctor run: each under its own deadline, each recorded as Seen."""
+
+    target: Target
+    origin: str
+    step_timeout: float
+
+    async def http(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        *,
+        token: bool = True,
+    ) -> Seen:
+        """A plain request, with the token in the query (as Colab sends it) unless not ``token``."""
+        target = path + (self.target.query() if token else "")
+        return await _timed(
+            self.step_timeout, partial(_http, self.target, method, target, headers, body)
+        )
+
+    async def sockets(self, obs: Observations, ws_path: str, *, run: bool) -> Observations:
+        """The socket to ``ws_path`` straight to the runtime, then the tunnel's three steps;
+        ``run``: run KERNEL_CODE on each socket (``ws_path`` is a live kernel's channels)."""
+        session = uuid.uuid4().hex
+        direct = ws_path + self.target.query(session_id=session)
+        direct_ws = await _timed(self.step_timeout, partial(self._direct, direct, run))
+        diag = await _timed(self.step_timeout, self._diagnosed)
+        obs = replace(obs, direct_ws=direct_ws, diagnose=diag)
+        if diag.answer is None and diag.status in (403, 404):
+            return obs  # no tunnel, or not for this origin: judged as such
+        tunnelled = f"{ws_path}?session_id={session}"
+        return replace(
+            obs,
+            tunnel_get=await _timed(self.step_timeout, self._tunnelled_get),
+            tunnel_ws=await _timed(self.step_timeout, partial(self._tunnelled_ws, tunnelled, run)),
+        )
+
+    async def _direct(self, path: str, run: bool) -> Seen:
         start = trio.current_time()
-        async with open_websocket(target.base, path, origin=origin) as ws:
+        async with open_websocket(self.target.base, path, origin=self.origin) as ws:
             return await _socket_seen(ws, run, trio.current_time() - start)
 
-    async def diagnosed() -> Seen:
-        answer = await diagnose(target.base, min_version=PROTOCOL_VERSION, origin=origin)
+    async def _diagnosed(self) -> Seen:
+        answer = await diagnose(self.target.base, min_version=PROTOCOL_VERSION, origin=self.origin)
         return Seen(opened=True, answer=answer)
 
-    async def tunnelled_get() -> Seen:
+    async def _tunnelled_get(self) -> Seen:
         async with (
             open_client(
-                target.base, auth_url=target.url, min_version=PROTOCOL_VERSION, origin=origin
+                self.target.base,
+                auth_url=self.target.url,
+                min_version=PROTOCOL_VERSION,
+                origin=self.origin,
             ) as client,
             await client.request("GET", "/api/kernelspecs") as response,
         ):
@@ -210,20 +223,9 @@ async def _probe_sockets(
                 opened=True,
             )
 
-    async def tunnelled_ws() -> Seen:
+    async def _tunnelled_ws(self, path: str, run: bool) -> Seen:
         start = trio.current_time()
         async with open_proxied_websocket(
-            target.base, f"{ws_path}?session_id={session}", auth_url=target.url, origin=origin
+            self.target.base, path, auth_url=self.target.url, origin=self.origin
         ) as ws:
             return await _socket_seen(ws, run, trio.current_time() - start)
-
-    direct_ws = await _timed(step_timeout, direct)
-    diag = await _timed(step_timeout, diagnosed)
-    if diag.answer is None and diag.status in (403, 404):
-        return direct_ws, diag, None, None  # no tunnel, or not for this origin: judged as such
-    return (
-        direct_ws,
-        diag,
-        await _timed(step_timeout, tunnelled_get),
-        await _timed(step_timeout, tunnelled_ws),
-    )
