@@ -186,6 +186,12 @@ async def test_cli_stops_the_kernels_jupyter_left_behind(tmp_path: Path) -> None
         assert not kernel.is_running()
 
 
+def test_help_names_the_doctor() -> None:
+    text = build_parser().format_help()
+    assert text.startswith("usage: trio-httpws [options]\n       trio-httpws doctor [options] URL")
+    assert "doctor --help`" in " ".join(text.split())  # argparse may wrap at the hyphen
+
+
 def test_cli_settings_become_a_config() -> None:
     args = build_parser().parse_args(
         [

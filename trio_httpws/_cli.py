@@ -50,6 +50,7 @@ def _flag_type(setting: Setting) -> Callable[[str], object]:
 def build_parser() -> argparse.ArgumentParser:
     parser = RedactingParser(
         prog="trio-httpws",
+        usage="%(prog)s [options]\n       %(prog)s doctor [options] URL",
         description=(
             "Serve the jupyter_http_over_ws protocol in front of a Jupyter server, so a web page "
             "on another origin (Google Colab) can use it. Without --backend (or "
@@ -57,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Each proxy setting can also be given as the environment variable in brackets, as "
-            "for `hypercorn trio_httpws:app`; a flag wins over its variable."
+            "for `hypercorn trio_httpws:app`; a flag wins over its variable. "
+            "`trio-httpws doctor URL` checks, as a front end on another origin would, whether "
+            "it can connect to the runtime at URL, and says how to fix what fails (see "
+            "`trio-httpws doctor --help`)."
         ),
     )
     parser.add_argument("--version", action="version", version=version_text())
