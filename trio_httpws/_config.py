@@ -28,10 +28,6 @@ class BackendURL:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return host if self.port == DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
 
-    @property
-    def ws_scheme(self) -> str:
-        return "wss" if self.scheme == "https" else "ws"
-
     def __str__(self) -> str:
         return f"{self.scheme}://{self.netloc}"
 

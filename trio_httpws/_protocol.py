@@ -380,11 +380,6 @@ def data_frame(message_id_json: str, data: bytes, done: bool) -> str:
     return "".join(('{"message_id":', message_id_json, ',"data":"', b64(data), tail))
 
 
-def end_frame(message_id_json: str) -> str:
-    """A final frame with no data (only needed when a response ends after an empty read)."""
-    return '{"message_id":' + message_id_json + ',"done":true}'
-
-
 def error_frame(status: int, status_text: str, message_id_json: str | None = None) -> str:
     """An error the proxy produces itself: always one frame, always ``done``."""
     parts = ['{"done":true,"status":', str(int(status)), ',"statusText":', json.dumps(status_text)]
