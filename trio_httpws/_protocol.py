@@ -1,8 +1,10 @@
 """The HTTP-over-WebSocket protocol, with no I/O.
 
 Everything here is a pure function or a small immutable value: parsing and validating the client's
-request messages, building the frames we send back, the ``min_version`` rules, origin and Host
-checks, the auth-URL same-origin rule and header filtering. The trio modules around it only move
+request messages, building the frames we send back, the ``min_version`` rules, close codes, which
+Host names and addresses count as local (the DNS-rebinding rule ``_proxy`` applies), the auth-URL
+same-origin rule, cookies and the ``_xsrf`` query, and header filtering. Which browser origins may
+connect, and what CORS answers they get, is ``_cors``'s. The trio modules around it only move
 bytes. Nothing in this module imports trio.
 """
 
@@ -401,7 +403,7 @@ def diagnose_frame(message: str, has_auth_cookie: bool, outdated: bool) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Origins, hosts and the auth URL
+# Schemes, hosts and the auth URL
 # ---------------------------------------------------------------------------------------------
 
 

@@ -1,8 +1,9 @@
 """The seam between the proxy and whatever carries the client's WebSocket.
 
 The session and relay code talk to the client through these two small interfaces; the ASGI
-adapter (``_asgi.py``) and the trio-websocket adapter (``_serve.py``) each implement them in a few
-lines, so the same proxy code runs under hypercorn and embedded in a trio program.
+adapter (``_asgi.py``), the trio-websocket adapter (``_serve.py``) and the own door's wsproto
+adapter (``_wsserver.py``) each implement them, so the same proxy code runs under hypercorn, on
+the proxy's own listener and embedded in a trio program.
 """
 
 from __future__ import annotations
