@@ -310,7 +310,7 @@ class Client:
         ``path`` is the path and query on the backend (``/api/sessions?x=1``). A ``str`` body is
         sent as text; ``bytes`` as base64 (the original extension decodes that as UTF-8, so only
         trio_httpws carries binary bodies). ``headers`` go in the message's ``headers`` field,
-        which jupyter_http_over_ws 0.0.8 ignores (as trio_httpws does today): headers meant for
+        which jupyter_http_over_ws 0.0.8 ignores, and so does trio_httpws: headers meant for
         the backend belong in ``open_client(extra_headers=...)``, which both servers forward.
 
         Raises :exc:`ConnectionRefused` or :exc:`ConnectionLost` when the socket is or becomes

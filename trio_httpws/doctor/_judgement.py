@@ -384,7 +384,7 @@ def _pna(j: _Judge, obs: Observations) -> Judged:
         + "."
     )
     # A warning, not a failure: Chrome sent this preflight only before its Local Network
-    # Access prompt replaced it (Chrome 142); today's Chrome asks the user instead.
+    # Access prompt replaced it (Chrome 142); from then on Chrome asks the user instead.
     return Judged(
         Mark.WARN,
         "asked for Private Network Access; no Access-Control-Allow-Private-Network: true",
