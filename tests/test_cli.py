@@ -147,7 +147,7 @@ async def test_cli_starts_jupyter_serves_and_stops_cleanly(
         # Under the URL: the no-kernel doctor's verdict on the proxy, from Colab's origin.
         lines = cli.stdout.splitlines()
         verdict = lines[lines.index(f"    {cli.base}/?token={cli.token}") + 1]
-        assert verdict == "Colab can connect: today's flow ok, old tunnel ok"
+        assert verdict == "Colab can connect: direct flow ok, old tunnel ok"
         report = await doctor(f"{cli.base}/?token={cli.token}", COLAB, kernel=False)
         assert verdict == verdict_line(report)
         auth = urlencode({"jupyter_http_over_ws_auth_url": f"{cli.base}/?token={cli.token}"})

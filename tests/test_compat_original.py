@@ -253,7 +253,7 @@ async def test_doctor_on_the_original(server: OriginalServer) -> None:
     )
     assert report.step("tunnel.kernel_ws").saw.endswith("print(6*7) printed 42")
     # allow_origin=* answers with a literal *, which no browser accepts with credentials.
-    preflight = report.step("today.preflight")
+    preflight = report.step("direct.preflight")
     assert preflight.mark is Mark.FAIL
     assert "Access-Control-Allow-Origin: *" in preflight.saw
     assert preflight.fix.startswith(
@@ -271,5 +271,5 @@ async def test_doctor_on_the_original(server: OriginalServer) -> None:
     assert (
         "closed with 1002, this runtime has no such socket" in report.step("tunnel.kernel_ws").saw
     )
-    assert report.step("today.kernel_ws").mark is Mark.SKIP
+    assert report.step("direct.kernel_ws").mark is Mark.SKIP
     assert [f.works for f in report.flows] == [False, True]

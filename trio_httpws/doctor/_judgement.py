@@ -97,8 +97,8 @@ class Report:
 
 
 #: The ways to connect, in the order of the report: each is its group of steps after reach.
-FLOW_TITLES = {"today": "today's flow", "tunnel": "old tunnel"}
-_FLOW_PHRASES = {"today": "today's flow", "tunnel": "the old tunnel"}
+FLOW_TITLES = {"direct": "direct flow", "tunnel": "old tunnel"}
+_FLOW_PHRASES = {"direct": "the direct flow", "tunnel": "the old tunnel"}
 
 
 class Kind(str, Enum):
@@ -295,7 +295,7 @@ def _token(j: _Judge, obs: Observations) -> Judged:
 
 
 # ---------------------------------------------------------------------------------------------
-# today's flow: CORS requests and WebSockets straight to the runtime
+# the direct flow (Colab's since 2025): CORS requests and WebSockets straight to the runtime
 # ---------------------------------------------------------------------------------------------
 
 
@@ -650,10 +650,10 @@ STEPS: tuple[tuple[str, str, Callable[[_Judge, Observations], Judged]], ...] = (
     ("reach.port", "port answers", _port),
     ("reach.host", "Host check", _host),
     ("reach.token", "token accepted", _token),
-    ("today.preflight", "CORS preflight", _preflight),
-    ("today.pna", "Private Network Access", _pna),
-    ("today.get", "credentialed GET", _direct_get),
-    ("today.kernel_ws", "kernel WebSocket", _direct_ws),
+    ("direct.preflight", "CORS preflight", _preflight),
+    ("direct.pna", "Private Network Access", _pna),
+    ("direct.get", "credentialed GET", _direct_get),
+    ("direct.kernel_ws", "kernel WebSocket", _direct_ws),
     ("tunnel.diagnose", "diagnose", _diagnose),
     ("tunnel.get", "tunnelled GET", _tunnel_get),
     ("tunnel.kernel_ws", "kernel WebSocket", _tunnel_ws),

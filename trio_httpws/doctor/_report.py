@@ -12,7 +12,7 @@ from ._judgement import Mark, Report
 
 GROUP_TITLES = {
     "reach": "reach",
-    "today": "today's flow (direct CORS requests and WebSockets)",
+    "direct": "the direct flow (CORS requests and WebSockets straight to the runtime)",
     "tunnel": "the old tunnel (/http_over_websocket)",
     "kernel": "a real kernel",
     "verdict": "verdict",
@@ -59,7 +59,7 @@ def render_json(report: Report) -> str:
 
 
 def verdict_line(report: Report) -> str:
-    """``Colab can connect: today's flow ok, old tunnel ok``: the startup self-check's line."""
+    """``Colab can connect: direct flow ok, old tunnel ok``: the startup self-check's line."""
     who = "Colab" if report.origin == COLAB_ORIGIN else report.origin
     parts = []
     for flow in report.flows:
