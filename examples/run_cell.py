@@ -18,18 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import secrets
 import sys
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
 import trio
-from trio_websocket import WebSocketConnection
 
-from trio_httpws.client import ClientError, execute_request, open_client, open_proxied_websocket
-
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+from trio_httpws.client import ClientError, open_client, open_proxied_websocket, run_code
 
 
 class CellError(Exception):
@@ -84,9 +80,11 @@ async def run_cell(url: str, token: str, code: str, *, kernel: str = "python3") 
         try:
             channels = f"/api/kernels/{session['kernel']['id']}/channels?session_id={session_id}"
             async with open_proxied_websocket(base, channels, auth_url=auth_url) as ws:
-                msg_id, message = execute_request(code, session_id)
-                await ws.send_message(message)
-                await _print_output(ws, msg_id)
+                result = await run_code(ws, code, session=session_id, on_output=_pass_through)
+            if result.result is not None:
+                print(result.result, flush=True)
+            if not result.ok:
+                raise CellError(result.traceback or result.error or f"ended {result.status!r}")
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(10):
                 async with await client.request(
@@ -95,35 +93,10 @@ async def run_cell(url: str, token: str, code: str, *, kernel: str = "python3") 
                     await response.read()
 
 
-async def _print_output(ws: WebSocketConnection, msg_id: str) -> None:
-    replied = idle = False
-    error: str | None = None
-    # The reply (shell channel) and the output (iopub) are not ordered with respect to each
-    # other: the cell is over once both the reply and iopub's "idle" have arrived.
-    while not (replied and idle):
-        raw = await ws.get_message()
-        if not isinstance(raw, str):
-            continue  # messages with binary buffers: not ours
-        reply = json.loads(raw)
-        if reply.get("parent_header", {}).get("msg_id") != msg_id:
-            continue
-        kind, content = reply["msg_type"], reply["content"]
-        if kind == "stream":
-            out = sys.stdout if content["name"] == "stdout" else sys.stderr
-            out.write(content["text"])
-            out.flush()
-        elif kind == "execute_result":
-            print(content["data"].get("text/plain", ""), flush=True)
-        elif kind == "error":
-            error = ANSI_ESCAPE.sub("", "\n".join(content["traceback"]))
-        elif kind == "execute_reply":
-            replied = True
-            if content["status"] != "ok" and error is None:
-                error = f"{content.get('ename', 'Error')}: {content.get('evalue', '')}"
-        elif kind == "status" and content["execution_state"] == "idle":
-            idle = True
-    if error is not None:
-        raise CellError(error)
+def _pass_through(name: str, text: str) -> None:
+    out = sys.stdout if name == "stdout" else sys.stderr
+    out.write(text)
+    out.flush()
 
 
 def main() -> int:

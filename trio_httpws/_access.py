@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import time
 
+from ._redact import log_path
+
 access_log = logging.getLogger("trio_httpws.access")
 
 
@@ -27,7 +29,7 @@ def log_access(
     fields: dict[str, object] = {
         "kind": kind,
         "method": method,
-        "path": target.split("?", 1)[0],
+        "path": log_path(target),
         "status": status,
         "bytes": nbytes,
         "duration_ms": round((time.perf_counter() - started) * 1000, 1),

@@ -14,37 +14,28 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
-from typing import NoReturn
 
 import trio
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-from . import __version__
+from . import __version__, doctor
 from ._config import (
-    COLAB_ORIGINS,
     SETTINGS,
     Config,
     Setting,
-    redact,
     settings_from_env,
     with_origin_default,
 )
 from ._errors import ConfigError, HttpOverWsError
 from ._jupyter import running_jupyter
 from ._platform import STOP_SIGNALS
-from ._protocol import PROTOCOL_VERSION
+from ._protocol import COLAB_ORIGINS, PROTOCOL_VERSION
+from ._redact import RedactingParser, redact
 from ._serve import DEFAULT_SERVER, SERVERS, serve
-from .client import _doctor
 
 log = logging.getLogger("trio_httpws")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # A mistyped command line often holds a token URL: never print it back.
-        super().error(redact(message))
 
 
 def _flag_type(setting: Setting) -> Callable[[str], object]:
@@ -59,8 +50,9 @@ def _flag_type(setting: Setting) -> Callable[[str], object]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = RedactingParser(
         prog="trio-httpws",
+        usage="%(prog)s [options]\n       %(prog)s doctor [options] URL",
         description=(
             "Serve the jupyter_http_over_ws protocol in front of a Jupyter server, so a web page "
             "on another origin (Google Colab) can use it. Without --backend (or "
@@ -68,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Each proxy setting can also be given as the environment variable in brackets, as "
-            "for `hypercorn trio_httpws:app`; a flag wins over its variable."
+            "for `hypercorn trio_httpws:app`; a flag wins over its variable. "
+            "`trio-httpws doctor URL` checks, as a front end on another origin would, whether "
+            "it can connect to the runtime at URL, and says how to fix what fails (see "
+            "`trio-httpws doctor --help`)."
         ),
     )
     parser.add_argument("--version", action="version", version=version_text())
@@ -285,7 +280,7 @@ async def _serve_until_cancelled(
             lines.append(f"    {url}")
             if not args.certfile:
                 # Under TLS our certificate is the user's to trust, not the self-check's.
-                lines.append(await _doctor.self_check(url, config.allow_origins))
+                lines.append(await doctor.self_check(url, config.allow_origins))
         else:
             lines.append(
                 f"Use your Jupyter server's token URL with port {port} instead of its own."
@@ -297,7 +292,7 @@ async def _serve_until_cancelled(
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["doctor"]:
-        return _doctor.main(argv[1:])
+        return doctor.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if bool(args.certfile) != bool(args.keyfile):

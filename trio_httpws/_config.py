@@ -10,11 +10,10 @@ from urllib.parse import urlsplit
 
 from ._cors import OriginPolicy
 from ._errors import ConfigError
+from ._protocol import COLAB_ORIGINS, DEFAULT_PORTS
+from ._redact import redact
 
 DEFAULT_BACKEND = "http://127.0.0.1:8888"
-COLAB_ORIGIN = "https://colab.research.google.com"
-#: The origins Colab's pages are served from: Google's own Colab tools trust both.
-COLAB_ORIGINS = (COLAB_ORIGIN, "https://colab.google.com")
 MiB = 1024 * 1024
 
 
@@ -27,12 +26,7 @@ class BackendURL:
     @property
     def netloc(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.scheme == "https" else 80
-        return host if self.port == default else f"{host}:{self.port}"
-
-    @property
-    def ws_scheme(self) -> str:
-        return "wss" if self.scheme == "https" else "ws"
+        return host if self.port == DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
 
     def __str__(self) -> str:
         return f"{self.scheme}://{self.netloc}"
@@ -55,8 +49,7 @@ class BackendURL:
                     "(including a Jupyter base_url) pass through unchanged"
                 )
             )
-        default = 443 if parts.scheme == "https" else 80
-        return cls(parts.scheme, parts.hostname, port or default)
+        return cls(parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme])
 
 
 @dataclass(frozen=True)
@@ -167,22 +160,6 @@ class Config:
 
 
 # -- one table for the environment and the command line -----------------------------------------
-
-_SECRET = re.compile(r"(?i)((?:token|password|passwd|secret|key|_xsrf|auth[a-z_]*)=)[^&\s'\"]*")
-_USERINFO = re.compile(r"(//)[^/@\s'\"]*@")
-_URL_QUERY = re.compile(r"(://[^\s'\"?#]*[?#])[^\s'\"]*")
-
-
-def redact(text: str) -> str:
-    """``text`` with URL queries, URL credentials and ``token=``-like values blanked, for error
-    messages: a mistyped command line often holds a token URL."""
-    text = _URL_QUERY.sub(r"\1…", text)
-    return redact_userinfo(_SECRET.sub(r"\1…", text))
-
-
-def redact_userinfo(text: str, mark: str = "…") -> str:
-    """``text`` with the ``user:password@`` of every URL in it replaced by ``mark``."""
-    return _USERINFO.sub(lambda m: f"{m.group(1)}{mark}@", text)
 
 
 def _text(raw: str) -> str:

@@ -50,6 +50,7 @@ from ._protocol import (
     strip_hop_by_hop,
 )
 from ._proxy import Proxy, Route, UpgradeVerdict
+from ._redact import complaint, log_path
 from ._socket import Upgrade
 from ._splice import keepalive, splice_websocket
 from ._wsserver import SERVER_HEADER, StreamPendingSocket
@@ -358,7 +359,7 @@ class _Connection:
 
     async def _refuse_head(self, exc: h11.RemoteProtocolError) -> None:
         status = exc.error_status_hint
-        log.warning("refused a request head: %s", _what_was_wrong(exc))
+        log.warning("refused a request head: %s", complaint(exc))
         log_access("http", "-", "-", status, 0, time.perf_counter(), outcome="bad_request")
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             await self._answer(text_answer(status, f"{HTTPStatus(status).phrase}: {exc}"), True)
@@ -510,7 +511,7 @@ class _Connection:
                 await self._stream_response(exchange, resp, cors_origin)
         except _BadBody as exc:
             log.warning(
-                "%s %s: bad request body: %s", exchange.method, exchange.path, _what_was_wrong(exc)
+                "%s %s: bad request body: %s", exchange.method, exchange.path, complaint(exc)
             )
             exchange.outcome = Outcome.BAD_REQUEST
             if exchange.status is None and self.h11.our_state is h11.SEND_RESPONSE:
@@ -570,7 +571,7 @@ class _Connection:
         target = request.target.decode("latin-1")
         if problem is not None:
             status, reason, extra = problem
-            log.warning("refused WebSocket %s: %s", target.split("?", 1)[0], reason)
+            log.warning("refused WebSocket %s: %s", log_path(target), reason)
             log_access("ws", "GET", target, status, 0, started, outcome="bad_request")
             answer = text_answer(status, f"{HTTPStatus(status).phrase}: {reason}")
             await self._answer(Answer(status, [*answer.headers, *extra], answer.body), True)
@@ -672,7 +673,7 @@ class _Exchange:
     @property
     def path(self) -> str:
         """The target without its query, which may carry a token: what log lines may show."""
-        return self.target.split("?", 1)[0]
+        return log_path(self.target)
 
 
 def _asks_websocket(request: h11.Request) -> bool:
@@ -680,12 +681,6 @@ def _asks_websocket(request: h11.Request) -> bool:
     served as plain HTTP and the offer is not passed on)."""
     upgrade = first_header(request.headers, b"upgrade")
     return upgrade is not None and upgrade.strip().lower() == "websocket"
-
-
-def _what_was_wrong(exc: Exception) -> str:
-    """h11's complaint without the bytes it quotes (``illegal header line: b'...'``): a
-    malformed line may hold a token or a cookie, and logs must not."""
-    return str(exc).split(":", 1)[0]
 
 
 def _head_size(request: h11.Request) -> int:

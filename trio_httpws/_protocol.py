@@ -1,8 +1,10 @@
 """The HTTP-over-WebSocket protocol, with no I/O.
 
 Everything here is a pure function or a small immutable value: parsing and validating the client's
-request messages, building the frames we send back, the ``min_version`` rules, origin and Host
-checks, the auth-URL same-origin rule and header filtering. The trio modules around it only move
+request messages, building the frames we send back, the ``min_version`` rules, close codes, which
+Host names and addresses count as local (the DNS-rebinding rule ``_proxy`` applies), the auth-URL
+same-origin rule, cookies and the ``_xsrf`` query, and header filtering. Which browser origins may
+connect, and what CORS answers they get, is ``_cors``'s. The trio modules around it only move
 bytes. Nothing in this module imports trio.
 """
 
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from http.cookies import SimpleCookie
+from typing import Protocol
 from urllib.parse import quote, urlsplit
 
 import pybase64
@@ -27,6 +30,11 @@ from ._errors import AuthUrlError
 
 #: The protocol version we speak: the one jupyter_http_over_ws 0.0.8 reports.
 PROTOCOL_VERSION = "0.0.7"
+
+#: The front end the protocol serves: Google Colab's origin, allowed unless told otherwise.
+COLAB_ORIGIN = "https://colab.research.google.com"
+#: The origins Colab's pages are served from: Google's own Colab tools trust both.
+COLAB_ORIGINS = (COLAB_ORIGIN, "https://colab.google.com")
 
 #: Largest body slice carried by one frame. The original extension's tests pin this (it bounds
 #: the time a browser spends decoding one JSON frame), and clients may rely on it.
@@ -117,6 +125,24 @@ def check_min_version(min_version: str | None) -> VersionCheck:
 def close_code_for_status(status: int) -> int:
     """The WebSocket close code we use where the original closed with an HTTP status."""
     return CLOSE_CODE_OFFSET + status
+
+
+class CloseReason(Protocol):
+    """A received close, as trio-websocket's ``CloseReason`` carries it."""
+
+    @property
+    def code(self) -> int: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+
+def close_of(close: CloseReason | None) -> tuple[int | None, str]:
+    """The close code (None when no close frame arrived) and reason text (never None) of a
+    closed WebSocket: what ``ConnectionClosed.reason`` holds, in the form errors report it."""
+    if close is None:
+        return None, ""
+    return close.code, close.reason or ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,11 +384,6 @@ def data_frame(message_id_json: str, data: bytes, done: bool) -> str:
     return "".join(('{"message_id":', message_id_json, ',"data":"', b64(data), tail))
 
 
-def end_frame(message_id_json: str) -> str:
-    """A final frame with no data (only needed when a response ends after an empty read)."""
-    return '{"message_id":' + message_id_json + ',"done":true}'
-
-
 def error_frame(status: int, status_text: str, message_id_json: str | None = None) -> str:
     """An error the proxy produces itself: always one frame, always ``done``."""
     parts = ['{"done":true,"status":', str(int(status)), ',"statusText":', json.dumps(status_text)]
@@ -384,7 +405,7 @@ def diagnose_frame(message: str, has_auth_cookie: bool, outdated: bool) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Origins, hosts and the auth URL
+# Schemes, hosts and the auth URL
 # ---------------------------------------------------------------------------------------------
 
 

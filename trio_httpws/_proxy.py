@@ -42,6 +42,7 @@ from ._protocol import (
     strip_hop_by_hop,
     validate_path,
 )
+from ._redact import log_path
 from ._relay import relay
 from ._session import HttpOverWsSession
 from ._socket import PendingSocket, Upgrade
@@ -248,9 +249,7 @@ class Proxy:
             origin = first_header(headers, b"origin")
             if verdict.origin_class is OriginClass.REFUSED:
                 refusal: Outcome | None = Outcome.REFUSED_ORIGIN
-                warning: str | None = (
-                    f"refused {method} {target.split('?', 1)[0]} from origin {origin!r}"
-                )
+                warning: str | None = f"refused {method} {log_path(target)} from origin {origin!r}"
             elif answer.status >= 400:
                 refusal, warning = Outcome.BAD_REQUEST, f"bad preflight from {origin!r}: "
                 warning += answer.body.decode()

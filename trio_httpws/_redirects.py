@@ -18,6 +18,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from ._errors import TooManyRedirects
 from ._protocol import DEFAULT_PORTS, XSRF_METHODS, add_xsrf_query, split_host, validate_path
+from ._redact import log_path
 
 #: The statuses tornado's client follows (and so the original did).
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -105,10 +106,8 @@ def next_hop(
     if target is None:
         return None
     if hop.redirects >= MAX_REDIRECTS:
-        # The path only: a query may carry a token, and this text reaches the log.
         raise TooManyRedirects(
-            f"the backend redirected more than {MAX_REDIRECTS} times "
-            f"(last to {target.split('?', 1)[0]})"
+            f"the backend redirected more than {MAX_REDIRECTS} times (last to {log_path(target)})"
         )
     method, body = redirected_method(status, hop.method, hop.body)
     return Hop(method, _with_xsrf(target, method, xsrf), body, hop.redirects + 1)

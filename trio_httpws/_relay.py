@@ -1,6 +1,6 @@
 """WebSocket relays to the backend: ``/http_over_websocket/proxied_ws/...`` and plain WebSockets.
 
-The backend side is our wsproto client (``_wsclient``) over a stream from the backend pool's
+The backend side is our wsproto client (``_backend_ws``) over a stream from the backend pool's
 opener (so TLS and test streams work the same as for HTTP). Two pumps copy messages both ways;
 each waits for its receiver and nothing queues between them, so a slow side pushes back on the
 other. Large text messages from the client go on as fragments, a part at a time.
@@ -16,6 +16,13 @@ import trio
 
 from ._auth import AuthCookies
 from ._backend import BackendPool
+from ._backend_ws import (
+    ABNORMAL_CLOSURE,
+    BackendClosed,
+    BackendWebSocket,
+    HandshakeFailed,
+    HandshakeRejected,
+)
 from ._config import Config
 from ._cors import OriginClass, backend_request_headers
 from ._errors import AuthUrlError, BackendError, ClientDisconnected
@@ -27,14 +34,8 @@ from ._protocol import (
     strip_hop_by_hop,
     upgrade_request_headers,
 )
+from ._redact import log_path
 from ._socket import ClientSocket, PendingSocket, Upgrade
-from ._wsclient import (
-    ABNORMAL_CLOSURE,
-    BackendClosed,
-    BackendWebSocket,
-    HandshakeFailed,
-    HandshakeRejected,
-)
 
 log = logging.getLogger("trio_httpws.relay")
 
@@ -95,8 +96,7 @@ async def relay(
     Returns what the access line reports.
     """
     result = RelayResult()
-    # What log lines may show of the target: its query may carry the user's token.
-    shown = target.split("?", 1)[0]
+    shown = log_path(target)
     if tunnelled:
         try:
             cookies = await AuthCookies(pool, upgrade, config.auth_timeout).get()
@@ -156,7 +156,7 @@ async def relay(
             result.ended(Outcome.BACKEND_ERROR)
             return result
         log.info("proxying WebSocket connection to %s", shown)
-        # Large text messages in parts: each goes on to the backend as a fragment (_wsclient).
+        # Large text messages in parts: each goes on to the backend as a fragment (_backend_ws).
         sock = await pending.accept(backend.subprotocol, message_parts=True)
         result.status = 101
         await _pump_both(sock, backend, shutdown, result)

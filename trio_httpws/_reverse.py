@@ -24,6 +24,7 @@ from ._cors import Answer, OriginClass, text_answer, with_cors
 from ._errors import BackendError
 from ._outcome import Outcome, logged_status
 from ._protocol import declares_body, forwarded_response_headers
+from ._redact import log_path
 
 if TYPE_CHECKING:
     from ._proxy import Proxy
@@ -67,7 +68,7 @@ class _Exchange:
     @property
     def path(self) -> str:
         """The target without its query, which may carry a token: what log lines may show."""
-        return self.target.split("?", 1)[0]
+        return log_path(self.target)
 
     def response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         if self.cors_origin is not None:

@@ -1,8 +1,13 @@
-"""Embedding in trio programs: ``serve()``, and a trio-websocket handler.
+"""Embedding in trio programs: :func:`serve`, the whole proxy on a listener of its own, and
+:func:`handler`, its WebSocket endpoints on a trio-websocket server of yours.
 
-``serve(config, host, port)`` serves the whole proxy (HTTP and WebSockets) on a listener of its
-own: the proxy's own door (``server="trio"``) or hypercorn with the ASGI app. ``handler(config)``
-serves the WebSocket endpoints only, on your own ``trio_websocket.serve_websocket``.
+``serve(config, host, port, server=...)`` puts one of two doors in front of the same
+:class:`~._proxy.Proxy`: ``"trio"``, the proxy's own listener (``_door``: h11 request heads, plain
+WebSockets relayed byte for byte), or ``"hypercorn"``, hypercorn serving the ASGI app
+(``_asgi``). Either serves HTTP and WebSockets alike, and cancelling it is a clean shutdown.
+``handler(config)`` serves the WebSocket endpoints only (the tunnel, ``proxied_ws``, diagnose and
+plain relays), for a program that runs its own ``trio_websocket.serve_websocket``; its adapter to
+the proxy's socket seam (``_socket``) is the rest of this module.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import trio_websocket
 
 from ._config import Config
 from ._errors import ClientDisconnected, ConfigError
+from ._protocol import close_of
 from ._proxy import Proxy
-from ._socket import ClientSocket, Upgrade, close_of
+from ._socket import ClientSocket, Upgrade
 
 log = logging.getLogger("trio_httpws")
 
@@ -48,7 +54,7 @@ class _TrioWsClientSocket:
 
 
 def _disconnected(exc: trio_websocket.ConnectionClosed) -> ClientDisconnected:
-    return ClientDisconnected(*close_of(exc))
+    return ClientDisconnected(*close_of(exc.reason))
 
 
 class _TrioWsPendingSocket:

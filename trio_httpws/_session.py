@@ -60,6 +60,7 @@ from ._protocol import (
     upgrade_request_headers,
     xsrf_cookie_value,
 )
+from ._redact import log_path
 from ._redirects import REDIRECT_STATUSES, Hop, first_hop, next_hop, origin_of
 from ._socket import ClientSocket, Upgrade
 
@@ -490,7 +491,7 @@ class HttpOverWsSession:
                     mid,
                     resp.status,
                     following.method,
-                    following.target.split("?", 1)[0],
+                    log_path(following.target),
                 )
                 await resp.discard(REDIRECT_BODY_LIMIT)
             hop = following

@@ -1,8 +1,9 @@
 """The seam between the proxy and whatever carries the client's WebSocket.
 
 The session and relay code talk to the client through these two small interfaces; the ASGI
-adapter (``_asgi.py``) and the trio-websocket adapter (``_serve.py``) each implement them in a few
-lines, so the same proxy code runs under hypercorn and embedded in a trio program.
+adapter (``_asgi.py``), the trio-websocket adapter (``_serve.py``) and the own door's wsproto
+adapter (``_wsserver.py``) each implement them, so the same proxy code runs under hypercorn, on
+the proxy's own listener and embedded in a trio program.
 """
 
 from __future__ import annotations
@@ -12,15 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import parse_qsl
 
-import trio_websocket
-
 from ._protocol import first_header
-
-
-def close_of(exc: trio_websocket.ConnectionClosed) -> tuple[int | None, str]:
-    """The close code (None when none was received) and reason text of a closed trio-websocket."""
-    reason = exc.reason
-    return (reason.code if reason else None), (reason and reason.reason) or ""
 
 
 class ClientSocket(Protocol):

@@ -36,6 +36,7 @@ from ._errors import BackendError
 from ._frames import FrameScanner, close_frame, upgrade_answer_problem
 from ._outcome import Outcome
 from ._protocol import GOING_AWAY, first_header, strip_hop_by_hop
+from ._redact import log_path
 
 log = logging.getLogger("trio_httpws.splice")
 
@@ -94,7 +95,7 @@ async def splice_websocket(
     caller read past the upgrade head. Returns once both sides are done with; the caller then
     closes ``client``.
     """
-    shown = target.split("?", 1)[0]  # what logs may show: the query may hold a token
+    shown = log_path(target)
     try:
         backend = await pool.open_stream()
     except BackendError as exc:

@@ -24,8 +24,7 @@ import trio_httpws
 from trio_httpws import Config
 from trio_httpws._cli import JsonFormatter, build_parser, config_from_args
 from trio_httpws._config import SETTINGS
-from trio_httpws.client._diagnosis import verdict_line
-from trio_httpws.client._doctor import doctor
+from trio_httpws.doctor import doctor, verdict_line
 
 from ..support._http import http_request
 from ..support.proxies import wait_until
@@ -191,7 +190,7 @@ async def test_cli_starts_jupyter_serves_and_stops_cleanly(
         # Under the URL: the no-kernel doctor's verdict on the proxy, from Colab's origin.
         lines = cli.stdout.splitlines()
         verdict = lines[lines.index(f"    {cli.base}/?token={cli.token}") + 1]
-        assert verdict == "Colab can connect: today's flow ok, old tunnel ok"
+        assert verdict == "Colab can connect: direct flow ok, old tunnel ok"
         report = await doctor(f"{cli.base}/?token={cli.token}", COLAB, kernel=False)
         assert verdict == verdict_line(report)
         auth = urlencode({"jupyter_http_over_ws_auth_url": f"{cli.base}/?token={cli.token}"})
@@ -231,7 +230,7 @@ async def test_the_screen_ends_with_the_url_the_verdict_and_how_to_stop() -> Non
         lines = cli.stdout.splitlines()
         assert lines[-3:] == [
             f"    {cli.base}/?token={cli.token}",
-            "Colab can connect: today's flow ok, old tunnel ok",
+            "Colab can connect: direct flow ok, old tunnel ok",
             "Press Ctrl-C to stop.",
         ]
         # Jupyter's own lines (its "is running at" URL is not the one to paste) and each
@@ -320,6 +319,12 @@ async def test_cli_serves_on_the_proxys_own_door_unless_told() -> None:
         assert await trio.to_thread.run_sync(server_header) == "trio-httpws"
     # serve() defaults to the same door as the command.
     assert inspect.signature(trio_httpws.serve).parameters["server"].default == "trio"
+
+
+def test_help_names_the_doctor() -> None:
+    text = build_parser().format_help()
+    assert text.startswith("usage: trio-httpws [options]\n       trio-httpws doctor [options] URL")
+    assert "doctor --help`" in " ".join(text.split())  # argparse may wrap at the hyphen
 
 
 def test_cli_settings_become_a_config() -> None:

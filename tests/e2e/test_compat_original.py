@@ -16,22 +16,16 @@ import trio
 import trio_websocket
 
 import trio_httpws
-from trio_httpws._config import COLAB_ORIGIN
+from trio_httpws._protocol import COLAB_ORIGIN
 from trio_httpws.client import (
     ConnectionRefused,
     Response,
     diagnose,
-    execute_request,
     open_client,
     open_proxied_websocket,
+    run_code,
 )
-from trio_httpws.client._diagnosis import (
-    Mark,
-    render_json,
-    render_text,
-    verdict_line,
-)
-from trio_httpws.client._doctor import doctor
+from trio_httpws.doctor import Mark, doctor, render_json, render_text, verdict_line
 
 from ..support._original_server import AVAILABLE, SKIP_REASON, OriginalServer, original_server
 from ..support.proxies import running_proxy
@@ -67,23 +61,10 @@ async def test_status_needs_the_auth_url_flow(server: OriginalServer) -> None:
 
 
 async def _execute(ws: trio_websocket.WebSocketConnection, session: str, code: str) -> str:
-    """Send an execute_request on the default channel protocol; return the stdout it printed."""
-    msg_id, message = execute_request(code, session)
-    await ws.send_message(message)
-    stdout = ""
-    while True:
-        message = await ws.get_message()
-        assert isinstance(message, str), "the default channel protocol sends JSON text"
-        msg = json.loads(message)
-        if msg.get("parent_header", {}).get("msg_id") != msg_id:
-            continue
-        kind = msg["header"]["msg_type"]
-        if kind == "stream" and msg["content"]["name"] == "stdout":
-            stdout += msg["content"]["text"]
-        elif kind == "error":
-            raise AssertionError(f"kernel error: {msg['content']}")
-        elif kind == "status" and msg["content"]["execution_state"] == "idle":
-            return stdout
+    """Run ``code`` on the default channel protocol; return the stdout it printed."""
+    result = await run_code(ws, code, session=session)
+    assert result.ok, f"kernel error: {result}"
+    return result.stdout
 
 
 async def test_session_kernel_code_and_delete(server: OriginalServer) -> None:
@@ -272,7 +253,7 @@ async def test_doctor_on_the_original(server: OriginalServer) -> None:
     )
     assert report.step("tunnel.kernel_ws").saw.endswith("print(6*7) printed 42")
     # allow_origin=* answers with a literal *, which no browser accepts with credentials.
-    preflight = report.step("today.preflight")
+    preflight = report.step("direct.preflight")
     assert preflight.mark is Mark.FAIL
     assert "Access-Control-Allow-Origin: *" in preflight.saw
     assert preflight.fix.startswith(
@@ -290,5 +271,5 @@ async def test_doctor_on_the_original(server: OriginalServer) -> None:
     assert (
         "closed with 1002, this runtime has no such socket" in report.step("tunnel.kernel_ws").saw
     )
-    assert report.step("today.kernel_ws").mark is Mark.SKIP
+    assert report.step("direct.kernel_ws").mark is Mark.SKIP
     assert [f.works for f in report.flows] == [False, True]

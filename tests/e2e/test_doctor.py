@@ -2,7 +2,7 @@
 
 Real hypercorn serving trio_httpws, real Jupyter Server 2 (+ ipykernel), a stock Jupyter started
 with Colab's documented flags, a dead port, and a fake runtime that answers CORS correctly (so the
-pass path of today's flow is proven without depending on the proxy).
+pass path of the direct flow is proven without depending on the proxy).
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import trio
 import trio_httpws
 from trio_httpws._jupyter import free_port
 from trio_httpws.client import ClientConnectionError, http_request, open_websocket
-from trio_httpws.client._diagnosis import Mark, Report, verdict_line
-from trio_httpws.client._doctor import doctor
+from trio_httpws.doctor import Mark, Report, doctor, verdict_line
 
 from ..support.fake_backend import FakeBackend
 from ..support.fake_runtime import KERNEL_SPECS, make_runtime_app
@@ -115,26 +114,26 @@ async def test_trio_httpws_old_tunnel_and_a_real_kernel(jproxy: str, jupyter: Ju
     running = await http_request(jupyter.url, "GET", f"/api/kernels?token={jupyter.token}")
     assert running.status == 200
     assert kernel_id not in [k["id"] for k in json.loads(running.body)]
-    assert report.step("today.kernel_ws").saw.endswith("print(6*7) printed 42")
+    assert report.step("direct.kernel_ws").saw.endswith("print(6*7) printed 42")
     assert [f.works for f in report.flows] == [True, True]
     assert report.ok
     assert report.step("verdict").mark is Mark.OK
     assert report.step("verdict").saw == (
-        f"{COLAB} can connect through today's flow and the old tunnel"
+        f"{COLAB} can connect through the direct flow and the old tunnel"
     )
     assert_no_token(report, jupyter.token)
 
 
-async def test_trio_httpws_todays_flow(jproxy: str, jupyter: Jupyter) -> None:
+async def test_trio_httpws_direct_flow(jproxy: str, jupyter: Jupyter) -> None:
     report = await doctor(f"{jproxy}/?token={jupyter.token}", COLAB)
-    assert {s.name: (s.mark, s.fix) for s in report.steps if s.group == "today"} == {
-        "today.preflight": (Mark.OK, ""),
-        "today.pna": (Mark.OK, ""),
-        "today.get": (Mark.OK, ""),
-        "today.kernel_ws": (Mark.OK, ""),
+    assert {s.name: (s.mark, s.fix) for s in report.steps if s.group == "direct"} == {
+        "direct.preflight": (Mark.OK, ""),
+        "direct.pna": (Mark.OK, ""),
+        "direct.get": (Mark.OK, ""),
+        "direct.kernel_ws": (Mark.OK, ""),
     }
     assert [f.works for f in report.flows] == [True, True]
-    assert verdict_line(report) == "Colab can connect: today's flow ok, old tunnel ok"
+    assert verdict_line(report) == "Colab can connect: direct flow ok, old tunnel ok"
 
 
 async def test_wrong_token(jproxy: str) -> None:
@@ -146,8 +145,8 @@ async def test_wrong_token(jproxy: str) -> None:
         "The token was refused: paste the URL with the current token, as the runtime printed it "
         "at startup (for a Jupyter you started, jupyter server list shows it)."
     )
-    assert report.step("today.preflight").mark is Mark.SKIP
-    assert report.step("today.preflight").saw == "not tried: the token was refused"
+    assert report.step("direct.preflight").mark is Mark.SKIP
+    assert report.step("direct.preflight").saw == "not tried: the token was refused"
     assert not report.ok
     assert report.step("verdict").mark is Mark.FAIL
     assert report.step("verdict").fix == "Apply the first fix above, then run the doctor again."
@@ -166,14 +165,14 @@ async def test_refused_origin_old_tunnel(jproxy: str, jupyter: Jupyter) -> None:
     assert not next(f for f in report.flows if f.name == "tunnel").works
 
 
-async def test_refused_origin_todays_flow(jproxy: str, jupyter: Jupyter) -> None:
+async def test_refused_origin_direct_flow(jproxy: str, jupyter: Jupyter) -> None:
     """The proxy itself refuses the foreign origin with 403, on every path."""
     report = await doctor(f"{jproxy}/?token={jupyter.token}", EVIL, kernel=False)
     fix = f"trio-httpws refuses the origin {EVIL}: start it with --allow-origin {EVIL}."
-    assert report.step("today.preflight").mark is Mark.FAIL
-    assert report.step("today.preflight").fix == fix
-    assert report.step("today.get").fix == fix
-    assert report.step("today.kernel_ws").fix == fix
+    assert report.step("direct.preflight").mark is Mark.FAIL
+    assert report.step("direct.preflight").fix == fix
+    assert report.step("direct.get").fix == fix
+    assert report.step("direct.kernel_ws").fix == fix
     assert not report.ok
 
 
@@ -246,14 +245,14 @@ async def test_stock_jupyter_needs_allow_credentials_and_has_no_tunnel(jupyter: 
     report = await doctor(f"{jupyter.url}/?token={jupyter.token}", COLAB, kernel=False)
     assert report.runtime.startswith("Jupyter Server 2.")
     assert report.runtime.endswith("(stock)")
-    preflight = report.step("today.preflight")
+    preflight = report.step("direct.preflight")
     assert preflight.mark is Mark.FAIL
     assert preflight.fix == (
         "Start Jupyter with --ServerApp.allow_credentials=True, or put trio-httpws in front of "
         f"it (trio-httpws --backend {jupyter.url})."
     )
-    assert report.step("today.get").fix == preflight.fix
-    assert report.step("today.pna").fix == (
+    assert report.step("direct.get").fix == preflight.fix
+    assert report.step("direct.pna").fix == (
         "Jupyter never answers the Private Network Access preflight of Chrome before 142: put "
         f"trio-httpws in front of it (trio-httpws --backend {jupyter.url})."
     )
@@ -274,31 +273,31 @@ async def test_stock_jupyter_with_colabs_flags_works_but_lacks_pna() -> None:
         f"--ServerApp.allow_origin={COLAB}", "--ServerApp.allow_credentials=True"
     ) as server:
         report = await doctor(f"{server.url}/?token={server.token}", COLAB)
-    assert report.step("today.preflight").mark is Mark.OK
-    assert report.step("today.get").mark is Mark.OK
-    assert report.step("today.kernel_ws").saw.endswith("print(6*7) printed 42")
-    # Colab's documented flags serve today's Chrome, which no longer sends the PNA preflight;
+    assert report.step("direct.preflight").mark is Mark.OK
+    assert report.step("direct.get").mark is Mark.OK
+    assert report.step("direct.kernel_ws").saw.endswith("print(6*7) printed 42")
+    # Colab's documented flags serve Chrome from 142 on, which no longer sends the PNA preflight;
     # the missing answer is a warning for older versions, not a failed flow.
-    pna = report.step("today.pna")
+    pna = report.step("direct.pna")
     assert pna.mark is Mark.WARN
     assert "put trio-httpws in front of it" in pna.fix
-    assert next(f for f in report.flows if f.name == "today").works
+    assert next(f for f in report.flows if f.name == "direct").works
 
 
 # -- a runtime that answers CORS itself: the pass path, proven apart from the proxy's -----------
 
 
-async def test_todays_flow_passes_on_a_runtime_that_answers_cors(
+async def test_direct_flow_passes_on_a_runtime_that_answers_cors(
     fake_runtime: FakeBackend,
 ) -> None:
     report = await doctor(f"{fake_runtime.url}/?token={FAKE_TOKEN}", COLAB)
-    assert marks(report, "today") == dict.fromkeys(
-        ("today.preflight", "today.pna", "today.get", "today.kernel_ws"), Mark.OK
+    assert marks(report, "direct") == dict.fromkeys(
+        ("direct.preflight", "direct.pna", "direct.get", "direct.kernel_ws"), Mark.OK
     )
-    assert report.step("today.kernel_ws").saw.endswith("print(6*7) printed 42")
+    assert report.step("direct.kernel_ws").saw.endswith("print(6*7) printed 42")
     assert report.step("tunnel.diagnose").mark is Mark.FAIL  # no tunnel on this one
     assert report.ok
-    assert verdict_line(report).startswith("Colab can connect: today's flow ok, old tunnel fails")
+    assert verdict_line(report).startswith("Colab can connect: direct flow ok, old tunnel fails")
 
 
 async def test_both_flows_pass_behind_trio_httpws(fake_runtime: FakeBackend, door: str) -> None:
@@ -311,7 +310,7 @@ async def test_both_flows_pass_behind_trio_httpws(fake_runtime: FakeBackend, doo
     ]
     # The whole list, parsed: it is far over the 64 KiB the doctor once kept of it.
     assert report.step("tunnel.get").saw.endswith(f"200, {len(KERNEL_SPECS)} kernel spec(s)")
-    assert verdict_line(report) == "Colab can connect: today's flow ok, old tunnel ok"
+    assert verdict_line(report) == "Colab can connect: direct flow ok, old tunnel ok"
 
 
 # -- the command line ---------------------------------------------------------------------------
@@ -339,7 +338,7 @@ async def test_cli_json_never_prints_the_token(fake_runtime: FakeBackend) -> Non
     document = json.loads(result.stdout)
     assert document["ok"] is True
     assert document["url"] == f"{fake_runtime.url}/?token=<redacted>"
-    assert document["flows"]["today"] == {"works": True, "failed_at": None, "why": ""}
+    assert document["flows"]["direct"] == {"works": True, "failed_at": None, "why": ""}
     assert document["flows"]["tunnel"]["failed_at"] == "tunnel.diagnose"
     assert [s["name"] for s in document["steps"]][:3] == ["reach.port", "reach.host", "reach.token"]
 

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 
 from trio_httpws.client import (
@@ -31,6 +32,7 @@ from trio_httpws.client import (
     diagnose,
     open_client,
     open_proxied_websocket,
+    run_code,
 )
 
 TIMEOUT = 15
@@ -812,3 +814,142 @@ async def test_open_proxied_websocket() -> None:
         "session_id": ["s1"],
         "jupyter_http_over_ws_auth_url": [auth],
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# run_code
+# ---------------------------------------------------------------------------------------------
+
+
+class ScriptedKernel:
+    """A kernel's channels socket that answers our execute_request with ``script``: (msg_type,
+    content) pairs, each sent as a reply to our msg_id unless it is raw text already."""
+
+    def __init__(self, script: list[tuple[str, dict[str, Any]] | str | bytes]) -> None:
+        self._script = script
+        self._replies: list[str | bytes] = []
+        self.sent: list[dict[str, Any]] = []
+
+    async def send_message(self, message: str) -> None:
+        request = json.loads(message)
+        self.sent.append(request)
+        parent = {"msg_id": request["header"]["msg_id"]}
+        self._replies = [
+            item
+            if isinstance(item, (str, bytes))
+            else json.dumps({"parent_header": parent, "msg_type": item[0], "content": item[1]})
+            for item in self._script
+        ]
+
+    async def get_message(self) -> str | bytes:
+        if not self._replies:
+            await trio.sleep_forever()  # a kernel that has nothing more to say
+        return self._replies.pop(0)
+
+
+IDLE = ("status", {"execution_state": "idle"})
+
+
+async def test_run_code_gathers_what_the_code_wrote() -> None:
+    seen: list[tuple[str, str]] = []
+    kernel = ScriptedKernel(
+        [
+            ("status", {"execution_state": "busy"}),
+            ("stream", {"name": "stdout", "text": "4"}),
+            ("stream", {"name": "stderr", "text": "warn\n"}),
+            ("stream", {"name": "stdout", "text": "2\n"}),
+            ("execute_result", {"data": {"text/plain": "7"}}),
+            IDLE,
+            ("execute_reply", {"status": "ok"}),
+        ]
+    )
+    with trio.fail_after(TIMEOUT):
+        result = await run_code(
+            kernel, "print(42)", session="s1", on_output=lambda *out: seen.append(out)
+        )
+    assert (result.status, result.stdout, result.stderr, result.result) == (
+        "ok",
+        "42\n",
+        "warn\n",
+        "7",
+    )
+    assert result.ok
+    assert seen == [("stdout", "4"), ("stderr", "warn\n"), ("stdout", "2\n")]
+    assert kernel.sent[0]["content"]["code"] == "print(42)"
+    assert kernel.sent[0]["header"]["session"] == "s1"
+
+
+async def test_run_code_waits_for_both_the_reply_and_idle(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # iopub's idle may come before the shell's reply: output in between still counts.
+    kernel = ScriptedKernel(
+        [
+            IDLE,
+            ("stream", {"name": "stdout", "text": "late\n"}),
+            ("execute_reply", {"status": "ok"}),
+        ]
+    )
+    with trio.fail_after(TIMEOUT):
+        assert (await run_code(kernel, "x")).stdout == "late\n"
+    # Without the idle it is not done: the wait is the caller's to bound.
+    with trio.move_on_after(60) as scope:
+        await run_code(ScriptedKernel([("execute_reply", {"status": "ok"})]), "x")
+    assert scope.cancelled_caught
+
+
+async def test_run_code_reports_the_error_without_colours() -> None:
+    kernel = ScriptedKernel(
+        [
+            ("stream", {"name": "stdout", "text": "before\n"}),
+            (
+                "error",
+                {
+                    "ename": "ZeroDivisionError",
+                    "evalue": "division by zero",
+                    "traceback": [
+                        "\x1b[0;31mTraceback\x1b[0m",
+                        "ZeroDivisionError: division by zero",
+                    ],
+                },
+            ),
+            ("execute_reply", {"status": "error", "ename": "ZeroDivisionError"}),
+            IDLE,
+        ]
+    )
+    with trio.fail_after(TIMEOUT):
+        result = await run_code(kernel, "1/0")
+    assert not result.ok
+    assert (result.status, result.stdout) == ("error", "before\n")
+    assert result.error == "ZeroDivisionError: division by zero"
+    assert result.traceback == "Traceback\nZeroDivisionError: division by zero"
+
+
+async def test_run_code_takes_the_error_from_the_reply_when_iopub_has_none() -> None:
+    kernel = ScriptedKernel(
+        [("execute_reply", {"status": "error", "ename": "KeyboardInterrupt", "evalue": ""}), IDLE]
+    )
+    with trio.fail_after(TIMEOUT):
+        result = await run_code(kernel, "x")
+    assert (result.ok, result.error, result.traceback) == (False, "KeyboardInterrupt: ", "")
+
+
+async def test_run_code_skips_what_is_not_a_reply_to_it() -> None:
+    other = json.dumps(
+        {"parent_header": {"msg_id": "other"}, "msg_type": "stream",
+         "content": {"name": "stdout", "text": "not ours\n"}}
+    )  # fmt: skip
+    kernel = ScriptedKernel(
+        [
+            b"\x00binary buffers",
+            "[" * 100_000,  # too deep for json
+            "not json",
+            json.dumps({"parent_header": "not a dict"}),
+            other,
+            ("stream", {"name": "stdout", "text": "ours\n"}),
+            ("execute_reply", {"status": "ok"}),
+            IDLE,
+        ]
+    )
+    with trio.fail_after(TIMEOUT):
+        assert (await run_code(kernel, "x")).stdout == "ours\n"

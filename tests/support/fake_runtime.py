@@ -1,6 +1,6 @@
 """A fake Jupyter runtime that answers Colab's direct flow correctly (CORS, credentials, PNA).
 
-It proves the doctor's pass path for today's flow independently of the proxy: served alone it is a
+It proves the doctor's pass path for the direct flow independently of the proxy: served alone it is a
 runtime with a good CORS answer and no tunnel; behind trio-httpws both flows work. Its kernels
 only know how to print 42.
 """

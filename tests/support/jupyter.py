@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import tempfile
@@ -13,14 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 import trio_websocket
 
 from trio_httpws._jupyter import free_port, jupyter_command, jupyter_environment
-from trio_httpws.client import execute_request
+from trio_httpws.client import run_code
 
 
 @dataclass(frozen=True)
@@ -74,23 +72,7 @@ def jupyter_server(*extra_args: str) -> Iterator[Jupyter]:
 
 async def run_cell(ws: trio_websocket.WebSocketConnection, code: str) -> str:
     """Execute ``code`` and return what it printed on stdout."""
-    msg_id, message = execute_request(code, uuid.uuid4().hex)
-    await ws.send_message(message)
-    printed = []
-    replied = idle = False
-    # The reply (shell channel) and the output (iopub) are not ordered with respect to each
-    # other; the cell is finished once both the reply and iopub's "idle" have arrived.
     with trio.fail_after(60):
-        while not (replied and idle):
-            reply: dict[str, Any] = json.loads(await ws.get_message())
-            if reply.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind = reply["msg_type"]
-            if kind == "stream" and reply["content"]["name"] == "stdout":
-                printed.append(reply["content"]["text"])
-            elif kind == "execute_reply":
-                assert reply["content"]["status"] == "ok", reply["content"]
-                replied = True
-            elif kind == "status" and reply["content"]["execution_state"] == "idle":
-                idle = True
-    return "".join(printed)
+        result = await run_code(ws, code, session=uuid.uuid4().hex)
+    assert result.ok, result
+    return result.stdout

@@ -10,22 +10,22 @@ import trio
 import trio.testing
 import trio_websocket
 
-from trio_httpws._config import COLAB_ORIGIN
-from trio_httpws.client._diagnosis import (
-    REDACTED,
-    TUNNEL_BODY_LIMIT,
+from trio_httpws._protocol import COLAB_ORIGIN
+from trio_httpws._redact import REDACTED, redact_tokens
+from trio_httpws.doctor import (
     Mark,
     Observations,
     Report,
     Seen,
     assess,
     parse_target,
-    redact_tokens,
     render_json,
     render_text,
+    self_check,
     verdict_line,
 )
-from trio_httpws.client._doctor import _run_code, _socket_seen, _timed, self_check
+from trio_httpws.doctor._probes import _socket_seen, _timed
+from trio_httpws.doctor._seen import TUNNEL_BODY_LIMIT
 
 TOKEN = "abc123secret"
 URL = f"http://localhost:8889/?token={TOKEN}"
@@ -95,9 +95,9 @@ def test_everything_works() -> None:
     assert all(s.fix == "" for s in report.steps)
     assert report.ok
     assert report.runtime == "trio-httpws in front of Jupyter Server 2.21.1"
-    assert verdict_line(report) == "Colab can connect: today's flow ok, old tunnel ok"
+    assert verdict_line(report) == "Colab can connect: direct flow ok, old tunnel ok"
     assert report.step("verdict").saw == (
-        f"{COLAB_ORIGIN} can connect through today's flow and the old tunnel"
+        f"{COLAB_ORIGIN} can connect through the direct flow and the old tunnel"
     )
 
 
@@ -241,25 +241,25 @@ def test_stock_jupyter_names_the_missing_flag_and_trio_httpws() -> None:
     report = judge(STOCK, kernel=False)
     assert report.runtime == "Jupyter Server 2.21.1 (stock)"
     front = f"put trio-httpws in front of it (trio-httpws --backend {BASE})"
-    assert report.step("today.preflight").fix == (
+    assert report.step("direct.preflight").fix == (
         f"Start Jupyter with --ServerApp.allow_credentials=True, or {front}."
     )
-    assert report.step("today.pna").fix == (
+    assert report.step("direct.pna").fix == (
         f"Jupyter never answers the Private Network Access preflight of Chrome before 142: {front}."
     )
-    assert report.step("today.kernel_ws").mark is Mark.OK
+    assert report.step("direct.kernel_ws").mark is Mark.OK
     assert report.step("tunnel.diagnose").fix == (
         "No tunnel endpoints: the jupyter_http_over_ws extension cannot load in Jupyter Server "
         f"2; {front}."
     )
-    assert [f.failed_at for f in report.flows] == ["today.preflight", "tunnel.diagnose"]
+    assert [f.failed_at for f in report.flows] == ["direct.preflight", "tunnel.diagnose"]
     assert not report.ok
 
 
 def test_jupyter_without_allow_origin_names_both_flags() -> None:
     preflight = Seen(status=200, headers=(("access-control-allow-methods", "POST"),))
     report = judge(replace(STOCK, preflight=preflight), kernel=False)
-    assert report.step("today.preflight").fix == (
+    assert report.step("direct.preflight").fix == (
         f"Jupyter does not allow the origin {COLAB_ORIGIN}: start Jupyter with "
         f"--ServerApp.allow_origin={COLAB_ORIGIN} --ServerApp.allow_credentials=True, or put "
         f"trio-httpws in front of it (trio-httpws --backend {BASE})."
@@ -271,11 +271,11 @@ def test_a_preflight_need_not_list_post() -> None:
     headers = tuple(h for h in PREFLIGHT if h[0] != "access-control-allow-methods")
     for methods in ((), (("access-control-allow-methods", "GET"),)):
         obs = replace(GOOD, preflight=Seen(status=204, headers=headers + methods))
-        assert judge(obs).step("today.preflight").mark is Mark.OK
+        assert judge(obs).step("direct.preflight").mark is Mark.OK
     without_header = tuple(h for h in headers if h[0] != "access-control-allow-headers")
     for allowed in ((), (("access-control-allow-headers", "x-content-type-options"),)):
         obs = replace(GOOD, preflight=Seen(status=204, headers=without_header + allowed))
-        assert judge(obs).step("today.preflight").mark is Mark.FAIL
+        assert judge(obs).step("direct.preflight").mark is Mark.FAIL
 
 
 def test_a_kernelspec_list_over_the_limit_is_a_working_tunnel() -> None:
@@ -298,8 +298,8 @@ def test_notebook_6_flags_a_literal_star_and_a_missing_extension() -> None:
     )
     report = judge(obs, kernel=False)
     assert report.runtime == "Notebook 6.5.7 without jupyter_http_over_ws"
-    assert "browsers refuse a literal *" in report.step("today.preflight").saw
-    assert report.step("today.preflight").fix.startswith(
+    assert "browsers refuse a literal *" in report.step("direct.preflight").saw
+    assert report.step("direct.preflight").fix.startswith(
         f"Allow the exact origin (--NotebookApp.allow_origin={COLAB_ORIGIN}, not *) with "
         "--NotebookApp.allow_credentials=True"
     )
@@ -323,9 +323,9 @@ def test_origin_refused_by_trio_httpws() -> None:
     )
     report = judge(obs, origin=evil)
     fix = f"trio-httpws refuses the origin {evil}: start it with --allow-origin {evil}."
-    for name in ("today.preflight", "today.get", "today.kernel_ws", "tunnel.diagnose"):
+    for name in ("direct.preflight", "direct.get", "direct.kernel_ws", "tunnel.diagnose"):
         assert report.step(name).fix == fix, name
-    assert report.step("today.pna").mark is Mark.SKIP
+    assert report.step("direct.pna").mark is Mark.SKIP
     assert report.step("tunnel.get").saw == "not tried: the origin was refused"
     assert not report.ok
 
@@ -335,17 +335,17 @@ def test_a_refused_origin_is_trio_httpws_even_without_its_server_header() -> Non
     obs = replace(GOOD, api=JUPYTER_API, preflight=refused, diagnose=refused)
     report = judge(obs, origin="https://evil.example")
     assert report.runtime == "trio-httpws in front of Jupyter Server 2.21.1"
-    assert report.step("today.preflight").fix.startswith("trio-httpws refuses the origin")
+    assert report.step("direct.preflight").fix.startswith("trio-httpws refuses the origin")
 
 
 def test_an_older_trio_httpws_without_cors_says_upgrade() -> None:
     # trio-httpws before it answered Colab's direct flow: the backend's CORS answer came through.
     obs = replace(GOOD, preflight=STOCK.preflight, get=STOCK.get)
     report = judge(obs)
-    for name in ("today.preflight", "today.pna", "today.get"):
+    for name in ("direct.preflight", "direct.pna", "direct.get"):
         assert report.step(name).fix.startswith("Upgrade trio-httpws to a version that serves")
     assert report.ok  # the old tunnel works
-    assert verdict_line(report).startswith("Colab can connect: today's flow fails (OPTIONS")
+    assert verdict_line(report).startswith("Colab can connect: direct flow fails (OPTIONS")
 
 
 def test_min_version_mismatch() -> None:
@@ -435,7 +435,8 @@ class _OddKernel:
 
 
 async def test_odd_kernel_messages_are_skipped_not_raised() -> None:
-    assert await _run_code(_OddKernel()) == "42\n"  # type: ignore[arg-type]
+    seen = await _socket_seen(_OddKernel(), True, 0.0)  # type: ignore[arg-type]
+    assert seen == Seen(opened=True, printed="42\n")
 
 
 class _ClosingLater:
@@ -473,7 +474,7 @@ async def test_a_long_watch_ends_within_the_step_timeout(
 
 def test_a_kernel_that_prints_something_else() -> None:
     report = judge(replace(GOOD, direct_ws=Seen(opened=True, printed="NameError: x")))
-    assert report.step("today.kernel_ws").saw.endswith("print(6*7) printed 'NameError: x'")
+    assert report.step("direct.kernel_ws").saw.endswith("print(6*7) printed 'NameError: x'")
     assert report.ok  # the tunnel still works
 
 
@@ -487,7 +488,7 @@ def test_no_kernel_mode() -> None:
     )
     report = judge(obs, kernel=False)
     assert report.step("kernel.start").saw == "--no-kernel"
-    assert report.step("today.kernel_ws").saw.endswith("opened (--no-kernel: no kernel to open)")
+    assert report.step("direct.kernel_ws").saw.endswith("opened (--no-kernel: no kernel to open)")
     # Notebook 6 has no kernel-free socket to try: skipped, not failed.
     assert report.step("tunnel.kernel_ws").mark is Mark.SKIP
     assert [f.works for f in report.flows] == [True, True]
@@ -504,7 +505,7 @@ def test_text_rendering() -> None:
     assert "reach" in lines
     assert any(line.startswith("  ✓ port answers ") for line in lines)
     preflight = next(i for i, line in enumerate(lines) if "✗ CORS preflight" in line)
-    assert lines[preflight + 1].strip() == "fix: " + report.step("today.preflight").fix
+    assert lines[preflight + 1].strip() == "fix: " + report.step("direct.preflight").fix
     assert sum(line.strip().startswith("fix: ") for line in lines) == sum(
         s.mark in (Mark.FAIL, Mark.WARN) for s in report.steps
     )

@@ -37,7 +37,6 @@ from trio_httpws._protocol import (
     cookie_pairs,
     data_frame,
     diagnose_frame,
-    end_frame,
     error_frame,
     first_frame,
     header_case,
@@ -214,10 +213,6 @@ def test_first_frame_without_body_has_no_data_key() -> None:
 def test_data_frame_has_only_id_data_done() -> None:
     frame = json.loads(data_frame("5", b"\x00\xff", True))
     assert frame == {"message_id": 5, "data": "AP8=", "done": True}
-
-
-def test_end_frame() -> None:
-    assert json.loads(end_frame('"x"')) == {"message_id": "x", "done": True}
 
 
 def test_error_frame_with_and_without_id() -> None:

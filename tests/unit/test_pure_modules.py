@@ -25,6 +25,10 @@ PURE_MODULES = (
     "_frames.py",
     "_outcome.py",
     "_pasted.py",
+    "_redact.py",
+    "doctor/_seen.py",
+    "doctor/_judgement.py",
+    "doctor/_report.py",
 )
 
 

@@ -1,4 +1,4 @@
-"""The relay's WebSocket client to the backend (``_wsclient``).
+"""The relay's WebSocket client to the backend (``_backend_ws``).
 
 Socket-free against a wsproto server on a memory stream, for what a real Jupyter does not do on
 demand (pings mid-message, a frame after the 101 in the same read, invalid UTF-8, a close that
@@ -18,13 +18,13 @@ import wsproto
 import wsproto.events as wse
 from wsproto.frame_protocol import FrameProtocol
 
-from trio_httpws._relay import CLOSE_TIMEOUT, RelayResult, _pump_both
-from trio_httpws._wsclient import (
+from trio_httpws._backend_ws import (
     BackendClosed,
     BackendWebSocket,
     HandshakeFailed,
     HandshakeRejected,
 )
+from trio_httpws._relay import CLOSE_TIMEOUT, RelayResult, _pump_both
 
 from ..support.fake_socket import FakeSocket
 

@@ -10,15 +10,15 @@ It speaks to trio_httpws and to the original extension alike::
         async with open_proxied_websocket(
             "http://127.0.0.1:8888", f"/api/kernels/{kernel_id}/channels", auth_url=url_with_token
         ) as ws:
-            await ws.send_message(execute_request_json)
+            result = await run_code(ws, "print(6*7)")  # result.stdout == "42\n"
 
 For Colab's current, direct flow it also sends plain HTTP requests with chosen headers
 (:func:`http_request`) and opens WebSockets straight to the runtime (:func:`open_websocket`).
 
 Rooms: ``_mux`` (the multiplexed :class:`Client` and its streamed responses), ``_ws`` (opening
 WebSockets: diagnose, proxied, direct), ``_http`` (plain requests over the package's h11 stack),
-``_errors``, and ``trio-httpws doctor``: ``_doctor`` (its probes, thin I/O) and ``_diagnosis``
-(its judgement and rendering, no I/O).
+``_kernel`` (code on a kernel's channels) and ``_errors``. ``trio-httpws doctor`` is built on this
+public API, beside it (:mod:`trio_httpws.doctor`).
 
 Many requests may be in flight on one socket at once; the server's frames are demultiplexed by
 ``message_id``. One reader task receives every frame of the socket and hands each to its
@@ -84,8 +84,9 @@ from ._errors import (
     ResponseStalled,
 )
 from ._http import PlainResponse, http_request
+from ._kernel import CodeResult, KernelSocket, execute_request, run_code
 from ._mux import Client, Response, open_client
-from ._ws import diagnose, execute_request, open_proxied_websocket, open_websocket
+from ._ws import diagnose, open_proxied_websocket, open_websocket
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -93,8 +94,10 @@ __all__ = [
     "Client",
     "ClientConnectionError",
     "ClientError",
+    "CodeResult",
     "ConnectionLost",
     "ConnectionRefused",
+    "KernelSocket",
     "PlainResponse",
     "ProtocolError",
     "Response",
@@ -105,4 +108,5 @@ __all__ = [
     "open_client",
     "open_proxied_websocket",
     "open_websocket",
+    "run_code",
 ]

@@ -14,8 +14,10 @@ from urllib.parse import urlsplit
 from .._backend import BackendPool
 from .._config import BackendURL
 from .._errors import BackendError
+from .._protocol import DEFAULT_PORTS
+from .._redact import log_path, refuse_userinfo
 from ._errors import ClientConnectionError
-from ._ws import DEFAULT_CONNECT_TIMEOUT, Headers, base_path, refuse_userinfo
+from ._ws import DEFAULT_CONNECT_TIMEOUT, Headers, base_path
 
 #: Body bytes kept by :func:`http_request`; the rest is read and dropped.
 DEFAULT_MAX_BODY = 2**20
@@ -59,9 +61,7 @@ async def http_request(
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("url must be an http(s):// base URL")
     refuse_userinfo(parts)
-    backend = BackendURL(
-        parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-    )
+    backend = BackendURL(parts.scheme, parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme])
     items = list(headers.items() if isinstance(headers, Mapping) else headers or ())
     if not any(name.lower() == "host" for name, _ in items):
         items.insert(0, ("Host", parts.netloc))
@@ -89,6 +89,6 @@ async def http_request(
             )
     except BackendError as exc:
         message = str(exc).replace("backend ", "")
-        raise ClientConnectionError(f"{method} {target.split('?', 1)[0]}: {message}") from exc
+        raise ClientConnectionError(f"{method} {log_path(target)}: {message}") from exc
     finally:
         await pool.aclose()

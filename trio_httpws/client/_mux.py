@@ -20,7 +20,13 @@ from typing import Any, NoReturn
 import trio
 import trio_websocket
 
-from .._protocol import AUTH_URL_PARAM, CLOSE_CODE_OFFSET, HTTP_OVER_WS_PATH, MIN_VERSION_PARAM
+from .._protocol import (
+    AUTH_URL_PARAM,
+    CLOSE_CODE_OFFSET,
+    HTTP_OVER_WS_PATH,
+    MIN_VERSION_PARAM,
+    close_of,
+)
 from ._errors import (
     BodyTruncated,
     ClientConnectionError,
@@ -304,7 +310,7 @@ class Client:
         ``path`` is the path and query on the backend (``/api/sessions?x=1``). A ``str`` body is
         sent as text; ``bytes`` as base64 (the original extension decodes that as UTF-8, so only
         trio_httpws carries binary bodies). ``headers`` go in the message's ``headers`` field,
-        which jupyter_http_over_ws 0.0.8 ignores (as trio_httpws does today): headers meant for
+        which jupyter_http_over_ws 0.0.8 ignores, and so does trio_httpws: headers meant for
         the backend belong in ``open_client(extra_headers=...)``, which both servers forward.
 
         Raises :exc:`ConnectionRefused` or :exc:`ConnectionLost` when the socket is or becomes
@@ -491,9 +497,10 @@ class Client:
 
     def _mark_closed(self, reason: trio_websocket.CloseReason | None, *, by_us: bool) -> None:
         if self._close_info is None:
+            code, text = close_of(reason)
             self._close_info = _CloseInfo(
-                code=reason.code if reason is not None else None,
-                reason=(reason.reason or "") if reason is not None else "",
+                code=code,
+                reason=text,
                 received_any=self._received_any,
                 by_us=by_us,
             )

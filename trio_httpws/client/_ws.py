@@ -15,15 +15,16 @@ from urllib.parse import SplitResult, urlencode, urlsplit, urlunsplit
 import trio
 import trio_websocket
 
-from .._config import redact
 from .._pasted import split_page
 from .._protocol import (
     AUTH_URL_PARAM,
     DIAGNOSE_PATH,
     MIN_VERSION_PARAM,
     PROXIED_WS_PREFIX,
+    close_of,
     parse_strict_version,
 )
+from .._redact import log_path, redact, refuse_userinfo
 from ._errors import ClientConnectionError, ConnectionLost, ConnectionRefused, ProtocolError
 
 log = logging.getLogger("trio_httpws.client")
@@ -38,13 +39,6 @@ PROXIED_WS_MAX_MESSAGE_SIZE = 64 * 2**20
 DEFAULT_CONNECT_TIMEOUT = 30.0
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
-
-
-def refuse_userinfo(parts: SplitResult) -> None:
-    """Refuse a URL with ``user:password@``, without echoing it: it would go out in the Host
-    header and into error messages, and Jupyter logs in by token."""
-    if "@" in parts.netloc:
-        raise ValueError("url must not carry a user name or password")
 
 
 def _ws_base(url: str) -> tuple[str, str, str]:
@@ -136,8 +130,9 @@ async def _open_ws(
             ) from exc
         except trio_websocket.HandshakeError as exc:
             # Without the query: it carries the auth URL, and with it the user's token.
-            where = url.split("?", 1)[0]
-            raise ClientConnectionError(f"could not open WebSocket {where}: {exc!r}") from exc
+            raise ClientConnectionError(
+                f"could not open WebSocket {log_path(url)}: {exc!r}"
+            ) from exc
 
 
 def decode_frame(message: str | bytes) -> dict[str, Any] | None:
@@ -184,11 +179,9 @@ async def diagnose(
             await ws.send_message(token)
             message = await ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
-            reason = exc.reason
+            code, reason = close_of(exc.reason)
             raise ConnectionLost(
-                f"diagnose socket closed: {reason}",
-                code=reason.code if reason else None,
-                reason=(reason.reason or "") if reason else "",
+                f"diagnose socket closed: {exc.reason}", code=code, reason=reason
             ) from None
     answer = decode_frame(message)
     if answer is None or answer.get("message_id") != token:
@@ -260,36 +253,3 @@ async def open_websocket(
         connect_timeout=connect_timeout,
     ) as ws:
         yield ws
-
-
-def execute_request(code: str, session: str | None = None) -> tuple[str, str]:
-    """A Jupyter ``execute_request`` for a kernel's channels socket: ``(msg_id, JSON text)``.
-
-    Send the text on a socket from :func:`open_proxied_websocket` (default channel protocol, no
-    subprotocol); the kernel's replies carry ``msg_id`` as their ``parent_header.msg_id``. Output
-    (iopub) and the reply (shell) are not ordered with respect to each other: the cell is done
-    once both the ``execute_reply`` and iopub's ``status`` ``idle`` have arrived.
-    """
-    msg_id = secrets.token_hex(16)
-    message = {
-        "header": {
-            "msg_id": msg_id,
-            "username": "trio_httpws",
-            "session": session or secrets.token_hex(16),
-            "msg_type": "execute_request",
-            "version": "5.3",
-        },
-        "parent_header": {},
-        "metadata": {},
-        "content": {
-            "code": code,
-            "silent": False,
-            "store_history": False,
-            "user_expressions": {},
-            "allow_stdin": False,
-            "stop_on_error": True,
-        },
-        "channel": "shell",
-        "buffers": [],
-    }
-    return msg_id, json.dumps(message)
