@@ -1,5 +1,5 @@
 """Nothing leaks: when a client leaves (tunnel, relay, reverse HTTP), every task, socket and fd
-it caused is gone."""
+it caused is gone, on each door."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 import trio_httpws
 from trio_httpws._asgi import TrioHttpWsApp
+from trio_httpws._door import serve_door
 from trio_httpws._proxy import Proxy
 from trio_httpws._serve import hypercorn_config
 
@@ -46,7 +47,7 @@ def count_fds() -> int:
 
 @dataclass
 class Served:
-    """A proxy under hypercorn, after one finished request, and what it held then."""
+    """A proxy on a door, after one finished request, and what it held then."""
 
     base: str
     proxy: Proxy
@@ -60,14 +61,18 @@ class Served:
 
 
 @asynccontextmanager
-async def served(fake_backend: FakeBackend) -> AsyncIterator[Served]:
+async def served(fake_backend: FakeBackend, door: str) -> AsyncIterator[Served]:
+    """The proxy on ``door``, with the ``Proxy`` object in hand to look into its pool."""
     config = trio_httpws.Config(backend=fake_backend.url)
     proxy = Proxy(config)
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            hypercorn_serve, TrioHttpWsApp(config, proxy), hypercorn_config(config)
-        )
-        base = binds[0]
+        if door == "hypercorn":
+            binds = await nursery.start(
+                hypercorn_serve, TrioHttpWsApp(config, proxy), hypercorn_config(config)
+            )
+            base = binds[0]
+        else:
+            base = f"http://127.0.0.1:{await nursery.start(serve_door, proxy, '127.0.0.1', 0)}"
         # hypercorn reports its port before starting its accept tasks: let them start.
         await trio.testing.wait_all_tasks_blocked()
         tasks_idle = count_tasks()
@@ -83,9 +88,10 @@ async def served(fake_backend: FakeBackend) -> AsyncIterator[Served]:
 
 async def test_client_leaving_mid_request_leaves_no_task_socket_or_fd(
     fake_backend: FakeBackend,
+    door: str,
 ) -> None:
     tag = "leak-" + os.urandom(4).hex()
-    async with served(fake_backend) as s:
+    async with served(fake_backend, door) as s:
         async with connect(s.base) as ws:
             for i in range(5):
                 await ws.send_message(request_json(i, "GET", f"/slow?delay=30&tag={tag}"))
@@ -110,9 +116,9 @@ async def test_client_leaving_mid_request_leaves_no_task_socket_or_fd(
     ids=["proxied_ws", "plain"],
 )
 async def test_relay_client_leaving_leaves_no_task_socket_or_fd(
-    fake_backend: FakeBackend, path: str, how: str
+    fake_backend: FakeBackend, door: str, path: str, how: str
 ) -> None:
-    async with served(fake_backend) as s:
+    async with served(fake_backend, door) as s:
         async with raw_websocket(s.base) as raw:
             assert await raw.handshake(f"127.0.0.1:{port_of(s.base)}", path) == 101
             await raw.send(wse.TextMessage("ping"))
@@ -135,8 +141,10 @@ async def test_relay_client_leaving_leaves_no_task_socket_or_fd(
         assert s.proxy.pool.idle_count == 1
 
 
-async def test_reverse_http_leaves_no_task_socket_or_fd(fake_backend: FakeBackend) -> None:
-    async with served(fake_backend) as s:
+async def test_reverse_http_leaves_no_task_socket_or_fd(
+    fake_backend: FakeBackend, door: str
+) -> None:
+    async with served(fake_backend, door) as s:
         # A finished request reuses the pooled connection and gives it back.
         assert (await http(s.base, "GET", "/api/sessions"))[::2] == (200, b"ok")
         await s.back_to_idle()
@@ -158,9 +166,10 @@ async def test_reverse_http_leaves_no_task_socket_or_fd(fake_backend: FakeBacken
 
 async def test_reverse_http_client_leaving_before_the_response_cancels_it(
     fake_backend: FakeBackend,
+    door: str,
 ) -> None:
     tag = "leak-" + os.urandom(4).hex()
-    async with served(fake_backend) as s:
+    async with served(fake_backend, door) as s:
         async with open_get(s.base, f"/slow?delay=30&tag={tag}"):
             await wait_until(lambda: fake_backend.slow_active(tag) == 1)
             assert count_tasks() > s.tasks_idle
