@@ -265,8 +265,9 @@ async def test_a_path_that_is_not_jupyters_names_the_url_to_paste(
     jproxy: str, jupyter: Jupyter
 ) -> None:
     report = await doctor(f"{jproxy}/u/x/?token={jupyter.token}", COLAB)
+    assert report.runtime == "unknown (GET /u/x/api did not answer 200)"
     step = report.step("reach.host")
-    assert step.mark is Mark.FAIL
+    assert (step.mark, step.title) == (Mark.FAIL, "base URL")
     assert step.saw.startswith("GET /u/x/api answered HTTP 404")
     assert step.fix == (
         f"{jproxy}/u/x/ is not a Jupyter server's URL, {jproxy}/ is: paste {jproxy}/?token=... "

@@ -669,6 +669,10 @@ def test_a_base_url_that_is_not_jupyters_names_the_url_to_paste(
             f"GET {asked} answered HTTP 404 (Not Found)",
             fix,
         )
+        assert step.title == "base URL"
+        assert report.step("verdict").saw.endswith(
+            "direct flow fails at: base URL; old tunnel fails at: base URL"
+        )
         assert report.step("direct.preflight").saw == "not tried: not a Jupyter server's URL"
         assert "origin" not in render_text(report).split("\nreach\n", 1)[1].lower()
 

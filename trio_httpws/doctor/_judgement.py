@@ -200,9 +200,9 @@ def _runtime(api: Seen, diagnose: Seen | None) -> tuple[Kind, str]:
     return Kind.JUPYTER_SERVER, version
 
 
-def _describe(kind: Kind, version: str, api: Seen, diagnose: Seen | None) -> str:
+def _describe(kind: Kind, version: str, api: Seen, diagnose: Seen | None, asked: str) -> str:
     if api.status != 200:
-        return "unknown (GET /api did not answer 200)"
+        return f"unknown (GET {asked} did not answer 200)"
     backend = f"Jupyter Server {version}" if version else "a Jupyter server"
     if kind is Kind.TRIO_HTTPWS:
         return f"trio-httpws in front of {backend}"
@@ -313,7 +313,7 @@ def _not_jupyters(j: _Judge, obs: Observations, saw: str) -> Judged:
             f"{j.target.base_url} is not a Jupyter server's URL: paste the URL the runtime "
             f"printed at startup, e.g. {root}/?token=... (jupyter server list shows it)."
         )
-    return Judged(Mark.FAIL, saw, fix, blocks="not a Jupyter server's URL")
+    return Judged(Mark.FAIL, saw, fix, title="base URL", blocks="not a Jupyter server's URL")
 
 
 def _is_jupyter_api(seen: Seen) -> bool:
@@ -733,7 +733,9 @@ def _verdict(j: _Judge, obs: Observations) -> Judged:
     flows = _flows(j.steps, j.kernel)
     works = " and ".join(_FLOW_PHRASES[f.name] for f in flows if f.works)
     failing = "; ".join(
-        f"{f.title} fails at: {TITLES[f.failed_at or '']}" for f in flows if not f.works
+        f"{f.title} fails at: {next(s.title for s in j.steps if s.name == f.failed_at)}"
+        for f in flows
+        if not f.works
     )
     if works:
         saw = f"{j.origin} can connect through {works}" + (f"; {failing}" if failing else "")
@@ -761,7 +763,6 @@ STEPS: tuple[tuple[str, str, Callable[[_Judge, Observations], Judged]], ...] = (
     ("kernel.delete", "delete it", _kernel_delete),
     ("verdict", "verdict", _verdict),
 )
-TITLES = {name: title for name, title, _ in STEPS}
 
 
 def assess(target: Target, origin: str, obs: Observations, *, kernel: bool = True) -> Report:
@@ -785,7 +786,7 @@ def assess(target: Target, origin: str, obs: Observations, *, kernel: bool = Tru
     return Report(
         redact_tokens(target.url, secrets),
         origin,
-        _describe(kind, version, obs.api, obs.diagnose),
+        _describe(kind, version, obs.api, obs.diagnose, target.path("/api")),
         tuple(j.steps),
         flows,
         kernel,
