@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from ._protocol import DEFAULT_PORTS
+from ._redact import redact_userinfo
 
 #: Jupyter's page routes (Notebook 7, JupyterLab, Notebook 6): the first path segment that is one
 #: of these starts a page, not the base URL. ``login`` and ``tree`` are pages of their own; the
@@ -56,12 +57,12 @@ def split_pasted(url: str) -> PastedUrl:
         parts = urlsplit(text)
         parts.port  # noqa: B018  # raises on a port that is not a number
     except ValueError:
-        raise PastedUrlError(f"not a URL: {_without_query(text)!r}") from None
+        raise PastedUrlError(f"not a URL: {_shown(text)!r}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
         raise PastedUrlError(
             "the URL must start with http:// or https:// and name a host, e.g. "
-            f"http://localhost:8888/?token=...; got {_without_query(text)!r}"
+            f"http://localhost:8888/?token=...; got {_shown(text)!r}"
         )
     if "@" in parts.netloc:
         # Not echoed: the password is in it.
@@ -89,6 +90,7 @@ def split_page(path: str) -> tuple[str, str | None]:
     return path.rstrip("/") + "/", None
 
 
-def _without_query(text: str) -> str:
-    """The URL up to its query: a token may follow."""
-    return text.split("?", 1)[0].split("#", 1)[0]
+def _shown(text: str) -> str:
+    """What an error may show of a pasted URL: up to its query (a token may follow), without
+    its ``user:password@``."""
+    return redact_userinfo(text.split("?", 1)[0].split("#", 1)[0])

@@ -30,13 +30,19 @@ HIDDEN = "…"
 #: ``refuse_userinfo``'s message: it says why, and never shows the URL.
 USERINFO_REFUSED = "url must not carry a user name or password"
 
+#: A value that only shows where a secret goes (``?token=...`` in an example of a message), ended
+#: by the end of the value: no secret, and hiding it would make the example unreadable.
+_PLACEHOLDER = r"(?:\.\.\.|…)[;,:.)]?(?=[&\s'\"]|$)"
 #: A parameter whose value is a secret, and that value (``token=abc``, ``password=...``,
 #: ``jupyter_http_over_ws_auth_url=...``). A value already hidden as REDACTED is left alone.
 _SECRET_PARAM = re.compile(
-    r"(?i)((?:token|password|passwd|secret|key|_xsrf|auth[a-z_]*)=)(?!<redacted>)[^&\s'\"]+"
+    r"(?i)((?:token|password|passwd|secret|key|_xsrf|auth[a-z_]*)=)"
+    rf"(?!<redacted>|{_PLACEHOLDER})[^&\s'\"]+"
 )
 _USERINFO = re.compile(r"(//)[^/@\s'\"]*@")
-_URL_QUERY = re.compile(r"(://[^\s'\"?#]*[?#])[^\s'\"]*")
+_URL_QUERY = re.compile(r"(://[^\s'\"?#]*[?#])([^\s'\"]*)")
+#: A URL query made of placeholders only (``token=...``): an example, shown as it is.
+_EXAMPLE_QUERY = re.compile(rf"[\w-]+={_PLACEHOLDER}(?:&[\w-]+={_PLACEHOLDER})*")
 
 
 def log_path(target: str) -> str:
@@ -53,8 +59,14 @@ def complaint(exc: BaseException) -> str:
 def redact(text: str) -> str:
     """``text`` with URL queries, URL credentials and ``token=``-like values blanked, for error
     messages: a mistyped command line often holds a token URL."""
-    text = _URL_QUERY.sub(rf"\1{HIDDEN}", text)
+    text = _URL_QUERY.sub(_hide_query, text)
     return redact_userinfo(_SECRET_PARAM.sub(rf"\1{HIDDEN}", text))
+
+
+def _hide_query(match: re.Match[str]) -> str:
+    if _EXAMPLE_QUERY.fullmatch(match.group(2)):
+        return match.group(0)
+    return match.group(1) + HIDDEN
 
 
 def redact_userinfo(text: str, mark: str = HIDDEN) -> str:

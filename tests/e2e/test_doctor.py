@@ -21,7 +21,8 @@ import trio
 import trio_httpws
 from trio_httpws._jupyter import free_port
 from trio_httpws.client import ClientConnectionError, http_request, open_websocket
-from trio_httpws.doctor import Mark, Report, doctor, verdict_line
+from trio_httpws.doctor import Mark, Report, doctor, render_json, render_text, verdict_line
+from trio_httpws.doctor._judgement import lna_note
 
 from ..support.fake_backend import FakeBackend
 from ..support.fake_runtime import KERNEL_SPECS, make_runtime_app
@@ -170,7 +171,8 @@ async def test_refused_origin_direct_flow(jproxy: str, jupyter: Jupyter) -> None
     report = await doctor(f"{jproxy}/?token={jupyter.token}", EVIL, kernel=False)
     fix = f"trio-httpws refuses the origin {EVIL}: start it with --allow-origin {EVIL}."
     assert report.step("direct.preflight").mark is Mark.FAIL
-    assert report.step("direct.preflight").fix == fix
+    # In a browser a refused origin looks like a refused Local Network Access: both are said.
+    assert report.step("direct.preflight").fix == f"{fix} {lna_note(EVIL, '127.0.0.1')}"
     assert report.step("direct.get").fix == fix
     assert report.step("direct.kernel_ws").fix == fix
     assert not report.ok
@@ -238,6 +240,71 @@ async def test_nothing_listens() -> None:
     assert report.step("verdict").mark is Mark.FAIL
 
 
+# -- the URL as pasted: a Jupyter page, a base path, a path that is not Jupyter's ----------------
+
+
+async def test_a_pasted_tree_url_works_and_the_report_names_the_cut(
+    jproxy: str, jupyter: Jupyter
+) -> None:
+    # As Jupyter prints it, and as users paste it: /tree is cut off, and the tunnel logs in at
+    # the base URL (Jupyter Server 2 alone has no /tree page: that auth URL answered 404).
+    report = await doctor(f"{jproxy}/tree?token={jupyter.token}", COLAB)
+    assert [s.name for s in report.steps if s.mark is not Mark.OK] == []
+    assert report.step("tunnel.kernel_ws").saw.endswith("print(6*7) printed 42")
+    assert (report.cut, report.base_url) == ("/tree", f"{jproxy}/")
+    told = (
+        f"  /tree is a Jupyter page, not part of the server's URL: using {jproxy}/ "
+        f"(the URL to paste: {jproxy}/?token=...)"
+    )
+    assert render_text(report).splitlines()[2] == told
+    assert json.loads(render_json(report))["cut"] == "/tree"
+    assert_no_token(report, jupyter.token)
+
+
+async def test_a_path_that_is_not_jupyters_names_the_url_to_paste(
+    jproxy: str, jupyter: Jupyter
+) -> None:
+    report = await doctor(f"{jproxy}/u/x/?token={jupyter.token}", COLAB)
+    assert report.runtime == "unknown (GET /u/x/api did not answer 200)"
+    step = report.step("reach.host")
+    assert (step.mark, step.title) == (Mark.FAIL, "base URL")
+    assert step.saw.startswith("GET /u/x/api answered HTTP 404")
+    assert step.fix == (
+        f"{jproxy}/u/x/ is not a Jupyter server's URL, {jproxy}/ is: paste {jproxy}/?token=... "
+        "(with the token the runtime printed)."
+    )
+    assert report.step("direct.preflight").saw == "not tried: not a Jupyter server's URL"
+    assert not report.ok
+    assert_no_token(report, jupyter.token)
+
+
+@pytest.fixture(scope="module")
+def jupyter_under_u_a() -> Iterator[Jupyter]:
+    """A real Jupyter started with --ServerApp.base_url=/u/a/."""
+    with jupyter_server("--ServerApp.base_url=/u/a/") as server:
+        yield server
+
+
+async def test_a_runtime_with_a_base_url(jupyter_under_u_a: Jupyter, door: str) -> None:
+    server = jupyter_under_u_a
+    config = trio_httpws.Config(backend=server.url, base_url="/u/a/", allow_origins=(COLAB,))
+    async with running_proxy(config, door) as url:
+        report = await doctor(f"{url}/u/a/?token={server.token}", COLAB)
+        # A page under the base path: cut off, the base path kept.
+        pasted = await doctor(f"{url}/u/a/lab?token={server.token}", COLAB, kernel=False)
+    assert [s.name for s in report.steps if s.mark is not Mark.OK] == []
+    assert report.step("tunnel.get").saw.startswith(
+        "GET /u/a/api/kernelspecs through /u/a/http_over_websocket with the auth URL: 200, "
+    )
+    for name in ("direct.kernel_ws", "tunnel.kernel_ws"):
+        assert report.step(name).saw.endswith("print(6*7) printed 42"), name
+    assert [f.works for f in report.flows] == [True, True]
+    assert verdict_line(report) == "Colab can connect: direct flow ok, old tunnel ok"
+    assert (pasted.cut, pasted.base_url) == ("/lab", f"{url}/u/a/")
+    assert [f.works for f in pasted.flows] == [True, True]
+    assert_no_token(report, server.token)
+
+
 # -- stock Jupyter Server 2 ---------------------------------------------------------------------
 
 
@@ -247,11 +314,13 @@ async def test_stock_jupyter_needs_allow_credentials_and_has_no_tunnel(jupyter: 
     assert report.runtime.endswith("(stock)")
     preflight = report.step("direct.preflight")
     assert preflight.mark is Mark.FAIL
-    assert preflight.fix == (
+    fix = (
         "Start Jupyter with --ServerApp.allow_credentials=True, or put trio-httpws in front of "
         f"it (trio-httpws --backend {jupyter.url})."
     )
-    assert report.step("direct.get").fix == preflight.fix
+    # The direct flow's first failure is what a page sees of a refused Local Network Access too.
+    assert preflight.fix == f"{fix} {lna_note(COLAB, '127.0.0.1')}"
+    assert report.step("direct.get").fix == fix
     assert report.step("direct.pna").fix == (
         "Jupyter never answers the Private Network Access preflight of Chrome before 142: put "
         f"trio-httpws in front of it (trio-httpws --backend {jupyter.url})."
@@ -360,7 +429,17 @@ def test_cli_argument_errors_never_echo_the_token() -> None:
     result = _run("doctor", "ftp://localhost/?token=s3cr3t")
     assert result.returncode == 2
     assert "s3cr3t" not in result.stderr
-    assert "must start with http:// or https://" in result.stderr
+    # The example stays readable: the redaction once made it "http://localhost:8889/?… got".
+    assert result.stderr.splitlines()[-1] == (
+        "trio-httpws doctor: error: the URL must start with http:// or https:// and name a host, "
+        "e.g. http://localhost:8888/?token=...; got 'ftp://localhost/'"
+    )
+    result = _run("doctor", "http://me:s3cr3t@localhost:99999/?token=s3cr3t")
+    assert result.returncode == 2
+    assert "s3cr3t" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "trio-httpws doctor: error: not a URL: 'http://…@localhost:99999/'"
+    )
 
 
 def test_cli_version() -> None:

@@ -28,11 +28,16 @@ class Jupyter:
     port: int
     #: Jupyter's own log (its stderr), for a test to show when a kernel misbehaves.
     log: Path
+    #: Its ``--ServerApp.base_url``: where its API is (``url`` is scheme://host:port only).
+    base_url: str = "/"
 
 
 @contextmanager
 def jupyter_server(*extra_args: str) -> Iterator[Jupyter]:
     """Run a real jupyter_server + ipykernel on 127.0.0.1 (``extra_args`` appended); stop it."""
+    base_url = next(
+        (a.split("=", 1)[1] for a in extra_args if a.startswith("--ServerApp.base_url=")), "/"
+    )
     port = free_port()
     token = "test-token-" + os.urandom(8).hex()
     with tempfile.TemporaryDirectory() as root, tempfile.TemporaryDirectory() as logs:
@@ -52,7 +57,8 @@ def jupyter_server(*extra_args: str) -> Iterator[Jupyter]:
             deadline = time.monotonic() + 60
             while True:
                 try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api", timeout=2) as r:
+                    api = f"http://127.0.0.1:{port}{base_url}api"
+                    with urllib.request.urlopen(api, timeout=2) as r:
                         if r.status == 200:
                             break
                 except OSError:
@@ -60,7 +66,7 @@ def jupyter_server(*extra_args: str) -> Iterator[Jupyter]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"Jupyter Server did not start: {log.read_text()[-2000:]}")
                 time.sleep(0.1)
-            yield Jupyter(f"http://127.0.0.1:{port}", token, port, log)
+            yield Jupyter(f"http://127.0.0.1:{port}", token, port, log, base_url)
         finally:
             process.terminate()
             try:

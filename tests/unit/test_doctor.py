@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import trio
@@ -24,9 +25,16 @@ from trio_httpws.doctor import (
     self_check,
     verdict_line,
 )
+from trio_httpws.doctor._judgement import lna_note
 from trio_httpws.doctor._probes import _socket_seen, _timed
-from trio_httpws.doctor._seen import TUNNEL_BODY_LIMIT
+from trio_httpws.doctor._seen import TUNNEL_BODY_LIMIT, paths_above
 
+from ..support.pasted import CASES, SECRET
+
+#: What the direct flow's first failure adds when a refused Local Network Access looks the same.
+LNA = lna_note(COLAB_ORIGIN, "localhost")
+PASTED = [case for case in CASES if "error" not in case]
+PASTED_ERRORS = [case for case in CASES if "error" in case]
 TOKEN = "abc123secret"
 URL = f"http://localhost:8889/?token={TOKEN}"
 BASE = "http://localhost:8889"
@@ -106,25 +114,33 @@ def test_a_tunnel_on_jupyter_server_2_is_trio_httpws_even_without_its_server_hea
     assert report.runtime == "trio-httpws in front of Jupyter Server 2.21.1"
 
 
-@pytest.mark.parametrize(
-    ("url", "base", "token"),
-    [
-        (URL, BASE, TOKEN),
-        ("http://127.0.0.1:8888/lab?token=t", "http://127.0.0.1:8888", "t"),
-        ("https://box/jupyter/tree?token=t&x=1", "https://box/jupyter", "t"),
-        ("http://localhost:8889", BASE, None),
-    ],
-)
-def test_parse_target(url: str, base: str, token: str | None) -> None:
-    target = parse_target(url)
-    assert (target.base, target.token) == (base, token)
+@pytest.mark.parametrize("case", PASTED, ids=[case["url"].strip() for case in PASTED])
+def test_parse_target_reads_a_pasted_url_by_the_table(case: dict[str, Any]) -> None:
+    # The table httpws.js and trio_httpws._pasted follow (tests/support/pasted_urls.json).
+    target = parse_target(case["url"])
+    assert (target.base_url, target.token, target.cut) == (
+        case["base_url"],
+        case["token"],
+        case["cut"],
+    )
+    assert target.base == case["base_url"].rstrip("/")
+    assert target.auth_url.startswith(case["base_url"])
+
+
+@pytest.mark.parametrize("case", PASTED_ERRORS, ids=[case["url"] for case in PASTED_ERRORS])
+def test_parse_target_refuses_by_the_table_without_a_secret(case: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=case["error"]) as info:
+        parse_target(case["url"])
+    assert SECRET not in str(info.value)
 
 
 def test_a_bad_url_is_refused_without_its_token() -> None:
     with pytest.raises(ValueError, match="must start with http") as info:
         parse_target(f"ftp://localhost/?token={TOKEN}")
-    assert TOKEN not in str(info.value)
-    assert "token=<redacted>" in str(info.value)
+    assert str(info.value) == (
+        "the URL must start with http:// or https:// and name a host, e.g. "
+        "http://localhost:8888/?token=...; got 'ftp://localhost/'"
+    )
 
 
 @pytest.mark.parametrize(
@@ -215,6 +231,11 @@ def test_trio_httpws_with_its_backend_down() -> None:
         ),
         (
             Seen(status=404),
+            "Something answers at box.lan:8889, but not as Jupyter: check the port, and paste "
+            "the URL the runtime printed at startup (jupyter server list shows it).",
+        ),
+        (
+            Seen(status=500),
             "This is not a Jupyter server's base URL: paste the URL the runtime printed (with its "
             "base path, if any).",
         ),
@@ -242,6 +263,9 @@ def test_stock_jupyter_names_the_missing_flag_and_trio_httpws() -> None:
     assert report.runtime == "Jupyter Server 2.21.1 (stock)"
     front = f"put trio-httpws in front of it (trio-httpws --backend {BASE})"
     assert report.step("direct.preflight").fix == (
+        f"Start Jupyter with --ServerApp.allow_credentials=True, or {front}. {LNA}"
+    )
+    assert report.step("direct.get").fix == (
         f"Start Jupyter with --ServerApp.allow_credentials=True, or {front}."
     )
     assert report.step("direct.pna").fix == (
@@ -262,7 +286,7 @@ def test_jupyter_without_allow_origin_names_both_flags() -> None:
     assert report.step("direct.preflight").fix == (
         f"Jupyter does not allow the origin {COLAB_ORIGIN}: start Jupyter with "
         f"--ServerApp.allow_origin={COLAB_ORIGIN} --ServerApp.allow_credentials=True, or put "
-        f"trio-httpws in front of it (trio-httpws --backend {BASE})."
+        f"trio-httpws in front of it (trio-httpws --backend {BASE}). {LNA}"
     )
 
 
@@ -323,7 +347,8 @@ def test_origin_refused_by_trio_httpws() -> None:
     )
     report = judge(obs, origin=evil)
     fix = f"trio-httpws refuses the origin {evil}: start it with --allow-origin {evil}."
-    for name in ("direct.preflight", "direct.get", "direct.kernel_ws", "tunnel.diagnose"):
+    assert report.step("direct.preflight").fix == f"{fix} {lna_note(evil, 'localhost')}"
+    for name in ("direct.get", "direct.kernel_ws", "tunnel.diagnose"):
         assert report.step(name).fix == fix, name
     assert report.step("direct.pna").mark is Mark.SKIP
     assert report.step("tunnel.get").saw == "not tried: the origin was refused"
@@ -531,3 +556,198 @@ def test_the_token_never_survives_into_a_report() -> None:
     rendered = render_text(report) + render_json(report)
     assert TOKEN not in rendered
     assert report.step("reach.port").saw.count(REDACTED) == 2
+
+
+# -- a pasted page, a base path, a base URL that is not Jupyter's --------------------------------
+
+
+def test_the_report_says_which_page_was_cut_off() -> None:
+    report = judge(GOOD, f"http://localhost:8889/tree?token={TOKEN}")
+    told = (
+        "/tree is a Jupyter page, not part of the server's URL: using http://localhost:8889/ "
+        "(the URL to paste: http://localhost:8889/?token=...)"
+    )
+    lines = render_text(report).splitlines()
+    assert lines[0] == f"trio-httpws doctor: http://localhost:8889/tree?token={REDACTED}"
+    assert lines[2] == f"  {told}"
+    assert lines[3] == "reach"
+    document = json.loads(render_json(report))
+    assert (document["cut"], document["base_url"]) == ("/tree", "http://localhost:8889/")
+    assert TOKEN not in render_text(report) + render_json(report)
+
+
+def test_nothing_cut_nothing_told() -> None:
+    report = judge(GOOD)
+    assert render_text(report).splitlines()[2] == "reach"
+    document = json.loads(render_json(report))
+    assert (document["cut"], document["base_url"]) == (None, "http://localhost:8889/")
+
+
+def test_the_tunnel_logs_in_at_the_base_url_not_at_the_page() -> None:
+    target = parse_target(f"http://localhost:8889/u/a/lab/tree/x.ipynb?token={TOKEN}&x=1")
+    assert target.auth_url == f"http://localhost:8889/u/a/?token={TOKEN}"
+    assert target.path("/api/kernelspecs") == "/u/a/api/kernelspecs"
+    assert parse_target(URL).path("/api/kernelspecs") == "/api/kernelspecs"
+
+
+def test_a_base_path_is_in_what_each_step_saw_and_in_the_fixes() -> None:
+    url = f"http://localhost:8889/u/a/?token={TOKEN}"
+    report = judge(GOOD, url)
+    assert report.ok
+    saw = {s.name: s.saw for s in report.steps}
+    assert saw["reach.host"] == "Host localhost:8889 accepted (GET /u/a/api: 200)"
+    assert saw["reach.token"] == f"GET /u/a/api/status?token={REDACTED}: 200"
+    assert saw["direct.preflight"].startswith(f"OPTIONS /u/a/api/sessions from {COLAB_ORIGIN}: 204")
+    assert saw["tunnel.get"] == (
+        "GET /u/a/api/kernelspecs through /u/a/http_over_websocket with the auth URL: 200, "
+        "1 kernel spec(s)"
+    )
+    assert saw["kernel.delete"] == "DELETE /u/a/api/kernels/<id>: 204"
+    stock = judge(STOCK, url, kernel=False)
+    assert stock.step("direct.kernel_ws").saw.startswith(
+        "WebSocket to /u/a/api/events/subscribe straight to the runtime"
+    )
+    # --backend takes scheme://host:port only: the base path is trio-httpws's --base-url.
+    assert stock.step("tunnel.diagnose").fix == (
+        "No tunnel endpoints: the jupyter_http_over_ws extension cannot load in Jupyter Server 2; "
+        "put trio-httpws in front of it "
+        "(trio-httpws --backend http://localhost:8889 --base-url /u/a/)."
+    )
+    assert stock.step("tunnel.diagnose").saw.startswith(
+        "/u/a/http_over_websocket/diagnose?min_version=0.0.7 answered HTTP 404"
+    )
+
+
+def test_paths_above() -> None:
+    assert paths_above("/") == []
+    assert paths_above("/u/") == ["/"]
+    assert paths_above("/u/a/b/") == ["/u/a/", "/u/", "/"]
+
+
+NOT_FOUND = Seen(status=404, reason="Not Found")
+
+
+@pytest.mark.parametrize(
+    ("above", "fix"),
+    [
+        (
+            (("/u/", NOT_FOUND), ("/", JUPYTER_API)),
+            "http://localhost:8888/u/x/ is not a Jupyter server's URL, http://localhost:8888/ is: "
+            "paste http://localhost:8888/?token=... (with the token the runtime printed).",
+        ),
+        (
+            (("/u/", NOT_FOUND), ("/", NOT_FOUND)),
+            "http://localhost:8888/u/x/ is not a Jupyter server's URL: paste the URL the runtime "
+            "printed at startup, e.g. http://localhost:8888/?token=... (jupyter server list "
+            "shows it).",
+        ),
+        (
+            (("/u/", Seen(status=200, body=b"<html>")), ("/", NOT_FOUND)),
+            "http://localhost:8888/u/x/ is not a Jupyter server's URL: paste the URL the runtime "
+            "printed at startup, e.g. http://localhost:8888/?token=... (jupyter server list "
+            "shows it).",
+        ),
+    ],
+    ids=["jupyter-above", "nothing-above", "a-page-above-is-not-jupyter"],
+)
+def test_a_base_url_that_is_not_jupyters_names_the_url_to_paste(
+    above: tuple[tuple[str, Seen], ...], fix: str
+) -> None:
+    url = f"http://localhost:8888/u/x/?token={TOKEN}"
+    for obs, name, asked in (
+        (Observations(api=NOT_FOUND, above=above), "reach.host", "/u/x/api"),
+        (
+            Observations(api=JUPYTER_API, status=NOT_FOUND, above=above),
+            "reach.token",
+            "/u/x/api/status",
+        ),
+    ):
+        report = judge(obs, url)
+        step = report.step(name)
+        assert (step.mark, step.saw, step.fix) == (
+            Mark.FAIL,
+            f"GET {asked} answered HTTP 404 (Not Found)",
+            fix,
+        )
+        assert step.title == "base URL"
+        assert report.step("verdict").saw.endswith(
+            "direct flow fails at: base URL; old tunnel fails at: base URL"
+        )
+        assert report.step("direct.preflight").saw == "not tried: not a Jupyter server's URL"
+        assert "origin" not in render_text(report).split("\nreach\n", 1)[1].lower()
+
+
+# -- Chrome's Local Network Access --------------------------------------------------------------
+
+
+def test_the_lna_note_says_what_chrome_shows_and_how_to_allow_or_undo_it() -> None:
+    assert LNA == (
+        "In Chrome 142 and later, also check Local Network Access: Chrome asks whether "
+        "https://colab.research.google.com may reach this device, and a refusal looks the same in "
+        'the page (console: "Permission was denied for this request to access the `loopback` '
+        'address space"); allow it, or undo a refusal, in the site settings of '
+        "https://colab.research.google.com (Loopback network, before Chrome 145 Local network "
+        "access: Allow), then reload (docs/chrome-local-network-access.md)."
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "space", "setting"),
+    [
+        ("127.0.0.1", "loopback", "Loopback network"),
+        ("::1", "loopback", "Loopback network"),
+        ("box.localhost", "loopback", "Loopback network"),
+        ("192.168.1.5", "local", "Local network"),
+        ("box.lan", "local", "Local network"),
+        ("8.8.8.8", None, None),
+    ],
+)
+def test_the_lna_note_names_the_address_space(
+    host: str, space: str | None, setting: str | None
+) -> None:
+    note = lna_note(COLAB_ORIGIN, host)
+    if space is None:
+        assert note == ""  # a public address: no Local Network Access
+        return
+    assert f"access the `{space}` address space" in note
+    assert f"({setting}, before Chrome 145 Local network access: Allow)" in note
+
+
+def test_the_lna_note_comes_once_under_the_direct_flows_first_failure() -> None:
+    report = judge(STOCK, kernel=False)
+    with_note = [s.name for s in report.steps if LNA in s.fix]
+    assert with_note == ["direct.preflight"]
+    assert report.step("direct.preflight").fix.endswith(
+        f"or put trio-httpws in front of it (trio-httpws --backend {BASE}). {LNA}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("obs", "noted"),
+    [
+        # The browser reads a 403 that carries CORS headers: not what a refusal looks like.
+        (replace(GOOD, get=Seen(status=403, headers=CORS, reason="Forbidden")), False),
+        (
+            replace(GOOD, get=Seen(status=200, headers=(("access-control-allow-origin", "*"),))),
+            True,
+        ),
+        (replace(GOOD, get=Seen(error="[Errno 104] Connection reset by peer")), True),
+        # A WebSocket that did not open: the page sees only an error event.
+        (replace(GOOD, direct_ws=Seen(status=403, reason="Forbidden")), True),
+        (replace(GOOD, direct_ws=Seen(opened=True, printed="NameError")), False),
+    ],
+    ids=["readable-403", "star", "reset", "socket-refused", "kernel-misbehaves"],
+)
+def test_the_lna_note_only_where_a_refusal_looks_the_same(obs: Observations, noted: bool) -> None:
+    report = judge(obs)
+    failed_at = report.flows[0].failed_at
+    assert failed_at is not None
+    assert failed_at.startswith("direct.")
+    assert (LNA in report.step(failed_at).fix) is noted
+    assert all(LNA not in s.fix for s in report.steps if s.name != failed_at)
+
+
+def test_no_lna_note_for_a_runtime_on_a_public_address() -> None:
+    report = judge(STOCK, f"http://8.8.8.8:8888/?token={TOKEN}", kernel=False)
+    assert report.step("direct.preflight").mark is Mark.FAIL
+    assert "Local Network Access" not in render_text(report)

@@ -99,6 +99,29 @@ def test_redact_blanks_url_queries(token: str) -> None:
     assert shown == f"backend URL 'http://h:1/?{HIDDEN}' is invalid"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "e.g. http://localhost:8888/?token=...; got 'ftp://x/'",
+        "e.g. http://localhost:8888/?token=…",
+        "paste http://localhost:8888/u/a/?token=... into Colab",
+        "GET /api/status?token=... answered",
+    ],
+)
+def test_an_example_url_stays_readable(text: str) -> None:
+    # "..." only shows where the token goes: hiding it left "e.g. http://localhost:8888/?… got"
+    assert redact(text) == text
+    assert redact_tokens(text) == text
+
+
+@given(tokens, st.sampled_from(["...", "…"]))
+def test_a_value_that_only_starts_like_an_example_is_hidden(token: str, dots: str) -> None:
+    for query in (f"token={dots}{token}", f"token={dots}&token={token}", f"token={token}{dots}"):
+        text = f"url 'http://h:1/?{query}' and token={dots}{token} x"
+        assert token not in redact(text)
+        assert token not in redact_tokens(text)
+
+
 @given(texts)
 def test_redact_is_idempotent(text: str) -> None:
     assert redact(redact(text)) == redact(text)

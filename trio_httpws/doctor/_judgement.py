@@ -7,9 +7,10 @@ report holds it, whatever the probes recorded.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from .._protocol import PROTOCOL_VERSION
@@ -86,6 +87,12 @@ class Report:
     steps: tuple[Step, ...]
     flows: tuple[Flow, ...]
     kernel: bool
+    #: The base URL the probes used: the pasted URL less its query and any Jupyter page.
+    base_url: str = ""
+    #: The Jupyter page cut off the pasted URL (``/tree``), or None.
+    cut: str | None = None
+    #: What the report tells the user about that cut, or None.
+    told: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -126,7 +133,14 @@ class _Judge:
 
     @property
     def front(self) -> str:
-        return f"put trio-httpws in front of it (trio-httpws --backend {self.target.base})"
+        # --backend is scheme://host:port only; a base path is trio-httpws's --base-url.
+        base = "" if self.target.base_path == "/" else f" --base-url {self.target.base_path}"
+        backend = f"{self.target.scheme}://{self.target.netloc}"
+        return f"put trio-httpws in front of it (trio-httpws --backend {backend}{base})"
+
+    def at(self, path: str) -> str:
+        """A path of the server, under the URL's base path: what the probes asked."""
+        return self.target.path(path)
 
     @property
     def upgrade(self) -> str:
@@ -186,9 +200,9 @@ def _runtime(api: Seen, diagnose: Seen | None) -> tuple[Kind, str]:
     return Kind.JUPYTER_SERVER, version
 
 
-def _describe(kind: Kind, version: str, api: Seen, diagnose: Seen | None) -> str:
+def _describe(kind: Kind, version: str, api: Seen, diagnose: Seen | None, asked: str) -> str:
     if api.status != 200:
-        return "unknown (GET /api did not answer 200)"
+        return f"unknown (GET {asked} did not answer 200)"
     backend = f"Jupyter Server {version}" if version else "a Jupyter server"
     if kind is Kind.TRIO_HTTPWS:
         return f"trio-httpws in front of {backend}"
@@ -254,11 +268,13 @@ def _port(j: _Judge, obs: Observations) -> Judged:
 def _host(j: _Judge, obs: Observations) -> Judged:
     api = obs.api
     if api.status == 200:
-        return Judged(Mark.OK, f"Host {j.target.netloc} accepted (GET /api: 200)")
+        return Judged(Mark.OK, f"Host {j.target.netloc} accepted (GET {j.at('/api')}: 200)")
+    if api.status == 404:
+        return _not_jupyters(j, obs, _error_saw(api, f"GET {j.at('/api')}"))
     if api.status != 403:
         return Judged(
             Mark.FAIL,
-            _error_saw(api, "GET /api"),
+            _error_saw(api, f"GET {j.at('/api')}"),
             "This is not a Jupyter server's base URL: paste the URL the runtime printed "
             "(with its base path, if any).",
             blocks="GET /api failed",
@@ -270,18 +286,49 @@ def _host(j: _Judge, obs: Observations) -> Judged:
     )
     return Judged(
         Mark.FAIL,
-        _error_saw(api, "GET /api"),
+        _error_saw(api, f"GET {j.at('/api')}"),
         f"The runtime refuses the Host {j.target.netloc!r}: use localhost or 127.0.0.1 in the "
         f"URL, or {allow}",
         blocks="the Host check failed",
     )
 
 
+def _not_jupyters(j: _Judge, obs: Observations, saw: str) -> Judged:
+    """The base URL answered 404: it is not Jupyter's. The fix names the URL to paste: a path
+    above it that answered as Jupyter, else the one the runtime printed."""
+    root = f"{j.target.scheme}://{j.target.netloc}"
+    found = next((path for path, seen in obs.above if _is_jupyter_api(seen)), None)
+    if found is not None:
+        fix = (
+            f"{j.target.base_url} is not a Jupyter server's URL, {root}{found} is: paste "
+            f"{root}{found}?token=... (with the token the runtime printed)."
+        )
+    elif j.target.base_path == "/":
+        fix = (
+            f"Something answers at {j.target.netloc}, but not as Jupyter: check the port, and "
+            "paste the URL the runtime printed at startup (jupyter server list shows it)."
+        )
+    else:
+        fix = (
+            f"{j.target.base_url} is not a Jupyter server's URL: paste the URL the runtime "
+            f"printed at startup, e.g. {root}/?token=... (jupyter server list shows it)."
+        )
+    return Judged(Mark.FAIL, saw, fix, title="base URL", blocks="not a Jupyter server's URL")
+
+
+def _is_jupyter_api(seen: Seen) -> bool:
+    """``GET <base>api`` answered as Jupyter does: 200 and its version."""
+    info = seen.json()
+    return seen.status == 200 and isinstance(info, dict) and "version" in info
+
+
 def _token(j: _Judge, obs: Observations) -> Judged:
     status = _needed(obs.status)
     if status.status == 200:
         asked = f"?token={REDACTED}" if j.target.token else " without a token"
-        return Judged(Mark.OK, f"GET /api/status{asked}: 200")
+        return Judged(Mark.OK, f"GET {j.at('/api/status')}{asked}: 200")
+    if status.status == 404:
+        return _not_jupyters(j, obs, _error_saw(status, f"GET {j.at('/api/status')}"))
     if j.target.token:
         fix = (
             "The token was refused: paste the URL with the current token, as the runtime printed "
@@ -290,7 +337,10 @@ def _token(j: _Judge, obs: Observations) -> Judged:
     else:
         fix = "The URL carries no token: paste the whole URL the runtime printed, ?token= included."
     return Judged(
-        Mark.FAIL, _error_saw(status, "GET /api/status"), fix, blocks="the token was refused"
+        Mark.FAIL,
+        _error_saw(status, f"GET {j.at('/api/status')}"),
+        fix,
+        blocks="the token was refused",
     )
 
 
@@ -342,7 +392,7 @@ def _origin_refused(j: _Judge, seen: Seen) -> bool:
 
 def _preflight(j: _Judge, obs: Observations) -> Judged:
     pre = _needed(obs.preflight)
-    what = f"OPTIONS /api/sessions from {j.origin}"
+    what = f"OPTIONS {j.at('/api/sessions')} from {j.origin}"
     if pre.error is not None:
         return Judged(
             Mark.FAIL, _error_saw(pre, what), "Check that the runtime is running and reachable."
@@ -394,7 +444,7 @@ def _pna(j: _Judge, obs: Observations) -> Judged:
 
 def _direct_get(j: _Judge, obs: Observations) -> Judged:
     get = _needed(obs.get)
-    what = f"GET /api/kernelspecs from {j.origin}"
+    what = f"GET {j.at('/api/kernelspecs')} from {j.origin}"
     if get.error is not None:
         return Judged(Mark.FAIL, _error_saw(get, what), "Check that the runtime is reachable.")
     if _origin_refused(j, get):
@@ -435,14 +485,18 @@ def _kernel_socket(j: _Judge, ws: Seen, what: str, refused_fix: str) -> Judged:
             "The kernel runs but does not answer as expected: see the runtime's log.",
         )
     if not j.kernel:
-        return _kernel_free_socket(ws, what, refused_fix)
+        return _kernel_free_socket(
+            ws,
+            what.replace("kernel WebSocket", f"WebSocket to {j.at(NO_KERNEL_WS_PATH)}"),
+            refused_fix,
+        )
     return Judged(Mark.FAIL, _error_saw(ws, what), _socket_fix(ws, refused_fix))
 
 
 def _kernel_free_socket(ws: Seen, what: str, refused_fix: str) -> Judged:
-    """With --no-kernel there is no kernel to open: the same checks on a socket needing none."""
+    """With --no-kernel there is no kernel to open: the same checks on a socket needing none
+    (``what`` names that socket)."""
     title = "WebSocket"
-    what = what.replace("kernel WebSocket", f"WebSocket to {NO_KERNEL_WS_PATH}")
     if ws.opened and ws.error is None:
         return Judged(Mark.OK, f"{what}: opened (--no-kernel: no kernel to open)", title=title)
     if ws.status == 404 or ws.close_code in (4404, 1002):
@@ -474,6 +528,50 @@ def _socket_fix(ws: Seen, refused_fix: str) -> str:
     return "The runtime refused the kernel's WebSocket: see the runtime's log."
 
 
+def _looks_like_lna(j: _Judge, name: str, obs: Observations) -> bool:
+    """Whether a page would see this failed step only as a network error, as it sees Chrome's
+    refusal of Local Network Access: a failed preflight, an answer without usable CORS headers,
+    a WebSocket that did not open."""
+    if name == "direct.preflight":
+        return True
+    if name == "direct.get":
+        get = _needed(obs.get)
+        return get.error is not None or _cors_problem(j, get) is not None
+    if name == "direct.kernel_ws":
+        return not _needed(obs.direct_ws).opened
+    return False
+
+
+def _address_space(host: str) -> str | None:
+    """Chrome's address space of the runtime's host: ``loopback``, ``local``, or None (public)."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return "loopback"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "local"  # a name: Chrome judges the address it resolves to, most likely local
+    if address.is_loopback:
+        return "loopback"
+    return "local" if address.is_private or address.is_link_local else None
+
+
+def lna_note(origin: str, host: str) -> str:
+    """What to check in Chrome when the direct flow fails as a refused Local Network Access
+    permission also would (docs/chrome-local-network-access.md); "" for a public host."""
+    space = _address_space(host)
+    if space is None:
+        return ""
+    setting = "Loopback network" if space == "loopback" else "Local network"
+    return (
+        f"In Chrome 142 and later, also check Local Network Access: Chrome asks whether {origin} "
+        "may reach this device, and a refusal looks the same in the page (console: "
+        f'"Permission was denied for this request to access the `{space}` address space"); '
+        f"allow it, or undo a refusal, in the site settings of {origin} ({setting}, before "
+        "Chrome 145 Local network access: Allow), then reload "
+        "(docs/chrome-local-network-access.md)."
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # the old tunnel: /http_over_websocket
 # ---------------------------------------------------------------------------------------------
@@ -481,7 +579,7 @@ def _socket_fix(ws: Seen, refused_fix: str) -> str:
 
 def _diagnose(j: _Judge, obs: Observations) -> Judged:
     diag = _needed(obs.diagnose)
-    what = f"/http_over_websocket/diagnose?min_version={PROTOCOL_VERSION}"
+    what = f"{j.at('/http_over_websocket/diagnose')}?min_version={PROTOCOL_VERSION}"
     if diag.answer is not None:
         version = diag.answer.get("extension_version")
         cookie = diag.answer.get("has_authentication_cookie")
@@ -530,7 +628,9 @@ def _tunnel_get(j: _Judge, obs: Observations) -> Judged:
     if (skipped := _tunnel_skipped(obs)) is not None:
         return skipped
     get = _needed(obs.tunnel_get)
-    what = "GET /api/kernelspecs through /http_over_websocket with the auth URL"
+    what = (
+        f"GET {j.at('/api/kernelspecs')} through {j.at('/http_over_websocket')} with the auth URL"
+    )
     body = get.json()
     if get.status == 200 and not get.proxy_error and isinstance(body, dict):
         specs = body.get("kernelspecs")
@@ -570,7 +670,7 @@ def _tunnel_get_fix(j: _Judge, get: Seen) -> str:
 def _tunnel_ws(j: _Judge, obs: Observations) -> Judged:
     if (skipped := _tunnel_skipped(obs)) is not None:
         return skipped
-    what = "kernel WebSocket through /http_over_websocket/proxied_ws"
+    what = f"kernel WebSocket through {j.at('/http_over_websocket/proxied_ws')}"
     return _kernel_socket(j, _needed(obs.tunnel_ws), what, j.allow_origin_fix())
 
 
@@ -585,11 +685,11 @@ def _kernel_start(j: _Judge, obs: Observations) -> Judged:
     seen = _needed(obs.kernel)
     body = seen.json()
     if seen.status == 201 and isinstance(body, dict):
-        saw = f"POST /api/kernels: 201, kernel {body.get('name')} {body.get('id')}"
+        saw = f"POST {j.at('/api/kernels')}: 201, kernel {body.get('name')} {body.get('id')}"
         return Judged(Mark.OK, saw)
     return Judged(
         Mark.FAIL,
-        _error_saw(seen, "POST /api/kernels"),
+        _error_saw(seen, f"POST {j.at('/api/kernels')}"),
         "No kernel started: install ipykernel where the runtime runs (pip install ipykernel) "
         "and see the runtime's log.",
     )
@@ -600,10 +700,10 @@ def _kernel_delete(j: _Judge, obs: Observations) -> Judged:
     if seen is None:
         return Judged(Mark.SKIP, "no kernel was started")
     if seen.status == 204:
-        return Judged(Mark.OK, "DELETE /api/kernels/<id>: 204")
+        return Judged(Mark.OK, f"DELETE {j.at('/api/kernels/<id>')}: 204")
     return Judged(
         Mark.FAIL,
-        _error_saw(seen, "DELETE /api/kernels/<id>"),
+        _error_saw(seen, f"DELETE {j.at('/api/kernels/<id>')}"),
         "The kernel may still run: stop it from the runtime (jupyter server list, or its UI).",
     )
 
@@ -633,7 +733,9 @@ def _verdict(j: _Judge, obs: Observations) -> Judged:
     flows = _flows(j.steps, j.kernel)
     works = " and ".join(_FLOW_PHRASES[f.name] for f in flows if f.works)
     failing = "; ".join(
-        f"{f.title} fails at: {TITLES[f.failed_at or '']}" for f in flows if not f.works
+        f"{f.title} fails at: {next(s.title for s in j.steps if s.name == f.failed_at)}"
+        for f in flows
+        if not f.works
     )
     if works:
         saw = f"{j.origin} can connect through {works}" + (f"; {failing}" if failing else "")
@@ -661,7 +763,6 @@ STEPS: tuple[tuple[str, str, Callable[[_Judge, Observations], Judged]], ...] = (
     ("kernel.delete", "delete it", _kernel_delete),
     ("verdict", "verdict", _verdict),
 )
-TITLES = {name: title for name, title, _ in STEPS}
 
 
 def assess(target: Target, origin: str, obs: Observations, *, kernel: bool = True) -> Report:
@@ -679,6 +780,38 @@ def assess(target: Target, origin: str, obs: Observations, *, kernel: bool = Tru
         judged = judge(j, obs)
         j.add(name, title, judged)
         blocked = judged.blocks or blocked
-    url = redact_tokens(target.url, [target.token])
-    runtime = _describe(kind, version, obs.api, obs.diagnose)
-    return Report(url, origin, runtime, tuple(j.steps), _flows(j.steps, kernel), kernel)
+    flows = _flows(j.steps, kernel)
+    _add_lna_note(j, obs, flows)
+    secrets = [target.token]
+    return Report(
+        redact_tokens(target.url, secrets),
+        origin,
+        _describe(kind, version, obs.api, obs.diagnose, target.path("/api")),
+        tuple(j.steps),
+        flows,
+        kernel,
+        base_url=target.base_url,
+        cut=target.cut,
+        told=_told(target),
+    )
+
+
+def _add_lna_note(j: _Judge, obs: Observations, flows: Sequence[Flow]) -> None:
+    """The direct flow's first failure, when a browser would show it as it shows a refused Local
+    Network Access permission, also says what to check in Chrome: once, not under every step."""
+    failed_at = next(f.failed_at for f in flows if f.name == "direct")
+    if failed_at is None or not failed_at.startswith("direct."):
+        return
+    note = lna_note(j.origin, j.target.host)
+    if note and _looks_like_lna(j, failed_at, obs):
+        at = next(i for i, s in enumerate(j.steps) if s.name == failed_at)
+        j.steps[at] = replace(j.steps[at], fix=f"{j.steps[at].fix} {note}")
+
+
+def _told(target: Target) -> str | None:
+    """The line that says which page was cut off the pasted URL, and what to paste instead."""
+    told = target.told()
+    if told is None:
+        return None
+    query = "?token=..." if target.token else ""
+    return f"{told} (the URL to paste: {target.base_url}{query})"

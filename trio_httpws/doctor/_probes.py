@@ -37,6 +37,7 @@ from ._seen import (
     Observations,
     Seen,
     Target,
+    paths_above,
 )
 
 DEFAULT_TIMEOUT = 30.0
@@ -69,13 +70,13 @@ async def _timed(step_timeout: float, probe: Callable[[], Awaitable[Seen]]) -> S
 
 
 async def _http(
-    target: Target,
+    base: str,
     method: str,
     path: str,
     headers: dict[str, str] | None = None,
     body: bytes | None = None,
 ) -> Seen:
-    response = await http_request(target.base, method, path, headers=headers, body=body)
+    response = await http_request(base, method, path, headers=headers, body=body)
     # A proxy's short text answer ("Origin not allowed") says more than the reason phrase.
     plain = (response.header("content-type") or "").startswith("text/plain")
     reason = response.body[:200].decode("utf-8", "replace") if plain else response.reason
@@ -107,15 +108,11 @@ async def probe(
 ) -> Observations:
     """Everything a front end on ``origin`` would do with ``target``, recorded, not judged."""
     p = _Probes(target, origin, step_timeout)
-    obs = Observations(api=await p.http("GET", "/api", token=False))
-    if obs.api.status != 200:
+    obs = await _reach(p)
+    if obs.status is None or obs.status.status != 200:
         return obs
-    status = await p.http("GET", "/api/status")
-    if status.status != 200:
-        return replace(obs, status=status)
     obs = replace(
         obs,
-        status=status,
         preflight=await p.http("OPTIONS", "/api/sessions", _preflight_headers(origin)),
         get=await p.http("GET", "/api/kernelspecs", {"Origin": origin}),
     )
@@ -135,6 +132,17 @@ async def probe(
         with trio.CancelScope(shield=True):
             delete = await p.http("DELETE", f"/api/kernels/{kernel_id}")
     return replace(obs, delete=delete)
+
+
+async def _reach(p: _Probes) -> Observations:
+    """``GET <base>api``, then ``<base>api/status`` with the token. A 404 says the base URL is
+    not Jupyter's: then the paths above it are asked where Jupyter is."""
+    api = await p.http("GET", "/api", token=False)
+    status = await p.http("GET", "/api/status") if api.status == 200 else None
+    obs = Observations(api=api, status=status)
+    if 404 in (api.status, status.status if status else None):
+        obs = replace(obs, above=await p.above())
+    return obs
 
 
 def _preflight_headers(origin: str) -> dict[str, str]:
@@ -167,8 +175,19 @@ class _Probes:
         """A plain request, with the token in the query (as Colab sends it) unless not ``token``."""
         target = path + (self.target.query() if token else "")
         return await _timed(
-            self.step_timeout, partial(_http, self.target, method, target, headers, body)
+            self.step_timeout, partial(_http, self.target.base, method, target, headers, body)
         )
+
+    async def above(self) -> tuple[tuple[str, Seen], ...]:
+        """``GET <path>api`` for each path above the base path, up to the first that answers."""
+        root = f"{self.target.scheme}://{self.target.netloc}"
+        seen: list[tuple[str, Seen]] = []
+        for path in paths_above(self.target.base_path):
+            api = await _timed(self.step_timeout, partial(_http, root, "GET", path + "api"))
+            seen.append((path, api))
+            if api.status == 200:
+                break
+        return tuple(seen)
 
     async def sockets(self, obs: Observations, ws_path: str, *, run: bool) -> Observations:
         """The socket to ``ws_path`` straight to the runtime, then the tunnel's three steps;
@@ -200,11 +219,13 @@ class _Probes:
         async with (
             open_client(
                 self.target.base,
-                auth_url=self.target.url,
+                auth_url=self.target.auth_url,
                 min_version=PROTOCOL_VERSION,
                 origin=self.origin,
             ) as client,
-            await client.request("GET", "/api/kernelspecs") as response,
+            # A tunnelled request names the whole path on the backend, base path included (a
+            # proxied_ws path, by contrast, is relative: the proxy adds the base path to it).
+            await client.request("GET", self.target.path("/api/kernelspecs")) as response,
         ):
             # Whole, up to a cap: the judge parses it, and a list of many kernel specs (one per
             # conda environment) is well over 64 KiB.
@@ -226,6 +247,6 @@ class _Probes:
     async def _tunnelled_ws(self, path: str, run: bool) -> Seen:
         start = trio.current_time()
         async with open_proxied_websocket(
-            self.target.base, path, auth_url=self.target.url, origin=self.origin
+            self.target.base, path, auth_url=self.target.auth_url, origin=self.origin
         ) as ws:
             return await _socket_seen(ws, run, trio.current_time() - start)

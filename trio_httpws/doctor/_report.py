@@ -27,6 +27,8 @@ def render_text(report: Report) -> str:
         f"trio-httpws doctor: {report.url}",
         f"  as a page on {report.origin} would; the runtime is {report.runtime}",
     ]
+    if report.told:
+        lines.append(f"  {report.told}")
     group = None
     width = max(len(s.title) for s in report.steps)
     for step in report.steps:
@@ -43,6 +45,8 @@ def render_json(report: Report) -> str:
     """The same as one JSON document."""
     document = {
         "url": report.url,
+        "base_url": report.base_url,
+        "cut": report.cut,
         "origin": report.origin,
         "runtime": report.runtime,
         "ok": report.ok,

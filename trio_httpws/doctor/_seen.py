@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
+from .._pasted import PastedUrl, split_pasted
 from .._protocol import DEFAULT_PORTS
-from .._redact import redact_tokens, refuse_userinfo
 
 #: The request the doctor's preflight announces: a JSON POST, as Colab's ``POST /api/sessions``.
 PREFLIGHT_METHOD = "POST"
@@ -38,46 +38,53 @@ class Target:
     host: str
     port: int
     token: str | None
-    #: The URL as pasted, for the auth URL of the tunnel.
+    #: The URL as pasted, for the report.
     url: str
+    #: The Jupyter page cut off the pasted URL (``/tree``), or None.
+    cut: str | None = None
 
     @property
     def netloc(self) -> str:
         return urlsplit(self.base).netloc
+
+    @property
+    def base_path(self) -> str:
+        """The base URL's path, ``/`` or ``/u/a/``."""
+        return urlsplit(self.base).path + "/"
+
+    @property
+    def base_url(self) -> str:
+        """``scheme://host:port/base/``: what to paste, less its ``?token=``."""
+        return self.base + "/"
+
+    @property
+    def auth_url(self) -> str:
+        """The tunnel's auth URL: the base URL with the token, never a page that was cut off."""
+        return self.base_url + self.query()
+
+    def path(self, path: str) -> str:
+        """``/api/x`` as a path on the server: under the base path (``/u/a/api/x``)."""
+        return self.base_path + path.lstrip("/")
 
     def query(self, **params: str) -> str:
         """``?token=...&...`` for a request that authenticates the way Colab does."""
         items = ([("token", self.token)] if self.token else []) + list(params.items())
         return "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in items) if items else ""
 
+    def told(self) -> str | None:
+        """What to tell the user about a page cut off the pasted URL, or None."""
+        return PastedUrl(self.base_url, self.token, self.cut).told()
+
 
 def parse_target(url: str) -> Target:
-    """``http://localhost:8889/?token=abc`` -> Target; ``ValueError`` (token-free) if unusable."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        raise ValueError("the URL is not valid: " + redact_tokens(url)) from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(
-            "the URL must start with http:// or https:// and name a host, e.g. "
-            f"http://localhost:8889/?token=...; got {redact_tokens(url)}"
-        )
-    refuse_userinfo(
-        parts,
-        "the URL must not carry a user name or password: Jupyter's login is the token, "
-        "e.g. http://localhost:8889/?token=...",
-    )
-    tokens = parse_qs(parts.query).get("token")
-    token = tokens[0] if tokens else None
-    path = parts.path.rstrip("/")
-    for tail in ("/tree", "/lab", "/login"):
-        # A URL copied from the browser's address bar instead of the one printed at startup.
-        if path.endswith(tail):
-            path = path[: -len(tail)]
-    base = urlunsplit((scheme, parts.netloc, path, "", ""))
-    return Target(base, scheme, parts.hostname, port or DEFAULT_PORTS[scheme], token, url.strip())
+    """``http://localhost:8889/?token=abc`` -> Target, read by the one rule for a pasted URL
+    (``trio_httpws._pasted``); a ``ValueError`` whose message holds no token if unusable."""
+    pasted = split_pasted(url)
+    parts = urlsplit(pasted.base_url)
+    assert parts.hostname is not None  # split_pasted refuses a URL without a host
+    port = parts.port or DEFAULT_PORTS[parts.scheme]
+    base = pasted.base_url.rstrip("/")
+    return Target(base, parts.scheme, parts.hostname, port, pasted.token, url.strip(), pasted.cut)
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,9 @@ class Observations:
 
     #: GET /api without a token: the port, the Host check, the server's version.
     api: Seen
+    #: When the base URL answered 404 (not Jupyter's): GET <path>api for the paths above it,
+    #: nearest first, up to the first that answered 200 (where Jupyter may be instead).
+    above: tuple[tuple[str, Seen], ...] = ()
     #: GET /api/status with the token.
     status: Seen | None = None
     #: OPTIONS preflight from the origin, asking for Private Network Access.
@@ -144,3 +154,9 @@ class Observations:
     tunnel_ws: Seen | None = None
     #: DELETE /api/kernels/<id>.
     delete: Seen | None = None
+
+
+def paths_above(base_path: str) -> list[str]:
+    """``/u/a/b/`` -> ``["/u/a/", "/u/", "/"]``: where else a base URL may be, nearest first."""
+    segments = base_path.strip("/").split("/") if base_path.strip("/") else []
+    return ["/" + "".join(f"{s}/" for s in segments[:n]) for n in range(len(segments) - 1, -1, -1)]

@@ -117,7 +117,8 @@ export const JUPYTER_PAGES = Object.freeze([
  */
 export function splitPastedUrl(pasted) {
   const text = String(pasted).trim();
-  const shown = text.split("?", 1)[0].split("#", 1)[0];
+  // Up to the query (a token may follow) and without a `user:password@`: what errors may show.
+  const shown = text.split("?", 1)[0].split("#", 1)[0].replace(/\/\/[^/@\s'"]*@/g, "//…@");
   let url;
   try {
     url = new URL(text);
