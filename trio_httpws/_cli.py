@@ -246,7 +246,9 @@ async def _serve_until_cancelled(
                 assert log_file is not None
                 output = stack.enter_context(log_file.open("ab")).fileno()
             jupyter = await stack.enter_async_context(
-                running_jupyter(root_dir=args.jupyter_root_dir, output=output)
+                running_jupyter(
+                    root_dir=args.jupyter_root_dir, base_url=config.base_url, output=output
+                )
             )
             config = config.replace(backend=jupyter.url)
             token = jupyter.token
@@ -275,7 +277,7 @@ async def _serve_until_cancelled(
             what = "each request, Jupyter's own log" if jupyter_to_file else "each request"
             lines.append(f"Log ({what}): {log_file}")
         if token is not None:
-            url = f"{scheme}://{host}:{port}/?token={token}"
+            url = f"{scheme}://{host}:{port}{config.base_url}?token={token}"
             lines.append("Paste this URL into the front end (Colab: Connect to a local runtime):")
             lines.append(f"    {url}")
             if not args.certfile:

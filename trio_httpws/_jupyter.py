@@ -33,6 +33,8 @@ class JupyterServer:
     port: int
     token: str
     process: trio.Process
+    #: Its ``base_url``: its API is under ``{base_url}api``.
+    base_url: str = "/"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -43,7 +45,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def jupyter_command(port: int, root_dir: str | None = None) -> list[str]:
+def jupyter_command(port: int, root_dir: str | None = None, base_url: str = "/") -> list[str]:
     """The command line of a Jupyter Server on 127.0.0.1:port. Its token is not on it (every
     local user can read a command line with ``ps``): it goes in :func:`jupyter_environment`."""
     command = [
@@ -57,6 +59,8 @@ def jupyter_command(port: int, root_dir: str | None = None) -> list[str]:
     ]
     if root_dir is not None:
         command.append(f"--ServerApp.root_dir={root_dir}")
+    if base_url != "/":
+        command.append(f"--ServerApp.base_url={base_url}")
     if runs_as_root():
         # Jupyter refuses to start as root without it (containers and CI run as root).
         command.append("--allow-root")
@@ -72,13 +76,14 @@ def jupyter_environment(token: str, base: Mapping[str, str] | None = None) -> di
     return {**env, "JUPYTER_TOKEN": token, "PYTHONUNBUFFERED": "1"}
 
 
-async def _answers(port: int) -> bool:
+async def _answers(port: int, base_url: str) -> bool:
     try:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
     except OSError:
         return False
     async with stream:
-        await stream.send_all(b"GET /api HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        request = f"GET {base_url}api HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        await stream.send_all(request.encode())
         try:
             head = await stream.receive_some(64)
         except trio.BrokenResourceError:
@@ -145,6 +150,7 @@ class ProcessTree:
 async def running_jupyter(
     *,
     root_dir: str | None = None,
+    base_url: str = "/",
     output: int | None = None,
     startup_timeout: float = 60.0,
     stop_timeout: float = 10.0,
@@ -171,13 +177,13 @@ async def running_jupyter(
     port = free_port()
     token = secrets.token_hex(24)
     process = await open_detached_process(
-        jupyter_command(port, root_dir), env=jupyter_environment(token), output=output
+        jupyter_command(port, root_dir, base_url), env=jupyter_environment(token), output=output
     )
     tree = ProcessTree(process.pid)
-    server = JupyterServer(f"http://127.0.0.1:{port}", port, token, process)
+    server = JupyterServer(f"http://127.0.0.1:{port}", port, token, process, base_url)
     try:
         with trio.move_on_after(startup_timeout) as waiting:
-            while not await _answers(port):
+            while not await _answers(port, base_url):
                 if process.poll() is not None:
                     raise JupyterStartError(
                         f"Jupyter Server exited with code {process.returncode} while starting"
@@ -207,7 +213,7 @@ async def _ask_to_shut_down(server: JupyterServer) -> bool:
     """``POST /api/shutdown``: Jupyter shuts its kernels down, then exits (on every platform,
     unlike a signal). False if it could not be asked."""
     request = (
-        "POST /api/shutdown HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
+        f"POST {server.base_url}api/shutdown HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
         f"Authorization: token {server.token}\r\nConnection: close\r\n\r\n"
     )
     with trio.move_on_after(5):

@@ -109,7 +109,7 @@ async def running_cli(
             later.extend(rest)
             nursery.start_soon(drain, process.stdout, later)
             text = output.decode()
-            match = re.search(r"(http://127\.0\.0\.1:(\d+))/\?token=([0-9a-f]+)", text)
+            match = re.search(r"(http://127\.0\.0\.1:(\d+))/(?:[\w/]+/)?\?token=([0-9a-f]+)", text)
             assert match, text
             named = LOG_FILE_LINE.search(text)
             assert named, text
@@ -289,6 +289,21 @@ async def test_a_second_ctrl_c_while_stopping_still_stops_everything() -> None:
         assert "Traceback" not in cli.log
         assert not cli.jupyter.is_running()
         assert _processes_with(cli.token) == []
+
+
+async def test_a_base_url_reaches_the_jupyter_the_command_starts() -> None:
+    async with running_cli("--base-url", "/u/a/") as cli:
+        lines = cli.stdout.splitlines()
+        url = f"{cli.base}/u/a/?token={cli.token}"
+        assert f"    {url}" in lines
+        assert lines[lines.index(f"    {url}") + 1] == (
+            "Colab can connect: direct flow ok, old tunnel ok"
+        )
+        assert "--ServerApp.base_url=/u/a/" in cli.jupyter.cmdline()
+        await stop_cleanly(cli)
+        # Jupyter was asked to stop under its base path, and did, kernels and all.
+        assert "did not stop" not in cli.log
+        assert not cli.jupyter.is_running()
 
 
 async def test_cli_stops_the_kernels_jupyter_left_behind(tmp_path: Path) -> None:
