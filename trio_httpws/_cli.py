@@ -31,8 +31,10 @@ from ._config import (
 )
 from ._errors import ConfigError, HttpOverWsError
 from ._jupyter import running_jupyter
+from ._metrics import load_exporter
 from ._platform import STOP_SIGNALS
 from ._protocol import PROTOCOL_VERSION
+from ._proxy import Proxy
 from ._serve import DEFAULT_SERVER, SERVERS, serve
 from .client import _doctor
 
@@ -94,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SERVERS,
         default=DEFAULT_SERVER,
         help="trio: the proxy's own listener (plain WebSockets relayed byte for byte); "
-        f"hypercorn: hypercorn serving the ASGI app (default: %(default)s)",
+        "hypercorn: hypercorn serving the ASGI app (default: %(default)s)",
     )
     parser.add_argument("--certfile", help="serve https/wss with this certificate (PEM)")
     parser.add_argument("--keyfile", help="private key for --certfile")
@@ -181,6 +183,8 @@ async def run(args: argparse.Namespace, config: Config, start_jupyter: bool) -> 
             )
             config = config.replace(backend=jupyter.url)
             token = jupyter.token
+        proxy = Proxy(config)
+        stack.push_async_callback(proxy.aclose)
         nursery = await stack.enter_async_context(trio.open_nursery())
         port = await nursery.start(
             partial(
@@ -191,6 +195,7 @@ async def run(args: argparse.Namespace, config: Config, start_jupyter: bool) -> 
                 certfile=args.certfile,
                 keyfile=args.keyfile,
                 server=args.server,
+                proxy=proxy,
             )
         )
         scheme = "https" if args.certfile else "http"
@@ -213,6 +218,11 @@ async def run(args: argparse.Namespace, config: Config, start_jupyter: bool) -> 
                 f"Use your Jupyter server's token URL with port {port} instead of its own."
             )
         lines.append(f"Allowed origins: {origins}")
+        if proxy.metrics_port is not None:
+            metrics_host = config.metrics_host
+            if ":" in metrics_host:
+                metrics_host = f"[{metrics_host}]"
+            lines.append(f"Prometheus metrics: http://{metrics_host}:{proxy.metrics_port}/metrics")
         lines.append("Press Ctrl-C to stop.")
         print("\n".join(lines), flush=True)
 
@@ -230,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_format)
     try:
         config = config_from_args(args, os.environ)
+        if config.metrics_port is not None:
+            load_exporter()  # before Jupyter starts: a missing install fails at once
     except ConfigError as exc:
         parser.error(str(exc))
     try:
