@@ -109,6 +109,7 @@ ONE_DOOR: dict[str, str] = {
     "tests/test_cli.py::test_cli_serves_on_the_proxys_own_door_unless_told": (
         "which door the command picks when none is named"
     ),
+    "tests/test_metrics.py::test_asgi_app_": "the ASGI app's lifespan: hypercorn's door only",
 }
 
 
