@@ -418,6 +418,25 @@ async def test_without_prometheus_client_the_error_names_the_install(
     assert "pip install trio-httpws" not in text  # not on a package index yet
 
 
+async def test_a_metrics_port_in_use_is_named(fake_backend: FakeBackend, door: str) -> None:
+    taken = trio.socket.socket()
+    await taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    config = trio_httpws.Config(backend=fake_backend.url, metrics_port=port)
+    try:
+        # An OSError, in the exception groups of the nurseries it crosses.
+        with trio.fail_after(10), pytest.raises(BaseException) as info:  # noqa: PT011
+            await trio_httpws.serve(config, server=door)
+    finally:
+        taken.close()
+    errors: list[BaseException] = [info.value]
+    while hasattr(errors[-1], "exceptions"):
+        errors.append(errors[-1].exceptions[0])
+    assert isinstance(errors[-1], OSError)
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in str(errors[-1])
+
+
 def run_cli(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     # prometheus_client blocked as if not installed; the clone's trio_httpws imported.
     code = (

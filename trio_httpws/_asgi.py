@@ -190,7 +190,7 @@ class TrioHttpWsApp:
                     "another worker of this server (each worker is a process with counts of "
                     "its own: serve trio_httpws:app in one process to use metrics_port)"
                 )
-            return f"cannot serve metrics on {config.metrics_host}:{config.metrics_port}: {exc}"
+            return str(exc)
         self._metrics_unserved = False
         return None
 

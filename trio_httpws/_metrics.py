@@ -67,7 +67,10 @@ async def serve_metrics(
     host = config.metrics_host if host is None else host
     port = (config.metrics_port or 0) if port is None else port
     registry = exporter.registry_for(proxy.stats)
-    listener = open_listener(host, port, 64)
+    try:
+        listener = open_listener(host, port, 64)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
     bound = int(listener.socket.getsockname()[1])
     shown = f"[{host}]" if ":" in host else host
     log.info("serving metrics on http://%s:%d/metrics", shown, bound)
