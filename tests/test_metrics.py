@@ -549,6 +549,24 @@ async def test_asgi_app_without_prometheus_client_fails_its_startup(
     await app.proxy.aclose()
 
 
+async def test_asgi_app_serves_metrics_from_startup_to_shutdown(
+    fake_backend: FakeBackend,
+) -> None:
+    app = trio_httpws.TrioHttpWsApp(trio_httpws.Config(backend=fake_backend.url, metrics_port=0))
+    to_app, app_receives = trio.open_memory_channel[dict[str, Any]](1)
+    app_sends, from_app = trio.open_memory_channel[dict[str, Any]](1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app, {"type": "lifespan"}, app_receives.receive, app_sends.send)
+        await to_app.send({"type": "lifespan.startup"})
+        assert (await from_app.receive())["type"] == "lifespan.startup.complete"
+        metrics = f"http://127.0.0.1:{app.proxy.metrics_port}"
+        assert (await http_request(metrics, "GET", "/metrics")).status == 200
+        await to_app.send({"type": "lifespan.shutdown"})
+        assert (await from_app.receive())["type"] == "lifespan.shutdown.complete"
+    with pytest.raises(OSError, match="all attempts to connect"):
+        await trio.open_tcp_stream("127.0.0.1", app.proxy.metrics_port or 0)
+
+
 async def test_asgi_app_without_lifespan_says_what_is_wrong(
     fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture
 ) -> None:

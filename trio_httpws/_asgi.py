@@ -165,9 +165,9 @@ class TrioHttpWsApp:
                 elif message["type"] == "lifespan.shutdown":
                     self.proxy.begin_shutdown()
                     nursery.cancel_scope.cancel()
-                    await self.proxy.aclose()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+                    break
+        await self.proxy.aclose()
+        await send({"type": "lifespan.shutdown.complete"})
 
     async def _start_metrics(self, nursery: trio.Nursery) -> str | None:
         """Start the metrics listener; what is wrong if it cannot be."""
