@@ -54,6 +54,8 @@ class Process:
     base: str  # http://127.0.0.1:PORT
     #: RSS of the children only: nginx's master never touches a connection, its worker does.
     workers_only: bool = False
+    #: Its metrics listener (http://127.0.0.1:PORT), when it serves one.
+    metrics: str | None = None
 
     @property
     def pid(self) -> int:
@@ -188,21 +190,30 @@ def start_proxy(
     return proc
 
 
-def start_door(backend: str, workdir: Path, server: str) -> Process:
+def start_door(backend: str, workdir: Path, server: str, *, metrics: bool = False) -> Process:
     """The ``trio-httpws`` command (``python -m trio_httpws``) with its default logging (an
     access line per request to its log file, here in ``workdir``), serving on its own door.
 
     ``server``: the value of ``--server`` (empty: the flag left out, the command's default).
+    ``metrics``: with ``--metrics-port`` (the listener's URL is the process's ``metrics``).
     Ready once the port accepts: the probe of the other seats is plain HTTP, which a door that
     serves WebSockets only would never answer.
     """
     port = free_port()
+    metrics_port = free_port() if metrics else 0
+    extra = ["--metrics-port", str(metrics_port)] if metrics else []
     command = [sys.executable, "-m", "trio_httpws", "--backend", backend,
                "--host", "127.0.0.1", "--port", str(port),
                *(["--server", server] if server else []), "--allow-origin", "*",
-               "--log-file", str(workdir / "door-full.log")]  # fmt: skip
-    proc = _spawn("door", command, dict(os.environ), workdir, f"http://127.0.0.1:{port}")
+               "--log-file", str(workdir / "door-full.log"), *extra]  # fmt: skip
+    name = "door-metrics" if metrics else "door"
+    proc = _spawn(name, command, dict(os.environ), workdir, f"http://127.0.0.1:{port}")
     proc.wait_ready(None)
+    if metrics:
+        proc.metrics = f"http://127.0.0.1:{metrics_port}"
+        if not _answers(proc.metrics + "/metrics"):
+            proc.stop()
+            raise RuntimeError(f"{name} did not start:\nits metrics port does not answer")
     return proc
 
 

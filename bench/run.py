@@ -32,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -78,7 +78,12 @@ from bench_scenarios import (
 )
 
 #: The seats, in the table's column order.
-TARGETS = ("ours", "door", "original", "chp", "nginx", "splice", "direct")
+TARGETS = ("ours", "door", "door_m", "original", "chp", "nginx", "splice", "direct")
+#: The door with its metrics listener on, scraped every ``SCRAPE_EVERY`` s while it is measured:
+#: only with ``--metrics``, in the small-GET units, against the door (what counting costs).
+METRICS_SEAT = "door_m"
+METRICS_UNITS = ("r1_c1", "r1_c16")
+SCRAPE_EVERY = 1.0
 #: Peers: other proxies in front of the same backend, reverse flow only.
 PEERS = ("chp", "nginx", "splice")
 #: The seats a unit runs by default, by flow; RELAY: the units that compare with the peers.
@@ -92,13 +97,15 @@ REVERSE_Z = ("ours", "direct")
 #: hypercorn's trio worker serving empty_app.py, no backend: its own cost. Only the
 #: units marked ``ceiling`` run it; its cells are extra rows, not a column of TARGETS.
 ALONE = "hypercorn"
-TITLES = {"ours": "trio_httpws", "door": "door", "original": "original", "chp": "chp",
+TITLES = {"ours": "trio_httpws", "door": "door", "door_m": "door+metrics",
+          "original": "original", "chp": "chp",
           "nginx": "nginx", "splice": "splice", "direct": "direct",
           ALONE: "hypercorn alone"}  # fmt: skip
 #: How each seat logs (the door's targets must hold with the command's default logging).
 LOGGING = {
     "ours": "hypercorn defaults: no access log",
     "door": "CLI default: info+access, to file",
+    "door_m": f"as door, --metrics-port, scraped every {SCRAPE_EVERY:g} s",
     "original": "Notebook default (info), to file",
     "chp": "info (its default), to file",
     "nginx": "access + error logs, to files",
@@ -106,7 +113,7 @@ LOGGING = {
     "direct": "Notebook default (info), to file",
 }
 #: The seats whose cells also carry their ratio to direct (trio_httpws has its own column).
-INLINE_RATIO = ("door", *PEERS)
+INLINE_RATIO = ("door", METRICS_SEAT, *PEERS)
 
 Scenario = Callable[[Target, Settings], Awaitable[dict[str, float]]]
 
@@ -153,9 +160,11 @@ UNITS = [
          lambda s: s.duration + 60, only_seats=TUNNEL_Z),
     # The paths Colab's direct flow uses.
     Unit("r1_c1", partial(many_sockets, sockets=1, key="r1_c1", warmup=20),
-         lambda s: s.duration + 60, "reverse", ceiling=True, only_seats=RELAY),
+         lambda s: s.duration + 60, "reverse", ceiling=True,
+         only_seats=(*RELAY, METRICS_SEAT)),
     Unit("r1_c16", partial(many_sockets, sockets=16, key="r1_c16", warmup=20),
-         lambda s: s.duration + 60, "reverse", ceiling=True, only_seats=RELAY),
+         lambda s: s.duration + 60, "reverse", ceiling=True,
+         only_seats=(*RELAY, METRICS_SEAT)),
     Unit("r3_big", download(lambda s: s.big_download, "r3_big"), lambda s: 180, "reverse",
          only_seats=RELAY),
     Unit("r4", partial(paused_reader, key="r4_growth"), lambda s: s.pause + 60, "reverse"),
@@ -461,6 +470,8 @@ def run_order(run: int, keys: Sequence[str]) -> list[str]:
 def wanted_seats(args: argparse.Namespace) -> list[str]:
     """The seats some selected unit runs, that ``--seats`` allows, in column order."""
     allowed = set(args.seats.split(",")) if args.seats else set(TARGETS)
+    if not args.metrics:
+        allowed.discard(METRICS_SEAT)
     used = {k for u in selected(args.only) for k in u.seats}
     return [k for k in TARGETS if k in used and k in allowed]
 
@@ -586,7 +597,8 @@ async def drive(
                 started = time.perf_counter()
                 try:
                     with trio.move_on_after(limit) as scope:
-                        values = await unit.run(runs_on[key], settings)
+                        async with scraping(seats.get(key) if key == METRICS_SEAT else None):
+                            values = await unit.run(runs_on[key], settings)
                     if scope.cancelled_caught:
                         raise TimeoutError(f"no result within {limit:.0f} s")
                 except Exception as exc:
@@ -603,6 +615,38 @@ async def drive(
                 )
                 await trio.sleep(0.3)  # let the previous target's sockets close
     return results, sanity_report
+
+
+#: Scrapes of the door+metrics seat's listener that answered with its metrics.
+SCRAPES = [0]
+
+
+@contextlib.asynccontextmanager
+async def scraping(seat: Seat | None) -> AsyncIterator[None]:
+    """While the block runs, scrape ``seat``'s metrics every ``SCRAPE_EVERY`` s (None: not)."""
+    if seat is None:
+        yield
+        return
+    url = seat.metrics_url()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_scrape_forever, url)
+        yield
+        nursery.cancel_scope.cancel()
+
+
+async def _scrape_forever(url: str) -> None:
+    host, _, port = url.removeprefix("http://").rpartition(":")
+    request = f"GET /metrics HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+    while True:
+        async with await trio.open_tcp_stream(host, int(port)) as stream:
+            await stream.send_all(request.encode())
+            answer = bytearray()
+            while chunk := await stream.receive_some(65536):
+                answer += chunk
+        if not answer.startswith(b"HTTP/1.1 200") or b"trio_httpws_requests_total" not in answer:
+            raise BenchFailure(f"metrics scrape failed: {bytes(answer[:80])!r}")
+        SCRAPES[0] += 1
+        await trio.sleep(SCRAPE_EVERY)
 
 
 class Seat:
@@ -636,6 +680,12 @@ class Seat:
 
     def base(self) -> str:
         return self._running().base
+
+    def metrics_url(self) -> str:
+        metrics = self._running().metrics
+        if metrics is None:
+            raise BenchFailure(f"{self.name} serves no metrics")
+        return metrics
 
     def rss(self) -> int:
         return self._running().rss_bytes()
@@ -1037,6 +1087,40 @@ def seat_notes(args: argparse.Namespace, s: Settings, seats: Sequence[str]) -> l
     return notes
 
 
+def metrics_cost(results: Results) -> list[str]:
+    """The door with and without its metrics listener, round by round: each seat's median and
+    spread, and the median and spread of the per-round ratios (the rounds interleave the two,
+    so a ratio compares runs made moments apart on the same machine)."""
+    notes = [
+        f"Metrics cost ({TITLES[METRICS_SEAT]} against door): the same command with "
+        f"--metrics-port, its /metrics scraped every {SCRAPE_EVERY:g} s by the driver while "
+        f"measured ({SCRAPES[0]} scrapes answered). Counting itself is always on (plain "
+        "integers, no switch): these rows measure the listener and its scrapes; the profile in "
+        "docs/metrics.md measures the counting."
+    ]
+    for row in rows(Settings()):
+        if row.unit not in METRICS_UNITS or row.better is None:
+            continue
+        off = results.values.get(row.key, {}).get("door", [])
+        on = results.values.get(row.key, {}).get(METRICS_SEAT, [])
+        if not off or not on:
+            continue
+        ratios = [r for r in (_ratio(a, b, row.better) for a, b in zip(on, off, strict=False)) if r]
+
+        def spread(values: Sequence[float], digits: int = row.digits) -> str:
+            return (
+                f"median {statistics.median(values):,.{digits}f} "
+                f"(spread {min(values):,.{digits}f}-{max(values):,.{digits}f}, n={len(values)})"
+            )
+
+        notes.append(
+            f"Metrics cost, {row.metric}: door {spread(off)}; {TITLES[METRICS_SEAT]} "
+            f"{spread(on)}; {TITLES[METRICS_SEAT]} vs door, round by round (> 1: better with "
+            f"metrics): {spread(ratios, 3)}."
+        )
+    return notes
+
+
 def against_previous(table: list[dict[str, Any]], previous: Path) -> list[str]:
     """trio_httpws's 'vs direct' next to the one in the results.md this run replaces: the hypercorn
     door must get no slower. A note lists the rows that fell by more
@@ -1112,8 +1196,19 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("BENCH_CHP", str(CHP_DEFAULT)),
         help="configurable-http-proxy's bin script (nox -s bench installs it under .nox)",
     )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="what the metrics cost: the door with and without --metrics-port (scraped every "
+        f"{SCRAPE_EVERY:g} s) in {' and '.join(METRICS_UNITS)}, at least 5 interleaved rounds "
+        "(defaults: --only and --seats to those units and door,door_m,direct)",
+    )
     parser.add_argument("--out", type=Path, default=HERE, help="where results.json/.md go")
     args = parser.parse_args(argv)
+    if args.metrics:
+        args.runs = max(args.runs, 5)
+        args.only = args.only or ",".join(METRICS_UNITS)
+        args.seats = args.seats or f"door,{METRICS_SEAT},direct"
     unknown = set(args.seats.split(",")) - set(TARGETS) if args.seats else set()
     if unknown:
         parser.error(f"unknown seats: {', '.join(sorted(unknown))}")
@@ -1142,6 +1237,10 @@ def main(argv: list[str] | None = None) -> int:
         makers = {
             "ours": ("hypercorn", partial(start_proxy, backend, workdir, args.app)),
             "door": ("door", partial(start_door, backend, workdir, args.door_server)),
+            METRICS_SEAT: (
+                "door with --metrics-port",
+                partial(start_door, backend, workdir, args.door_server, metrics=True),
+            ),
             "chp": ("configurable-http-proxy", partial(start_chp, args.chp, backend, workdir)),
             "nginx": ("nginx", partial(start_nginx, backend, workdir)),
             "splice": ("bare_splice.py", partial(start_splice, backend, workdir)),
@@ -1172,6 +1271,8 @@ def main(argv: list[str] | None = None) -> int:
     table = build_table(results, sanity_report, settings)
     notes = notes_for(args, settings, elapsed) + ceiling_notes(table) + alone_notes(table)
     notes += against_previous(table, args.out / "results.md")
+    if args.metrics:
+        notes += metrics_cost(results)
     # The text table cuts long cells: say in full why a seat failed its sanity check.
     notes += [f"{TITLES[k]}: sanity {v}" for k, v in sanity_report.items() if v != "ok"]
     text = render_text(table)

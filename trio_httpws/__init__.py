@@ -2,7 +2,8 @@
 
 ``hypercorn --worker-class trio trio_httpws:app`` serves :data:`app`, built on first use from
 the ``TRIO_HTTPWS_*`` environment variables. Programs build their own with :func:`create_app`,
-or embed the WebSocket endpoints with :func:`handler` / :func:`serve`.
+or embed the WebSocket endpoints with :func:`handler` / :func:`serve`; :func:`serve_metrics`
+serves a proxy's Prometheus metrics on a port of its own (the ``metrics`` extra).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ._errors import (
     ConfigError,
     HttpOverWsError,
 )
+from ._metrics import serve_metrics
 from ._protocol import PROTOCOL_VERSION
 from ._proxy import Proxy
 from ._serve import handler, serve
@@ -43,6 +45,7 @@ __all__ = [
     "create_app",
     "handler",
     "serve",
+    "serve_metrics",
 ]
 
 

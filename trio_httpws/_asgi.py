@@ -8,13 +8,18 @@ server running on trio).
 
 from __future__ import annotations
 
+import errno
 import logging
+import multiprocessing
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import trio
+
 from . import _compression, _hypercorn_fix
 from ._config import Config
-from ._errors import ClientDisconnected
+from ._errors import ClientDisconnected, ConfigError
+from ._metrics import serve_metrics
 from ._proxy import Proxy
 from ._reverse import local_address, reverse_http
 from ._socket import ClientSocket, Upgrade
@@ -115,9 +120,15 @@ class TrioHttpWsApp:
     hypercorn's behaviour).
     """
 
-    def __init__(self, config: Config, proxy: Proxy | None = None) -> None:
+    def __init__(
+        self, config: Config, proxy: Proxy | None = None, *, metrics_listener: bool = True
+    ) -> None:
         self.config = config
         self.proxy = proxy or Proxy(config)
+        #: ``metrics_port`` is set and no lifespan started its listener yet: with a server that
+        #: runs no lifespan, every request is answered with the error (see ``_no_lifespan``).
+        self._metrics_unserved = metrics_listener and config.metrics_port is not None
+        self._said_no_lifespan = False
         _hypercorn_fix.install()
         if not _compression.install() and not config.ws_compression:
             log.warning(
@@ -127,7 +138,9 @@ class TrioHttpWsApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "websocket":
+        if self._metrics_unserved and kind != "lifespan":
+            await self._no_lifespan(scope, receive, send)
+        elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "http":
             await self._http(scope, receive, send)
@@ -135,16 +148,76 @@ class TrioHttpWsApp:
             await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                log.info("proxying to backend %s", self.config.backend_url)
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                self.proxy.begin_shutdown()
-                await self.proxy.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        # The metrics listener lives in here, from startup to shutdown: the server sends
+        # lifespan.shutdown once its own grace for requests in flight is over.
+        async with trio.open_nursery() as nursery:
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    if self._metrics_unserved:
+                        problem = await self._start_metrics(nursery)
+                        if problem is not None:
+                            log.error("%s", problem)
+                            await send({"type": "lifespan.startup.failed", "message": problem})
+                            return
+                    log.info("proxying to backend %s", self.config.backend_url)
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    self.proxy.begin_shutdown()
+                    nursery.cancel_scope.cancel()
+                    break
+        await self.proxy.aclose()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def _start_metrics(self, nursery: trio.Nursery) -> str | None:
+        """Start the metrics listener; what is wrong if it cannot be."""
+        config = self.config
+        workers = _hypercorn_workers()
+        if workers is not None and workers > 1:
+            return (
+                f"metrics_port {config.metrics_port} needs one process: hypercorn runs "
+                f"{workers} workers here, each with counts of its own and only one able to "
+                "listen; serve trio_httpws:app with --workers 1 (or use the trio-httpws command)"
+            )
+        try:
+            await nursery.start(serve_metrics, self.proxy)
+        except ConfigError as exc:
+            return str(exc)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"metrics_port {config.metrics_port} is in use: by another program, or by "
+                    "another worker of this server (each worker is a process with counts of "
+                    "its own: serve trio_httpws:app in one process to use metrics_port)"
+                )
+            return str(exc)
+        self._metrics_unserved = False
+        return None
+
+    async def _no_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``metrics_port`` is set, but this server never ran the lifespan that serves it:
+        every request gets the error (a silently missing metrics port would look like a
+        healthy proxy with nothing to count)."""
+        text = (
+            "trio_httpws: metrics_port is set (TRIO_HTTPWS_METRICS_PORT), but this ASGI server "
+            "runs no lifespan, which the metrics listener needs: turn lifespan on, or unset "
+            "metrics_port"
+        )
+        if not self._said_no_lifespan:
+            self._said_no_lifespan = True
+            log.error("%s", text)
+        if scope["type"] == "http":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                }
+            )
+            await send({"type": "http.response.body", "body": text.encode()})
+        elif scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            await _AsgiPendingSocket(scope, receive, send).reject(500, text)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         connect = await receive()
@@ -169,6 +242,21 @@ def _upgrade(scope: Scope) -> Upgrade:
         headers=[(bytes(n), bytes(v)) for n, v in scope["headers"]],
         local_address=local_address(scope),
     )
+
+
+def _hypercorn_workers() -> int | None:
+    """How many worker processes the hypercorn that started this process runs, or None when
+    this is not a hypercorn worker (or it cannot tell).
+
+    hypercorn starts each worker with ``multiprocessing`` and hands it its Config, which the
+    worker's Process object keeps: the one place a worker can learn the count before it binds.
+    """
+    kwargs = getattr(multiprocessing.current_process(), "_kwargs", None)
+    config = kwargs.get("config") if isinstance(kwargs, dict) else None
+    workers = getattr(config, "workers", None)
+    if type(config).__module__.startswith("hypercorn") and isinstance(workers, int):
+        return workers
+    return None
 
 
 def create_app(config: Config | None = None) -> TrioHttpWsApp:

@@ -18,6 +18,7 @@ import logging
 import select
 import ssl
 import sys
+import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -33,6 +34,7 @@ import trio
 
 from ._config import BackendURL
 from ._errors import BackendBusy, BackendError, BackendTimeout
+from ._stats import Phase, PoolStats
 
 log = logging.getLogger("trio_httpws.backend")
 
@@ -104,13 +106,14 @@ def _socket_readable(stream: trio.abc.Stream) -> bool:
 
 
 class _Connection:
-    __slots__ = ("h11", "response_bytes", "stream")
+    __slots__ = ("closed", "h11", "response_bytes", "stream")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.h11 = h11.Connection(h11.CLIENT)
         #: Whether any byte arrived since the current request was sent.
         self.response_bytes = False
+        self.closed = False
 
     def reusable(self) -> bool:
         return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
@@ -310,8 +313,11 @@ class BackendPool:
         read_timeout: float = 300.0,
         write_timeout: float = 60.0,
         pool_timeout: float = 60.0,
+        stats: PoolStats | None = None,
     ) -> None:
         self.backend = backend
+        #: What the metrics show of this pool (the ``Proxy``'s ``Stats`` holds it).
+        self.stats = stats if stats is not None else PoolStats()
         self._opener = opener or self._open_stream
         self._ssl_context = ssl_context
         self._max_idle = max_idle
@@ -351,6 +357,7 @@ class BackendPool:
             with trio.fail_after(self.connect_timeout):
                 stream = await self._opener(self.backend)
         except trio.TooSlowError:
+            self.stats.timeouts[Phase.CONNECT] += 1
             raise BackendTimeout(
                 f"timed out connecting to backend {self.backend} after {self.connect_timeout:g}s",
                 before_response=True,
@@ -359,20 +366,27 @@ class BackendPool:
             # trio reports a failed TLS handshake as BrokenResourceError from the SSL error:
             # the cause is the part that says what went wrong (e.g. certificate verify failed).
             detail = exc.__cause__ if exc.__cause__ is not None and not str(exc) else exc
+            self.stats.connect_failures += 1
             raise BackendError(
                 f"cannot connect to backend {self.backend}: {detail}", before_response=True
             ) from exc
         self.opened += 1
         return stream
 
+    async def _connect(self) -> _Connection:
+        conn = _Connection(await self.open_stream())
+        self.stats.open += 1
+        return conn
+
     async def _acquire(self) -> tuple[_Connection, bool]:
         while self._idle:
             conn = self._idle.pop()
+            self.stats.idle -= 1
             if not _socket_readable(conn.stream):
                 return conn, True
             log.debug("idle connection to %s was closed by the backend; dropped", self.backend)
-            await _discard(conn)
-        return _Connection(await self.open_stream()), False
+            await self._discard(conn)
+        return await self._connect(), False
 
     async def _acquire_slot(self) -> None:
         # A free slot is the common case: taken without a cancel scope and a trip through the
@@ -384,9 +398,14 @@ class BackendPool:
             return
         except trio.WouldBlock:
             pass
-        with trio.move_on_after(self.pool_timeout):
-            await self._active.acquire()
-            return
+        started = time.perf_counter()
+        try:
+            with trio.move_on_after(self.pool_timeout):
+                await self._active.acquire()
+                return
+        finally:
+            self.stats.slot_wait.observe(time.perf_counter() - started)
+        self.stats.timeouts[Phase.SLOT] += 1
         raise BackendBusy(
             f"all {self._max_connections} connections to backend {self.backend} stayed busy "
             f"for {self.pool_timeout:g}s",
@@ -397,14 +416,23 @@ class BackendPool:
         if conn.reusable() and len(self._idle) < self._max_idle:
             conn.h11.start_next_cycle()
             self._idle.append(conn)
+            self.stats.idle += 1
         else:
-            await _discard(conn)
+            await self._discard(conn)
+
+    async def _discard(self, conn: _Connection) -> None:
+        # Once per connection in the count, however many ways out close it.
+        if not conn.closed:
+            conn.closed = True
+            self.stats.open -= 1
+        await _discard(conn)
 
     async def aclose(self) -> None:
         """Close every idle connection."""
         idle, self._idle = self._idle, []
+        self.stats.idle -= len(idle)
         for conn in idle:
-            await _discard(conn)
+            await self._discard(conn)
 
     @property
     def idle_count(self) -> int:
@@ -432,6 +460,7 @@ class BackendPool:
                         before_response=True,
                     ) from exc
             if scope.cancelled_caught:
+                self.stats.timeouts[Phase.WRITE] += 1
                 raise BackendTimeout(
                     f"backend {self.backend} stopped reading the request for "
                     f"{self.write_timeout:g}s",
@@ -449,6 +478,7 @@ class BackendPool:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise _ConnectionLost(f"connection to backend {self.backend} lost: {exc}") from exc
         if scope.cancelled_caught:
+            self.stats.timeouts[Phase.READ] += 1
             raise BackendTimeout(f"backend {self.backend} sent nothing for {self.read_timeout:g}s")
         return data
 
@@ -533,6 +563,7 @@ class BackendPool:
             raise BackendError(f"cannot send this request: {exc}") from exc
         await self._acquire_slot()
         try:
+            started = time.perf_counter()
             conn, reused = await self._acquire()
             try:
                 try:
@@ -543,20 +574,21 @@ class BackendPool:
                     if not may_replay(method, body, reused, exc):
                         raise
                     log.debug("pooled connection to %s was lost; retrying once", self.backend)
-                    await _discard(conn)
-                    conn = _Connection(await self.open_stream())
+                    await self._discard(conn)
+                    conn = await self._connect()
                     response = await self._exchange(conn, request, body)
             except BaseException:
-                await _discard(conn)
+                await self._discard(conn)
                 raise
+            self.stats.first_byte.observe(time.perf_counter() - started)
             try:
                 yield response
             except BaseException:
-                await _discard(conn)
+                await self._discard(conn)
                 raise
             if conn.h11.their_state is h11.SEND_BODY:
                 # The caller left the body unread: nobody knows where the next response starts.
-                await _discard(conn)
+                await self._discard(conn)
             else:
                 await self._release(conn)
         finally:

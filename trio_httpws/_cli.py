@@ -30,8 +30,10 @@ from ._config import (
 )
 from ._errors import ConfigError, HttpOverWsError
 from ._jupyter import running_jupyter
+from ._metrics import load_exporter
 from ._platform import STOP_SIGNALS
 from ._protocol import COLAB_ORIGINS, PROTOCOL_VERSION
+from ._proxy import Proxy
 from ._redact import RedactingParser, redact
 from ._serve import DEFAULT_SERVER, SERVERS, serve
 
@@ -252,6 +254,8 @@ async def _serve_until_cancelled(
             )
             config = config.replace(backend=jupyter.url)
             token = jupyter.token
+        proxy = Proxy(config)
+        stack.push_async_callback(proxy.aclose)
         nursery = await stack.enter_async_context(trio.open_nursery())
         port = await nursery.start(
             partial(
@@ -262,6 +266,7 @@ async def _serve_until_cancelled(
                 certfile=args.certfile,
                 keyfile=args.keyfile,
                 server=args.server,
+                proxy=proxy,
             )
         )
         scheme = "https" if args.certfile else "http"
@@ -276,6 +281,11 @@ async def _serve_until_cancelled(
         if log_file is not None:
             what = "each request, Jupyter's own log" if jupyter_to_file else "each request"
             lines.append(f"Log ({what}): {log_file}")
+        if proxy.metrics_port is not None:
+            metrics_host = config.metrics_host
+            if ":" in metrics_host:
+                metrics_host = f"[{metrics_host}]"
+            lines.append(f"Prometheus metrics: http://{metrics_host}:{proxy.metrics_port}/metrics")
         if token is not None:
             url = f"{scheme}://{host}:{port}{config.base_url}?token={token}"
             lines.append("Paste this URL into the front end (Colab: Connect to a local runtime):")
@@ -308,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # one sentence, as a bad flag does.
     try:
         config = config_from_args(args, os.environ)
+        if config.metrics_port is not None:
+            load_exporter()  # before Jupyter starts: a missing install fails at once
     except ConfigError as exc:
         if created:
             logging.shutdown()

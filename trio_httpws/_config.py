@@ -106,6 +106,11 @@ class Config:
     keep_alive_timeout: float = 5.0
     #: Connections the kernel queues for the listener before they are accepted.
     backlog: int = 2048
+    #: Serve Prometheus metrics (``GET /metrics``) on a listener of their own on this port
+    #: (0: any free port); None: no metrics listener. Needs the ``metrics`` extra.
+    metrics_port: int | None = None
+    #: The address of the metrics listener: loopback unless the scraper is elsewhere.
+    metrics_host: str = "127.0.0.1"
     backend_url: BackendURL = field(init=False, repr=False, compare=False)
     origin_policy: OriginPolicy = field(init=False, repr=False, compare=False)
 
@@ -135,6 +140,10 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError("metrics_port must be a port number, 0 to 65535")
+        if not self.metrics_host:
+            raise ConfigError("metrics_host must name an address")
         if self.thread_parse_threshold < 0:
             raise ConfigError("thread_parse_threshold must be 0 or more")
         for name in (
@@ -188,6 +197,16 @@ def _positive_float(raw: str) -> float:
         raise ValueError(f"{raw!r} is not a number of seconds") from None
     if not value > 0 or value == float("inf"):
         raise ValueError(f"must be a positive number of seconds, not {raw.strip()!r}")
+    return value
+
+
+def _port(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise ValueError(f"must be a port number from 0 to 65535, not {value}")
     return value
 
 
@@ -274,6 +293,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("keep_alive_timeout", _positive_float, "seconds an idle connection stays open", "S"),
     Setting("backlog", _positive_int, "connections queued for the listener before accept"),
     Setting("backend_ca", _text, "CA bundle (PEM) for an https backend", "PEM"),
+    Setting(
+        "metrics_port",
+        _port,
+        "serve Prometheus metrics at http://METRICS_HOST:PORT/metrics (a listener of its own; "
+        "needs the metrics extra; default: off)",
+        "PORT",
+    ),
+    Setting("metrics_host", _text, "address of the metrics listener (default 127.0.0.1)", "HOST"),
     Setting(
         "ws_compression",
         _switch,

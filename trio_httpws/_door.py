@@ -53,6 +53,7 @@ from ._proxy import Proxy, Route, UpgradeVerdict
 from ._redact import complaint, log_path
 from ._socket import Upgrade
 from ._splice import keepalive, splice_websocket
+from ._stats import Flow, Refused
 from ._wsserver import SERVER_HEADER, StreamPendingSocket
 
 log = logging.getLogger("trio_httpws")
@@ -355,12 +356,16 @@ class _Connection:
                 self.door.idle.discard(scope)
         if begun:
             log.info("request head not complete in %gs: connection closed", config.head_timeout)
+            self.proxy.stats.refused(Refused.HEAD_TIMEOUT)
         return None
 
     async def _refuse_head(self, exc: h11.RemoteProtocolError) -> None:
         status = exc.error_status_hint
         log.warning("refused a request head: %s", complaint(exc))
         log_access("http", "-", "-", status, 0, time.perf_counter(), outcome="bad_request")
+        stats = self.proxy.stats
+        stats.refused(Refused.SIZE if status == 431 else Refused.BAD_REQUEST)
+        stats.request(Flow.REVERSE, status, 0, 0)
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             await self._answer(text_answer(status, f"{HTTPStatus(status).phrase}: {exc}"), True)
 
@@ -410,6 +415,9 @@ class _Connection:
             exchange.status = logged_status(exchange.status, client_left=True)
             log.debug("%s %s: client connection gone", exchange.method, exchange.path)
         finally:
+            self.proxy.stats.request(
+                Flow.REVERSE, exchange.status, exchange.sent, exchange.received
+            )
             log_access(
                 "http",
                 exchange.method,
@@ -456,7 +464,7 @@ class _Connection:
             self._exchange_scope = scope
             body: AsyncIterator[bytes] | None = None
             if declares_body(request.headers):
-                body = self._request_body()
+                body = self._request_body(exchange)
             else:
                 self._next_event()  # its EndOfMessage
                 self.reader.arm(scope)
@@ -474,7 +482,7 @@ class _Connection:
         except h11.RemoteProtocolError as exc:
             raise _BadBody(str(exc)) from None
 
-    async def _request_body(self) -> AsyncIterator[bytes]:
+    async def _request_body(self, exchange: _Exchange) -> AsyncIterator[bytes]:
         if self.h11.they_are_waiting_for_100_continue:
             # Asked for only now that the backend is ready to read it.
             await self._send_all(self._send(h11.InformationalResponse(status_code=100, headers=[])))
@@ -490,6 +498,7 @@ class _Connection:
                     raise _ClientLeft()
                 continue
             if type(event) is h11.Data:
+                exchange.received += len(event.data)
                 yield bytes(event.data)
             elif type(event) is h11.EndOfMessage:
                 assert self._exchange_scope is not None
@@ -573,6 +582,7 @@ class _Connection:
             status, reason, extra = problem
             log.warning("refused WebSocket %s: %s", log_path(target), reason)
             log_access("ws", "GET", target, status, 0, started, outcome="bad_request")
+            self.proxy.count_refused_upgrade(target.split("?", 1)[0], Refused.BAD_REQUEST)
             answer = text_answer(status, f"{HTTPStatus(status).phrase}: {reason}")
             await self._answer(Answer(status, [*answer.headers, *extra], answer.body), True)
             return None
@@ -598,12 +608,16 @@ class _Connection:
             extra_bytes,
             max_message_size=self.config.max_message_size,
             compression=self.config.ws_compression,
+            on_too_big=self._too_big,
         )
         try:
             await self.proxy.serve_upgrade(pending, upgrade, verdict)
         finally:
             await pending.finish()
         return None
+
+    def _too_big(self) -> None:
+        self.proxy.stats.refused(Refused.SIZE)
 
     async def _splice(
         self,
@@ -614,6 +628,8 @@ class _Connection:
         started: float,
     ) -> None:
         assert verdict.target is not None
+        stats = self.proxy.stats
+        tally = stats.ws_opened(verdict.kind)
         spliced = splice_websocket(
             self.stream,
             request,
@@ -628,17 +644,19 @@ class _Connection:
             self.proxy.pool,
             self.config,
             self.proxy.shutdown_event,
+            tally=tally,
         )
         path, origin = upgrade.raw_path, verdict.origin_class.value
         # The splice keeps what it needs; the h11 state (~3 KB with the request) goes now.
         del request, extra, upgrade, verdict, self.h11, self.reader
         status: int | None = None
         outcome = Outcome.ERROR
-        nbytes = 0
         try:
             result = await spliced
-            status, outcome, nbytes = result.status, result.outcome, result.payload_to_client
+            status, outcome = result.status, result.outcome
         finally:
+            stats.ws_closed(tally, outcome)
+            nbytes = tally.to_client.payload
             log_access(
                 "ws", "GET", path, status, nbytes, started, origin=origin, outcome=outcome.value
             )
@@ -655,6 +673,7 @@ class _Exchange:
         "method",
         "origin_class",
         "outcome",
+        "received",
         "sent",
         "started",
         "status",
@@ -666,7 +685,9 @@ class _Exchange:
         self.target = request.target.decode("latin-1")
         self.started = time.perf_counter()
         self.status: int | None = None
+        #: Body bytes sent to the client, and read from it.
         self.sent = 0
+        self.received = 0
         self.origin_class = OriginClass.NONE
         self.outcome = Outcome.ERROR
 

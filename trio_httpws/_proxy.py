@@ -46,6 +46,7 @@ from ._redact import log_path
 from ._relay import relay
 from ._session import HttpOverWsSession
 from ._socket import PendingSocket, Upgrade
+from ._stats import Refused, Stats, Tally, WsKind, payload_size
 
 log = logging.getLogger("trio_httpws")
 
@@ -65,6 +66,15 @@ class Route(Enum):
     REFUSED = "refused"
 
 
+#: What the metrics call each route's WebSockets.
+_KINDS = {
+    Route.SESSION: WsKind.TUNNEL,
+    Route.DIAGNOSE: WsKind.DIAGNOSE,
+    Route.PROXIED: WsKind.PROXIED_WS,
+    Route.PLAIN: WsKind.RELAY,
+}
+
+
 @dataclass(frozen=True)
 class Refusal:
     """A WebSocket the proxy refuses itself, and what to say."""
@@ -74,6 +84,8 @@ class Refusal:
     outcome: Outcome
     #: The warning logged for it (already formatted: refusals are rare).
     warning: str
+    #: Why, for the metrics.
+    why: Refused
     #: Accept, then close with 4000 + status: what the original's clients expect on proxied_ws.
     after_accept: bool = False
 
@@ -82,6 +94,8 @@ class Refusal:
 class UpgradeVerdict:
     route: Route
     origin_class: OriginClass
+    #: What the socket is by its path (a refused one too), for the metrics.
+    kind: WsKind
     #: The backend target of a relay (validated origin-form, query included).
     target: str | None = None
     refusal: Refusal | None = None
@@ -126,6 +140,10 @@ class Proxy:
             pool_timeout=config.pool_timeout,
         )
         self._shutdown: trio.Event | None = None
+        #: What every door counts through this proxy (the metrics listener shows it).
+        self.stats = Stats(self.pool.stats)
+        #: The port the metrics listener bound, once it listens (``serve_metrics``).
+        self.metrics_port: int | None = None
 
     @property
     def shutdown_event(self) -> trio.Event:
@@ -163,6 +181,10 @@ class Proxy:
             return Route.PROXIED
         return Route.PLAIN
 
+    def count_refused_upgrade(self, path: str, why: Refused) -> None:
+        """Count an upgrade a door refused before it could be judged (not a valid upgrade)."""
+        self.stats.ws_refused(_KINDS[self.route(path)], why)
+
     # -- verdicts: what to do with a request, decided before any I/O ----------------------------
 
     def judge_upgrade(self, upgrade: Upgrade) -> UpgradeVerdict:
@@ -170,33 +192,36 @@ class Proxy:
         origin_class = self.config.origin_policy.classify(
             upgrade.origin, upgrade.scheme, upgrade.host
         )
+        route = self.route(upgrade.raw_path)
+        kind = _KINDS[route]
         if not self.host_allowed(upgrade.host, upgrade.local_address):
-            return UpgradeVerdict(
-                Route.REFUSED,
+            return self._refused(
+                kind,
                 origin_class,
-                refusal=Refusal(
+                Refusal(
                     403,
                     "Host not allowed",
                     Outcome.REFUSED_HOST,
                     f"refused WebSocket with non-local Host {upgrade.host!r} (DNS rebinding?)",
+                    Refused.HOST,
                 ),
             )
         if origin_class is OriginClass.REFUSED:
             # Every path, the tunnel's and the plain relays' alike: the backend would let in
             # any origin that holds the token, the proxy does not.
-            return UpgradeVerdict(
-                Route.REFUSED,
+            return self._refused(
+                kind,
                 origin_class,
-                refusal=Refusal(
+                Refusal(
                     403,
                     "Origin not allowed",
                     Outcome.REFUSED_ORIGIN,
                     f"refused WebSocket from origin {upgrade.origin!r} to {upgrade.raw_path}",
+                    Refused.ORIGIN,
                 ),
             )
-        route = self.route(upgrade.raw_path)
         if route is Route.SESSION or route is Route.DIAGNOSE:
-            return UpgradeVerdict(route, origin_class)
+            return UpgradeVerdict(route, origin_class, kind)
         if route is Route.PLAIN:
             # Any other WebSocket (the Jupyter UI's or Colab's kernel channels, terminals,
             # ...) is relayed as it is, less the foreign Origin the proxy already judged.
@@ -208,18 +233,24 @@ class Proxy:
             target = validate_path(target)
         except ValueError as exc:
             # Origin-form only, as for tunnelled requests: "//host/..." could name a host.
-            return UpgradeVerdict(
-                Route.REFUSED,
+            return self._refused(
+                kind,
                 origin_class,
-                refusal=Refusal(
+                Refusal(
                     400,
                     f"Bad Request: request target must be a path: {exc}",
                     Outcome.BAD_REQUEST,
                     f"refused WebSocket {upgrade.raw_path}: {exc}",
+                    Refused.PATH,
                     after_accept=route is Route.PROXIED,
                 ),
             )
-        return UpgradeVerdict(route, origin_class, target=target)
+        return UpgradeVerdict(route, origin_class, kind, target=target)
+
+    def _refused(self, kind: WsKind, origin_class: OriginClass, refusal: Refusal) -> UpgradeVerdict:
+        # Counted as it is given: every door carries out every verdict it asks for.
+        self.stats.refused(refusal.why)
+        return UpgradeVerdict(Route.REFUSED, origin_class, kind, refusal=refusal)
 
     def judge_request(
         self,
@@ -237,6 +268,7 @@ class Proxy:
         """
         host = first_header(headers, b"host")
         if not self.host_allowed(host, local_address):
+            self.stats.refused(Refused.HOST)
             return RequestVerdict(
                 OriginClass.NONE,
                 answer=text_answer(403, "Host not allowed"),
@@ -248,9 +280,11 @@ class Proxy:
             answer = verdict.answer
             origin = first_header(headers, b"origin")
             if verdict.origin_class is OriginClass.REFUSED:
+                self.stats.refused(Refused.ORIGIN)
                 refusal: Outcome | None = Outcome.REFUSED_ORIGIN
                 warning: str | None = f"refused {method} {log_path(target)} from origin {origin!r}"
             elif answer.status >= 400:
+                self.stats.refused(Refused.BAD_REQUEST)
                 refusal, warning = Outcome.BAD_REQUEST, f"bad preflight from {origin!r}: "
                 warning += answer.body.decode()
             else:
@@ -258,8 +292,10 @@ class Proxy:
             return RequestVerdict(
                 verdict.origin_class, answer=answer, refusal=refusal, warning=warning
             )
-        problem = framing_problem(target, headers)
-        if problem is not None:
+        framing = framing_problem(target, headers)
+        if framing is not None:
+            why, problem = framing
+            self.stats.refused(why)
             return RequestVerdict(
                 verdict.origin_class,
                 answer=text_answer(400, f"Bad Request: {problem}"),
@@ -286,8 +322,8 @@ class Proxy:
         """Carry out ``verdict`` on a handshake that a door holds as ``pending``."""
         started = time.perf_counter()
         status: int | None = None
-        nbytes = 0
         outcome = Outcome.ERROR
+        tally = self.stats.ws_opened(verdict.kind)
         try:
             route = verdict.route
             if verdict.refusal is not None:
@@ -302,11 +338,11 @@ class Proxy:
                 return
             if route is Route.SESSION:
                 status = 101
-                outcome = await self._session(pending, upgrade)
+                outcome = await self._session(pending, upgrade, tally)
                 return
             if route is Route.DIAGNOSE:
                 status = 101
-                outcome = await self._diagnose(pending, upgrade)
+                outcome = await self._diagnose(pending, upgrade, tally)
                 return
             assert verdict.target is not None
             result = await relay(
@@ -318,21 +354,23 @@ class Proxy:
                 tunnelled=route is Route.PROXIED,
                 shutdown=self.shutdown_event,
                 origin_class=verdict.origin_class,
+                tally=tally,
             )
-            status, nbytes, outcome = result.status, result.bytes_to_client, result.outcome
+            status, outcome = result.status, result.outcome
         finally:
+            self.stats.ws_closed(tally, outcome)
             log_access(
                 "ws",
                 "GET",
                 upgrade.raw_path,
                 status,
-                nbytes,
+                tally.to_client.payload,
                 started,
                 origin=verdict.origin_class.value,
                 outcome=outcome.value,
             )
 
-    async def _session(self, pending: PendingSocket, upgrade: Upgrade) -> Outcome:
+    async def _session(self, pending: PendingSocket, upgrade: Upgrade, tally: Tally) -> Outcome:
         # In parts: the session decodes a large upload as it arrives (_parts).
         sock = await pending.accept(message_parts=True)
         check = check_min_version(upgrade.params.get(MIN_VERSION_PARAM))
@@ -341,13 +379,22 @@ class Proxy:
                 log.error("Rejecting connection: %s", check.reason)
             else:
                 log.warning("Rejecting connection: %s", check.reason)
+            self.stats.refused(Refused.MIN_VERSION)
             await sock.close(close_code_for_status(400), check.reason)
             return Outcome.BAD_REQUEST
-        session = HttpOverWsSession(sock, upgrade, self.config, self.pool, self.shutdown_event)
+        session = HttpOverWsSession(
+            sock,
+            upgrade,
+            self.config,
+            self.pool,
+            self.shutdown_event,
+            stats=self.stats,
+            tally=tally,
+        )
         await session.run()
         return session.outcome
 
-    async def _diagnose(self, pending: PendingSocket, upgrade: Upgrade) -> Outcome:
+    async def _diagnose(self, pending: PendingSocket, upgrade: Upgrade, tally: Tally) -> Outcome:
         sock = await pending.accept()
         outdated = (
             check_min_version(upgrade.params.get(MIN_VERSION_PARAM)).status
@@ -360,14 +407,19 @@ class Proxy:
                 message = await sock.receive()
             except ClientDisconnected as exc:
                 return client_ended(exc.code)
+            tally.from_client.payload += payload_size(message)
             if isinstance(message, bytes):
-                await sock.send(error_frame(400, "Binary messages are not supported: send text."))
-                continue
-            await sock.send(diagnose_frame(message, has_cookie, outdated))
+                answer = error_frame(400, "Binary messages are not supported: send text.")
+            else:
+                answer = diagnose_frame(message, has_cookie, outdated)
+            await sock.send(answer)
+            tally.to_client.payload += payload_size(answer)
 
 
-def framing_problem(target: str, headers: Sequence[tuple[bytes, bytes]]) -> str | None:
-    """Why this request must not be forwarded, or None.
+def framing_problem(
+    target: str, headers: Sequence[tuple[bytes, bytes]]
+) -> tuple[Refused, str] | None:
+    """Why this request must not be forwarded (for the metrics, and in words), or None.
 
     The target must be origin-form, like a tunnelled path: an absolute-form
     (``http://host/...``) or authority-like (``//host/...``) target could make the backend or an
@@ -377,10 +429,10 @@ def framing_problem(target: str, headers: Sequence[tuple[bytes, bytes]]) -> str 
     try:
         validate_path(target)
     except ValueError as exc:
-        return f"request target must be a path: {exc}"
+        return Refused.PATH, f"request target must be a path: {exc}"
     names = {name.lower() for name, _ in headers}
     if b"content-length" in names and b"transfer-encoding" in names:
-        return "both Content-Length and Transfer-Encoding"
+        return Refused.BAD_REQUEST, "both Content-Length and Transfer-Encoding"
     return None
 
 

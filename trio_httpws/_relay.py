@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -36,6 +36,7 @@ from ._protocol import (
 )
 from ._redact import log_path
 from ._socket import ClientSocket, PendingSocket, Upgrade
+from ._stats import Phase, Tally, WsKind, payload_size
 
 log = logging.getLogger("trio_httpws.relay")
 
@@ -65,10 +66,15 @@ class RelayResult:
 
     #: 101 once the client was accepted, else the status (or 4000 + status) it was failed with.
     status: int | None = None
-    #: Message payload relayed from the backend to the client (characters for text messages).
-    bytes_to_client: int = 0
     #: How it ended (the first end seen wins).
     outcome: Outcome = Outcome.ERROR
+    #: Message payload each way (``_stats``: text in UTF-8 bytes), counted as it passes.
+    tally: Tally = field(default_factory=lambda: Tally(WsKind.RELAY))
+
+    @property
+    def bytes_to_client(self) -> int:
+        """What the access line reports."""
+        return self.tally.to_client.payload
 
     def ended(self, outcome: Outcome) -> None:
         if self.outcome is Outcome.ERROR:
@@ -85,6 +91,7 @@ async def relay(
     tunnelled: bool,
     shutdown: trio.Event | None = None,
     origin_class: OriginClass = OriginClass.NONE,
+    tally: Tally | None = None,
 ) -> RelayResult:
     """Connect to ``target`` on the backend, then accept the client and copy both ways.
 
@@ -93,9 +100,9 @@ async def relay(
     with 4000 + status, as clients of the original expect. A plain reverse-proxied WebSocket
     passes the handshake through (less the Origin of an allowed foreign page, see
     ``_cors.backend_request_headers``) and failures reject the handshake with the HTTP status.
-    Returns what the access line reports.
+    Returns what the access line reports; the payload is counted on ``tally`` as it passes.
     """
-    result = RelayResult()
+    result = RelayResult() if tally is None else RelayResult(tally=tally)
     shown = log_path(target)
     if tunnelled:
         try:
@@ -140,6 +147,7 @@ async def relay(
             result.ended(Outcome.BACKEND_REFUSED)
             return result
         except trio.TooSlowError:
+            pool.stats.timeouts[Phase.READ] += 1
             log.warning(
                 "WebSocket handshake with backend for %s: no answer in %gs",
                 shown,
@@ -186,10 +194,14 @@ async def _pump_both(
             scope = nursery.cancel_scope
             scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_TIMEOUT)
 
+        from_client = result.tally.from_client
+        to_client = result.tally.to_client
+
         async def client_to_backend() -> None:
             try:
                 while True:
                     part, more = await sock.receive_part()
+                    from_client.payload += payload_size(part)
                     await backend.send(part, finished=not more)
             except ClientDisconnected as exc:
                 result.ended(client_ended(exc.code))
@@ -203,7 +215,7 @@ async def _pump_both(
                 while True:
                     message = await backend.receive_message()
                     await sock.send(message)
-                    result.bytes_to_client += len(message)
+                    to_client.payload += payload_size(message)
             except BackendClosed as exc:
                 lost = exc.code == ABNORMAL_CLOSURE
                 result.ended(Outcome.BACKEND_LOST if lost else Outcome.BACKEND_CLOSE)

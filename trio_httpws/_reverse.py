@@ -25,6 +25,7 @@ from ._errors import BackendError
 from ._outcome import Outcome, logged_status
 from ._protocol import declares_body, forwarded_response_headers
 from ._redact import log_path
+from ._stats import Flow
 
 if TYPE_CHECKING:
     from ._proxy import Proxy
@@ -55,7 +56,9 @@ class _Exchange:
         self.target = _target(scope)
         self.started = time.perf_counter()
         self.status: int | None = None
+        #: Body bytes sent to the client, and read from it.
         self.sent = 0
+        self.received = 0
         self.origin_class = OriginClass.NONE
         self.cors_origin: str | None = None
         self.client_left = False
@@ -123,11 +126,13 @@ async def reverse_http(
     try:
         await _serve(exchange, scope, receive, proxy)
     finally:
+        status = logged_status(exchange.status, exchange.client_left)
+        proxy.stats.request(Flow.REVERSE, status, exchange.sent, exchange.received)
         log_access(
             "http",
             exchange.method,
             exchange.target,
-            logged_status(exchange.status, exchange.client_left),
+            status,
             exchange.sent,
             exchange.started,
             origin=exchange.origin_class.value,
@@ -151,7 +156,7 @@ async def _serve(exchange: _Exchange, scope: Scope, receive: Receive, proxy: Pro
     forward = verdict.forward
     has_body = declares_body(headers)
     body_read = trio.Event()
-    body = _request_body(receive, body_read) if has_body else None
+    body = _request_body(receive, body_read, exchange) if has_body else None
     if body is None:
         body_read.set()
     async with trio.open_nursery() as nursery:
@@ -212,7 +217,9 @@ def local_address(scope: Scope) -> str | None:
     return str(server[0]) if server else None
 
 
-async def _request_body(receive: Receive, done: trio.Event) -> AsyncIterator[bytes]:
+async def _request_body(
+    receive: Receive, done: trio.Event, exchange: _Exchange
+) -> AsyncIterator[bytes]:
     try:
         while True:
             message = await receive()
@@ -220,6 +227,7 @@ async def _request_body(receive: Receive, done: trio.Event) -> AsyncIterator[byt
                 raise BackendError("client disconnected while sending the request body")
             body = message.get("body", b"")
             if body:
+                exchange.received += len(body)
                 yield body
             if not message.get("more_body", False):
                 return

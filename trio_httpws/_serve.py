@@ -21,6 +21,7 @@ import trio_websocket
 
 from ._config import Config
 from ._errors import ClientDisconnected, ConfigError
+from ._metrics import load_exporter, serve_metrics
 from ._protocol import close_of
 from ._proxy import Proxy
 from ._socket import ClientSocket, Upgrade
@@ -146,6 +147,9 @@ async def serve(
     certfile: str | None = None,
     keyfile: str | None = None,
     server: str = DEFAULT_SERVER,
+    metrics_port: int | None = None,
+    metrics_host: str | None = None,
+    proxy: Proxy | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the whole proxy (protocol, WebSockets and HTTP) until cancelled.
@@ -155,17 +159,72 @@ async def serve(
     ``task_status.started()``, so ``port = await nursery.start(serve, config)`` works in any
     nursery. Cancelling that nursery is a clean shutdown: sessions close with 1001, the
     listener and the backend pool are closed.
+
+    ``metrics_port`` and ``metrics_host`` (default: the config's) add the metrics listener
+    (``GET /metrics``), closed after the shutdown grace; the port it bound is then
+    ``proxy.metrics_port``. Pass ``proxy`` (built from ``config``) to read its counts or to
+    share its backend pool; its pool is then yours to close.
     """
     if server not in SERVERS:
         raise ConfigError(f"server must be one of {', '.join(SERVERS)}, not {server!r}")
-    if server == "trio":
-        await _serve_door(config, host, port, certfile, keyfile, task_status)
-        return
+    if metrics_port is not None or metrics_host is not None:
+        config = config.replace(
+            metrics_port=config.metrics_port if metrics_port is None else metrics_port,
+            metrics_host=metrics_host or config.metrics_host,
+        )
+    if config.metrics_port is not None:
+        load_exporter()  # a missing prometheus_client fails here, before anything listens
+    own = proxy is None
+    if proxy is None:
+        proxy = Proxy(config)
+    try:
+        async with trio.open_nursery() as nursery:
+            # Shielded: the metrics go on through the shutdown grace, closed just after it.
+            metrics_scope = trio.CancelScope(shield=True)
+            if config.metrics_port is not None:
+                await nursery.start(_serve_metrics_in, metrics_scope, proxy, config)
+            try:
+                if server == "trio":
+                    from ._door import make_server_ssl_context, serve_door
+
+                    context = make_server_ssl_context(certfile, keyfile) if certfile else None
+                    await serve_door(
+                        proxy, host, port, ssl_context=context, task_status=task_status
+                    )
+                else:
+                    await _serve_hypercorn(proxy, host, port, certfile, keyfile, task_status)
+            finally:
+                metrics_scope.cancel()
+    finally:
+        if own:
+            with trio.CancelScope(shield=True):
+                await proxy.aclose()
+
+
+async def _serve_metrics_in(
+    scope: trio.CancelScope, proxy: Proxy, config: Config, task_status: trio.TaskStatus[int]
+) -> None:
+    with scope:
+        await serve_metrics(
+            proxy, config.metrics_host, config.metrics_port, task_status=task_status
+        )
+
+
+async def _serve_hypercorn(
+    proxy: Proxy,
+    host: str,
+    port: int,
+    certfile: str | None,
+    keyfile: str | None,
+    task_status: trio.TaskStatus[int],
+) -> None:
     from hypercorn.trio import serve as hypercorn_serve
 
     from ._asgi import TrioHttpWsApp
 
-    app = TrioHttpWsApp(config)
+    config = proxy.config
+    # The metrics listener is serve()'s here, not the app's lifespan's.
+    app = TrioHttpWsApp(config, proxy, metrics_listener=False)
     hc = hypercorn_config(config, host, port, certfile=certfile, keyfile=keyfile)
     stop = trio.Event()
     server_scope = trio.CancelScope(shield=True)
@@ -181,37 +240,14 @@ async def serve(
                 task_status=task_status,
             )
 
-    try:
-        async with trio.open_nursery() as nursery:
-            binds: list[str] = await nursery.start(run_server)
-            bound = int(binds[0].rsplit(":", 1)[1])
-            log.info("serving on %s for backend %s", binds[0], config.backend_url)
-            task_status.started(bound)
-            try:
-                await trio.sleep_forever()
-            finally:
-                app.proxy.begin_shutdown()
-                stop.set()
-                server_scope.deadline = trio.current_time() + config.shutdown_timeout + 1
-    finally:
-        with trio.CancelScope(shield=True):
-            await app.proxy.aclose()
-
-
-async def _serve_door(
-    config: Config,
-    host: str,
-    port: int,
-    certfile: str | None,
-    keyfile: str | None,
-    task_status: trio.TaskStatus[int],
-) -> None:
-    from ._door import make_server_ssl_context, serve_door
-
-    context = make_server_ssl_context(certfile, keyfile) if certfile else None
-    proxy = Proxy(config)
-    try:
-        await serve_door(proxy, host, port, ssl_context=context, task_status=task_status)
-    finally:
-        with trio.CancelScope(shield=True):
-            await proxy.aclose()
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(run_server)
+        bound = int(binds[0].rsplit(":", 1)[1])
+        log.info("serving on %s for backend %s", binds[0], config.backend_url)
+        task_status.started(bound)
+        try:
+            await trio.sleep_forever()
+        finally:
+            proxy.begin_shutdown()
+            stop.set()
+            server_scope.deadline = trio.current_time() + config.shutdown_timeout + 1

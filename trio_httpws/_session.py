@@ -63,6 +63,7 @@ from ._protocol import (
 from ._redact import log_path
 from ._redirects import REDIRECT_STATUSES, Hop, first_hop, next_hop, origin_of
 from ._socket import ClientSocket, Upgrade
+from ._stats import Flow, Refused, Stats, Tally, WsKind, payload_size
 
 log = logging.getLogger("trio_httpws.session")
 
@@ -134,8 +135,16 @@ class HttpOverWsSession:
         config: Config,
         pool: BackendPool,
         shutdown: trio.Event | None = None,
+        *,
+        stats: Stats | None = None,
+        tally: Tally | None = None,
     ) -> None:
         self._sock = sock
+        #: The proxy's counts, and this socket's payload each way (``_stats``).
+        self._stats = stats if stats is not None else Stats()
+        self._tally = tally if tally is not None else Tally(WsKind.TUNNEL)
+        self._to_client = self._tally.to_client
+        self._from_client = self._tally.from_client
         self._config = config
         self._pool = pool
         self._shutdown = shutdown
@@ -215,6 +224,7 @@ class HttpOverWsSession:
         flight.writing = True
         try:
             await self._sock.send(frame)
+            self._to_client.payload += payload_size(frame)
         except ClientDisconnected:
             # As in the writer: the socket is gone, and the session with it.
             assert self._session_scope is not None
@@ -258,11 +268,13 @@ class HttpOverWsSession:
                 log.warning(
                     "refused message (id %s): %s", parsed.message_id_json, parsed.status_text
                 )
+                self._stats.refused(Refused.BAD_REQUEST)
                 await self._send_frame(parsed.encode())
             elif isinstance(parsed, CancelRequest):
                 self._cancel(parsed.message_id_json)
             elif parsed.message_id_json in self._flights:
                 log.warning("refused duplicate in-flight message_id %s", parsed.message_id_json)
+                self._stats.refused(Refused.BAD_REQUEST)
                 await self._send_frame(
                     error_frame(
                         400,
@@ -284,6 +296,7 @@ class HttpOverWsSession:
 
     async def _receive_parsed(self) -> ProxyRequest | CancelRequest | ErrorFrame:
         part, more = await self._sock.receive_part()
+        self._from_client.payload += payload_size(part)
         if not more:
             return await self._parse(part)
         # A large message in parts: decode its body as the parts come, each a short step on the
@@ -295,6 +308,7 @@ class HttpOverWsSession:
             if not more:
                 break
             part, more = await self._sock.receive_part()
+            self._from_client.payload += payload_size(part)
         return await trio.to_thread.run_sync(assembler.finish, limiter=_limiter())
 
     async def _parse(self, message: str | bytes) -> ProxyRequest | CancelRequest | ErrorFrame:
@@ -336,6 +350,7 @@ class HttpOverWsSession:
                         break
                     frame, body_bytes = item
                     await self._sock.send(frame)
+                    self._to_client.payload += payload_size(frame)
                 finally:
                     self._socket_lock.release()
                 self._queued_bytes -= body_bytes
@@ -448,11 +463,13 @@ class HttpOverWsSession:
                     error_frame(502, f"Bad Gateway: response truncated: {exc}", mid), 0, flight
                 )
         finally:
+            status = logged_status(progress.status or None, self._client_left(flight))
+            self._stats.request(Flow.TUNNEL, status, progress.sent, len(request.body or b""))
             log_access(
                 "tunnel",
                 request.method,
                 request.path,
-                logged_status(progress.status or None, self._client_left(flight)),
+                status,
                 progress.sent,
                 started,
                 message_id=json.loads(mid),

@@ -37,6 +37,7 @@ from ._frames import FrameScanner, close_frame, upgrade_answer_problem
 from ._outcome import Outcome
 from ._protocol import GOING_AWAY, first_header, strip_hop_by_hop
 from ._redact import log_path
+from ._stats import Phase, Tally
 
 log = logging.getLogger("trio_httpws.splice")
 
@@ -62,8 +63,9 @@ class SpliceResult:
     bytes_to_client: int = 0
     bytes_to_backend: int = 0
     #: Payload of the data frames the backend sent the client: what the access line reports,
-    #: as for the frame-parsing relays.
+    #: as for the frame-parsing relays (``_stats`` defines it once).
     payload_to_client: int = 0
+    payload_from_client: int = 0
 
 
 class _Failed(Exception):
@@ -87,13 +89,15 @@ async def splice_websocket(
     shutdown: trio.Event,
     *,
     close_timeout: float = 5.0,
+    tally: Tally | None = None,
 ) -> SpliceResult:
     """Relay the client's WebSocket upgrade ``request`` to ``target`` on the backend.
 
     ``headers`` are the request headers for the backend as the caller judged them (Host and the
     client's Sec-WebSocket-* included, hop-by-hop headers gone); ``client_extra`` is what the
     caller read past the upgrade head. Returns once both sides are done with; the caller then
-    closes ``client``.
+    closes ``client``. Once spliced, ``tally`` counts the payload each way as it passes (the
+    frame scanners count it).
     """
     shown = log_path(target)
     try:
@@ -111,10 +115,16 @@ async def splice_websocket(
         try:
             head, backend_extra = await _upgrade(backend, request, target, headers, config, shown)
         except _Failed as failed:
+            if failed.status == 504 and failed.outcome is Outcome.BACKEND_ERROR:
+                # Ours, not the backend's: its answer did not come within read_timeout.
+                pool.stats.timeouts[Phase.READ] += 1
             await _answer(client, failed.status, failed.text, close_timeout)
             return SpliceResult(failed.status, failed.outcome)
         log.info("splicing WebSocket connection to %s", shown)
         splice = _Splice(client, backend, close_timeout)
+        if tally is not None:
+            tally.to_client = splice.to_client.scanner
+            tally.from_client = splice.to_backend.scanner
         splice.to_client.first = head + backend_extra
         splice.to_client.head = len(head)
         splice.to_backend.first = client_extra
@@ -127,6 +137,7 @@ async def splice_websocket(
             splice.to_client.sent,
             splice.to_backend.sent,
             splice.to_client.scanner.payload,
+            splice.to_backend.scanner.payload,
         )
     finally:
         # Shielded: a cancelled splice must still free its socket.

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from http import HTTPStatus
 
@@ -70,8 +70,10 @@ class StreamClientSocket:
         message_parts: bool,
         close_timeout: float,
         plain_frames: bool = True,
+        on_too_big: Callable[[], None] | None = None,
     ) -> None:
         self._stream = stream
+        self._on_too_big = on_too_big
         self._ws = connection
         self._max_message_size = max_message_size
         self._message_parts = message_parts
@@ -209,6 +211,8 @@ class StreamClientSocket:
             "closing a WebSocket with 1009: a message over %d %s", self._max_message_size, unit
         )
         reason = f"message over {self._max_message_size} {unit}"
+        if self._on_too_big is not None:
+            self._on_too_big()
         self._parts = []
         self._size = self._handed = 0
         await self._send_event(CloseConnection(code=MESSAGE_TOO_BIG, reason=reason), quiet=True)
@@ -333,8 +337,10 @@ class StreamPendingSocket:
         max_message_size: int,
         compression: bool,
         close_timeout: float = 5.0,
+        on_too_big: Callable[[], None] | None = None,
     ) -> None:
         self._stream = stream
+        self._on_too_big = on_too_big
         self._headers: list[tuple[bytes, bytes]] = [
             (bytes(n), bytes(v)) for n, v in request.headers
         ]
@@ -383,6 +389,7 @@ class StreamPendingSocket:
             message_parts=message_parts,
             close_timeout=self._close_timeout,
             plain_frames=not extensions,
+            on_too_big=self._on_too_big,
         )
         self._socket = sock
         self._extra = b""

@@ -401,6 +401,8 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "head_timeout": ("7.5", 7.5),
     "keep_alive_timeout": ("9", 9.0),
     "backlog": ("512", 512),
+    "metrics_port": ("9100", 9100),
+    "metrics_host": ("::1", "::1"),
 }
 
 

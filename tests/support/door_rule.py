@@ -52,6 +52,7 @@ ONE_DOOR: dict[str, str] = {
     ),
     "tests/e2e/test_cli.py::test_a_second_ctrl_c": "the command's signals, whatever serves",
     "tests/e2e/test_cli.py::test_a_base_url_reaches": "the Jupyter the command starts",
+    "tests/proxy/test_metrics.py::test_asgi_app_": "the ASGI app's lifespan: hypercorn's door only",
     "tests/e2e/test_cli.py::test_the_screen_ends_with": "the CLI's output, whatever serves",
     "tests/e2e/test_cli.py::test_log_level_info_shows": "the CLI's output, whatever serves",
     "tests/e2e/test_cli.py::test_the_json_access_log_on_stdout": "the CLI's output, whatever serves",

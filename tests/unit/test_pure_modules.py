@@ -26,6 +26,7 @@ PURE_MODULES = (
     "_outcome.py",
     "_pasted.py",
     "_redact.py",
+    "_stats.py",
     "doctor/_seen.py",
     "doctor/_judgement.py",
     "doctor/_report.py",
