@@ -62,7 +62,8 @@ def tests(session: nox.Session) -> None:
     version = str(session.python)
     TESTED[version] = "failed"
     session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs)
+    # Every hypothesis fuzzer at its full count (a bare pytest runs a third: tests/support/fuzz.py).
+    session.run("pytest", *session.posargs, env={"TRIO_HTTPWS_FUZZ": "thorough"})
     TESTED[version] = "passed"
 
 

@@ -12,14 +12,20 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import trustme
+from hypothesis import settings
 
 import trio_httpws
 
 from .support.door_rule import door_chosen, fails_without_a_door, one_door_reason, serves_a_proxy
 from .support.fake_backend import FakeBackend
+from .support.fuzz import DEFAULT_EXAMPLES, examples
 from .support.jupyter import Jupyter, jupyter_server
 from .support.proxies import ALLOWED_ORIGIN, DOORS, running_proxy
 from .support.watchdog import timeout_of, with_watchdog
+
+# The fuzzers that name no count run hypothesis' default, scaled as the others are.
+settings.register_profile("trio_httpws", max_examples=examples(DEFAULT_EXAMPLES))
+settings.load_profile("trio_httpws")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -28,6 +28,8 @@ from trio_httpws._protocol import (
     parse_client_message,
 )
 
+from ..support.fuzz import examples
+
 
 @contextmanager
 def small_sizes(step: int = 8, head_limit: int = 64) -> Iterator[None]:
@@ -230,7 +232,7 @@ def request_texts(draw: st.DrawFn) -> str:
     return text
 
 
-@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(600), suppress_health_check=[HealthCheck.too_slow])
 @given(text=request_texts(), cuts=st.lists(st.integers(0, 10_000), max_size=6))
 @example(text=message(b"\x01" * 4), cuts=[0])
 def test_the_assembler_and_the_stepped_parser_agree_with_the_plain_parser(

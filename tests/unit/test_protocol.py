@@ -53,9 +53,13 @@ from trio_httpws._protocol import (
     xsrf_cookie_value,
 )
 
+from ..support.fuzz import examples
+
 TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 TARGET_RE = re.compile(r"/[\x21-\x7e]*")
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 # -- min_version: distutils StrictVersion -------------------------------------------------

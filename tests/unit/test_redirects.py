@@ -20,6 +20,8 @@ from trio_httpws._redirects import (
     redirected_method,
 )
 
+from ..support.fuzz import examples
+
 PROXY: Origin = ("http", "127.0.0.1", 8889)  # the Host the backend was sent
 BACKEND: Origin = ("http", "127.0.0.1", 8888)  # the backend's own address
 ORIGINS = (PROXY, BACKEND)
@@ -94,7 +96,7 @@ def test_location_target_default_port_and_ipv6() -> None:
 @given(st.text(st.characters(exclude_categories=()), max_size=40))
 @example("http://127.0.0.1:8889/a b")
 @example("//127.0.0.1:8889//x")
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_location_target_never_raises_and_never_names_a_host(location: str) -> None:
     target = location_target(location, "/a/b?x=1", ORIGINS)
     if target is not None:
