@@ -91,3 +91,21 @@ def test_without_jupyter_the_cli_says_how_to_install_it(tmp_path: Path) -> None:
     assert "pip install -e '.[jupyter]'" in message
     assert f"'{NAME}-py3-none-any.whl[jupyter]'" in message
     assert "or pass --backend URL" in message
+
+
+def test_the_long_description_opens_with_what_it_is_not_a_clone_install(dist: Path) -> None:
+    with zipfile.ZipFile(dist / f"{NAME}-py3-none-any.whl") as wheel:
+        raw = wheel.read(f"{NAME}.dist-info/METADATA").decode()
+    metadata = email.parser.Parser().parsestr(raw)
+    assert metadata["Description-Content-Type"] == "text/markdown"
+    body = str(metadata.get_payload())
+    opening = body.split("## Use", 1)[0]
+    assert "Colab" in opening
+    assert "pip install" not in body.split("\n\n## ", 1)[0]
+    # Nothing in it needs a clone to work.
+    assert "pip install '." not in body
+    assert "pip install -e" not in body
+    with tarfile.open(dist / f"{NAME}.tar.gz") as sdist:
+        names = sdist.getnames()
+    assert f"{NAME}/docs/package-description.md" in names
+    assert f"{NAME}/docs/configuration.md" in names
