@@ -158,7 +158,7 @@ def bench(session: nox.Session) -> None:
     """
     from pathlib import Path
 
-    session.install("-e", ".")
+    session.install("-e", ".[metrics]")  # --metrics runs the door with its metrics listener
     original = Path(".nox") / "bench-original"
     python = original / "bin" / "python"
     if not python.exists():
