@@ -320,6 +320,7 @@ class _Connection:
         # Idle until a byte of the next head arrives; from then on the head deadline, which
         # trickling bytes do not extend.
         begun = bool(self.h11.trailing_data[0])
+        began = time.perf_counter()  # the access line's start, should the head never end
         wait = config.head_timeout if begun or not self.served else config.keep_alive_timeout
         with trio.CancelScope(deadline=trio.current_time() + wait) as scope:
             if not begun:
@@ -339,6 +340,7 @@ class _Connection:
                             continue  # h11 knows the stream ended: ConnectionClosed next
                         if not begun:
                             begun = True
+                            began = time.perf_counter()
                             self.door.idle.discard(scope)
                             scope.deadline = trio.current_time() + config.head_timeout
                         continue
@@ -357,6 +359,8 @@ class _Connection:
         if begun:
             log.info("request head not complete in %gs: connection closed", config.head_timeout)
             self.proxy.stats.refused(Refused.HEAD_TIMEOUT)
+            # Nothing is sent: 408 is what the line says, as nginx logs a client header timeout.
+            log_access("http", "-", "-", 408, 0, began, outcome=Outcome.HEAD_TIMEOUT.value)
         return None
 
     async def _refuse_head(self, exc: h11.RemoteProtocolError) -> None:

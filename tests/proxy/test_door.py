@@ -127,10 +127,12 @@ async def test_a_head_jupyter_accepts_is_served_and_a_longer_one_is_refused(
 
 
 async def test_a_head_that_never_ends_is_dropped_after_the_head_deadline(
-    fake_backend: FakeBackend,
+    fake_backend: FakeBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The proxy's own door: a slow-loris head has ``head_timeout`` from its first byte, and
-    trickling bytes do not extend it."""
+    trickling bytes do not extend it. Its access line says why it ended (408, as nginx logs
+    a client header timeout)."""
+    caplog.set_level(logging.INFO, logger="trio_httpws.access")
     config = backend_config(fake_backend, head_timeout=0.5, keep_alive_timeout=30)
     async with running_proxy(config, "trio") as url, raw_connection(url) as stream:
         started = trio.current_time()
@@ -149,6 +151,10 @@ async def test_a_head_that_never_ends_is_dropped_after_the_head_deadline(
                     if await stream.receive_some(1) == b"":
                         break
     assert trio.current_time() - started < 5
+    lines = [r.getMessage() for r in caplog.records if r.name == "trio_httpws.access"]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("http - - 408 0 bytes ")
+    assert lines[0].endswith(" outcome=head_timeout")
 
 
 async def test_an_idle_keep_alive_connection_is_closed(
