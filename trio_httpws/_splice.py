@@ -113,13 +113,19 @@ async def splice_websocket(
         keepalive(client)
         keepalive(backend)
         try:
-            head, backend_extra = await _upgrade(backend, request, target, headers, config, shown)
+            answered = await _upgrade_unless_client_leaves(
+                client, backend, request, target, headers, config, shown
+            )
         except _Failed as failed:
             if failed.status == 504 and failed.outcome is Outcome.BACKEND_ERROR:
                 # Ours, not the backend's: its answer did not come within read_timeout.
                 pool.stats.timeouts[Phase.READ] += 1
             await _answer(client, failed.status, failed.text, close_timeout)
             return SpliceResult(failed.status, failed.outcome)
+        if answered is None:
+            log.info("WebSocket %s: the client left before the backend answered", shown)
+            return SpliceResult(499, Outcome.CLIENT_LEFT)
+        head, backend_extra = answered
         log.info("splicing WebSocket connection to %s", shown)
         splice = _Splice(client, backend, close_timeout)
         if tally is not None:
@@ -143,6 +149,47 @@ async def splice_websocket(
         # Shielded: a cancelled splice must still free its socket.
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(backend)
+
+
+async def _upgrade_unless_client_leaves(
+    client: trio.abc.Stream,
+    backend: trio.abc.Stream,
+    request: h11.Request,
+    target: str,
+    headers: list[tuple[bytes, bytes]],
+    config: Config,
+    shown: str,
+) -> tuple[bytes, bytes] | None:
+    """:func:`_upgrade`, given up (None) if the client closes its connection meanwhile: a
+    backend slow to answer would otherwise hold both for ``read_timeout``."""
+    answered: tuple[bytes, bytes] | _Failed | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_cancel_when_client_closes, client, nursery.cancel_scope)
+        try:
+            answered = await _upgrade(backend, request, target, headers, config, shown)
+        except _Failed as failed:
+            answered = failed
+        nursery.cancel_scope.cancel()
+    if isinstance(answered, _Failed):
+        raise answered
+    return answered
+
+
+async def _cancel_when_client_closes(client: trio.abc.Stream, scope: trio.CancelScope) -> None:
+    """Cancel ``scope`` when the client's TCP connection ends. It only peeks: whatever the client
+    sends meanwhile stays in the socket for the splice (and no byte goes on before a valid 101).
+    Under TLS only the end of the TCP connection shows, not a close_notify."""
+    stream = client
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return
+    try:
+        peeked = await stream.socket.recv(1, socket.MSG_PEEK)
+    except OSError:
+        peeked = b""
+    if not peeked:
+        scope.cancel()
 
 
 async def _upgrade(

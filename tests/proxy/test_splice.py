@@ -292,6 +292,25 @@ async def test_refused_upgrade_answers_its_status_and_nothing_pipelined_reaches_
     assert result == SpliceResult(403, Outcome.BACKEND_REFUSED)
 
 
+async def test_a_client_that_leaves_before_the_backend_answers_frees_both_at_once() -> None:
+    seen = Seen()
+
+    async def slow_to_answer(stream: trio.abc.Stream) -> None:
+        await read_head(stream)
+        # It would answer within read_timeout (300 s): only the client's leaving ends it.
+        await read_all(stream)
+        seen.eof.set()
+
+    async with raw_backend(slow_to_answer) as url, splice_server(url) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await stream.send_all(upgrade_head())
+        await stream.aclose()
+        with trio.fail_after(10):
+            await seen.eof.wait()
+            result = await server.result()
+    assert result == SpliceResult(499, Outcome.CLIENT_LEFT)
+
+
 @pytest.mark.parametrize(
     "answer",
     [
