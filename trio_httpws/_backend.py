@@ -80,6 +80,14 @@ def may_replay(method: str, body: Body, reused: bool, exc: BaseException) -> boo
     )
 
 
+def socket_stream_of(stream: trio.abc.Stream) -> trio.SocketStream | None:
+    """The socket stream under ``stream`` (under its TLS layers), or None for a stream that is
+    no socket (memory streams in tests)."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    return stream if isinstance(stream, trio.SocketStream) else None
+
+
 def _socket_readable(stream: trio.abc.Stream) -> bool:
     """True when an idle connection's socket has something to read: EOF, a reset, or stray bytes.
 
@@ -87,11 +95,10 @@ def _socket_readable(stream: trio.abc.Stream) -> bool:
     (or broke the protocol) and sending a request on it would be lost. Streams that are not
     sockets (memory streams in tests) cannot be checked and count as not readable.
     """
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if not isinstance(stream, trio.SocketStream):
+    under = socket_stream_of(stream)
+    if under is None:
         return False
-    fd = stream.socket.fileno()
+    fd = under.socket.fileno()
     if fd < 0:
         return True
     if sys.platform != "win32":

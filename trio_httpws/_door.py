@@ -38,7 +38,7 @@ import h11
 import trio
 
 from ._access import log_access
-from ._backend import BackendResponse
+from ._backend import BackendResponse, socket_stream_of
 from ._cors import Answer, OriginClass, backend_request_headers, text_answer, with_cors
 from ._errors import BackendError
 from ._frames import valid_key
@@ -119,11 +119,10 @@ def open_listener(host: str, port: int, backlog: int) -> trio.SocketListener:
 
 
 def _local_address(stream: trio.abc.Stream) -> str | None:
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if isinstance(stream, trio.SocketStream):
+    under = socket_stream_of(stream)
+    if under is not None:
         try:
-            return str(stream.socket.getsockname()[0])
+            return str(under.socket.getsockname()[0])
         except OSError:
             return None
     return None

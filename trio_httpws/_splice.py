@@ -30,7 +30,7 @@ from http import HTTPStatus
 import h11
 import trio
 
-from ._backend import BackendPool
+from ._backend import BackendPool, socket_stream_of
 from ._config import Config
 from ._errors import BackendError
 from ._frames import FrameScanner, close_frame, upgrade_answer_problem
@@ -179,13 +179,11 @@ async def _cancel_when_client_closes(client: trio.abc.Stream, scope: trio.Cancel
     """Cancel ``scope`` when the client's TCP connection ends. It only peeks: whatever the client
     sends meanwhile stays in the socket for the splice (and no byte goes on before a valid 101).
     Under TLS only the end of the TCP connection shows, not a close_notify."""
-    stream = client
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if not isinstance(stream, trio.SocketStream):
+    under = socket_stream_of(client)
+    if under is None:
         return
     try:
-        peeked = await stream.socket.recv(1, socket.MSG_PEEK)
+        peeked = await under.socket.recv(1, socket.MSG_PEEK)
     except OSError:
         peeked = b""
     if not peeked:
@@ -317,11 +315,10 @@ async def _answer(client: trio.abc.Stream, status: int, text: str, grace: float)
 
 def keepalive(stream: trio.abc.Stream) -> None:
     """SO_KEEPALIVE on the socket under ``stream``: the kernel finds a peer that vanished."""
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if isinstance(stream, trio.SocketStream):
+    under = socket_stream_of(stream)
+    if under is not None:
         with contextlib.suppress(OSError):
-            stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            under.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
 
 #: A direction's states at shutdown: copying; copying up to the next frame boundary; past it
