@@ -11,9 +11,10 @@ What holds here:
 - Before its head is judged, a client holds at most ``max_head_size`` bytes for at most
   ``head_timeout`` seconds from its first byte; between requests a connection may idle for
   ``keep_alive_timeout``. An upgraded WebSocket has no deadline of the door's.
-- While a response streams, the door reads ahead at most one head's worth of what the client
-  sends next: a client that leaves is noticed (its request at the backend is cancelled) without
-  buffering what a pipelining client queues.
+- While a request is at the backend (or its response streams) for longer than
+  ``WATCH_AFTER``, the door reads ahead at most one head's worth of what the client sends next:
+  a client that leaves is noticed (its request at the backend is cancelled) without buffering
+  what a pipelining client queues.
 - At shutdown the door stops accepting, closes idle connections at once, answers requests in
   flight with ``Connection: close`` and gives the rest ``shutdown_timeout``.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import socket
 import ssl
 import time
@@ -60,6 +62,9 @@ log = logging.getLogger("trio_httpws")
 
 #: Bytes asked of a client's socket per read.
 READ_SIZE = 65536
+#: How long a request is at the backend before the client's socket is watched for the client
+#: leaving (``_Reader``): a client that leaves a slow exchange is noticed this much later.
+WATCH_AFTER = 0.05
 #: Bytes asked of the backend per read of a response body (as on the ASGI door).
 BODY_READ_SIZE = 256 * 1024
 #: A response body chunk up to this size is joined with its framing into one write.
@@ -206,12 +211,14 @@ class Door:
 
 
 class _Reader:
-    """The one task that reads a client connection (until it upgrades), into its h11.
+    """Reads a client connection (until it upgrades) into its h11.
 
-    It reads when the connection's task asks (``more``), and while a request is at the backend
-    (``arm``) it reads ahead, at most one head's worth, so that a client that leaves is noticed
-    at once: the armed scope is cancelled. One task for the connection's whole life, not one
-    per request: starting and cancelling a task costs more than the rest of a small request.
+    The connection's task reads for itself when h11 needs data (``more``). While a request is
+    at the backend (``arm``) the client's socket is read too, at most one head's worth ahead,
+    so that a client that leaves is noticed (the armed scope is cancelled): that reading is
+    this helper task's (``run``), and it begins only once the exchange has lasted
+    ``WATCH_AFTER``. Arming and disarming a quick exchange, most of them, then moves a deadline
+    and wakes no task: a hand-off per request between two tasks costs more than the policy.
     """
 
     def __init__(self, stream: trio.abc.Stream, conn: h11.Connection, limit: int) -> None:
@@ -220,10 +227,13 @@ class _Reader:
         self._limit = limit
         #: The client's side ended (EOF, or the connection broke); h11 has been told.
         self.closed = False
-        self._asked = trio.Event()
-        self._arrived = trio.Event()
-        self._got = 0
         self._armed: trio.CancelScope | None = None
+        #: When the helper starts reading (inf: not armed), and the scope that sleeps until then.
+        self._watch_at = math.inf
+        self._timer = trio.CancelScope()
+        #: The helper's reading while armed, and its end.
+        self._reading: trio.CancelScope | None = None
+        self._read_done: trio.Event | None = None
         self._scope = trio.CancelScope()
         self._done = trio.Event()
 
@@ -231,45 +241,60 @@ class _Reader:
         try:
             with self._scope:
                 while True:
-                    await self._asked.wait()
-                    try:
-                        data = bytes(await self._stream.receive_some(READ_SIZE))
-                    except _CLIENT_GONE:
-                        data = b""
-                    self._h11.receive_data(data)  # b"": the end of the stream
-                    self._got = len(data)
-                    if not data:
-                        self.closed = True
-                        if self._armed is not None:
-                            self._armed.cancel()
-                        self._arrived.set()
-                        return
-                    if self._armed is None or len(self._h11.trailing_data[0]) > self._limit:
-                        self._asked = trio.Event()
-                    self._arrived.set()
+                    self._timer = trio.CancelScope(deadline=self._watch_at)
+                    with self._timer:
+                        await trio.sleep_forever()
+                    # The deadline passed; the exchange may have ended (and another begun) since.
+                    if self._armed is not None and not self.closed:
+                        await self._watch(self._armed)
         finally:
             self._done.set()
 
+    async def _watch(self, armed: trio.CancelScope) -> None:
+        done = self._read_done = trio.Event()
+        try:
+            with trio.CancelScope() as self._reading:
+                while len(self._h11.trailing_data[0]) <= self._limit:
+                    if not await self._read():
+                        armed.cancel()
+                        return
+                await trio.sleep_forever()  # a head's worth read ahead: wait to be disarmed
+        finally:
+            self._reading = None
+            done.set()
+
+    async def _read(self) -> int:
+        try:
+            data = await self._stream.receive_some(READ_SIZE)
+        except _CLIENT_GONE:
+            data = b""
+        self._h11.receive_data(bytes(data))  # b"": the end of the stream
+        if not data:
+            self.closed = True
+        return len(data)
+
     async def more(self) -> int:
-        """Wait for the next read; how many bytes it gave (0: the client's side ended)."""
+        """Read once more; how many bytes it gave (0: the client's side ended)."""
+        done = self._read_done
+        if done is not None and not done.is_set():
+            await done.wait()  # the helper's read-ahead, cancelled by disarm()
         if self.closed:
             return 0
-        # Nothing can have been read since h11 said NEED_DATA: no checkpoint in between.
-        self._arrived = trio.Event()
-        self._asked.set()
-        await self._arrived.wait()
-        return self._got
+        return await self._read()
 
     def arm(self, scope: trio.CancelScope) -> None:
-        """Read ahead while a request is at the backend; cancel ``scope`` if the client leaves."""
+        """Watch the client while a request is at the backend; cancel ``scope`` if it leaves."""
         if self.closed:
             scope.cancel()
             return
         self._armed = scope
-        self._asked.set()
+        self._watch_at = self._timer.deadline = trio.current_time() + WATCH_AFTER
 
     def disarm(self) -> None:
         self._armed = None
+        self._watch_at = self._timer.deadline = math.inf
+        if self._reading is not None:
+            self._reading.cancel()
 
     async def stop(self) -> None:
         """Stop reading (the stream changes hands); what was read is in h11's buffer."""
