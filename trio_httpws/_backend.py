@@ -34,6 +34,7 @@ import trio
 
 from ._config import BackendURL
 from ._errors import BackendBusy, BackendError, BackendTimeout
+from ._fastsocket import FastSocketStream
 from ._stats import Phase, PoolStats
 
 log = logging.getLogger("trio_httpws.backend")
@@ -80,12 +81,12 @@ def may_replay(method: str, body: Body, reused: bool, exc: BaseException) -> boo
     )
 
 
-def socket_stream_of(stream: trio.abc.Stream) -> trio.SocketStream | None:
+def socket_stream_of(stream: trio.abc.Stream) -> trio.SocketStream | FastSocketStream | None:
     """The socket stream under ``stream`` (under its TLS layers), or None for a stream that is
     no socket (memory streams in tests)."""
     while isinstance(stream, trio.SSLStream):
         stream = stream.transport_stream
-    return stream if isinstance(stream, trio.SocketStream) else None
+    return stream if isinstance(stream, (trio.SocketStream, FastSocketStream)) else None
 
 
 def _socket_readable(stream: trio.abc.Stream) -> bool:
@@ -345,7 +346,7 @@ class BackendPool:
     # -- streams -----------------------------------------------------------------------------
 
     async def _open_stream(self, backend: BackendURL) -> trio.abc.Stream:
-        tcp = await trio.open_tcp_stream(backend.host, backend.port)
+        tcp = FastSocketStream.taking_over(await trio.open_tcp_stream(backend.host, backend.port))
         if backend.scheme != "https":
             return tcp
         if self._ssl_context is None:

@@ -43,6 +43,7 @@ from ._access import log_access
 from ._backend import BackendResponse, socket_stream_of
 from ._cors import Answer, OriginClass, backend_request_headers, text_answer, with_cors
 from ._errors import BackendError
+from ._fastsocket import FastSocketStream
 from ._frames import valid_key
 from ._outcome import Outcome, logged_status
 from ._protocol import (
@@ -175,7 +176,9 @@ class Door:
                 log.warning("accepting connections again")
             nursery.start_soon(self.serve_connection, stream)
 
-    async def serve_connection(self, stream: trio.SocketStream) -> None:
+    async def serve_connection(self, stream: trio.abc.Stream) -> None:
+        if type(stream) is trio.SocketStream:
+            stream = FastSocketStream.taking_over(stream)
         client: trio.abc.Stream = stream
         try:
             keepalive(stream)
