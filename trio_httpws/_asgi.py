@@ -108,6 +108,12 @@ class _AsgiPendingSocket:
         else:
             await self._send({"type": "websocket.close"})  # the server answers 403
 
+    async def wait_gone(self) -> None:
+        # Before websocket.accept the server has nothing else to send the app (ASGI), and
+        # hypercorn sends this one when the client's connection ends.
+        while (await self._receive())["type"] != "websocket.disconnect":
+            pass
+
 
 class TrioHttpWsApp:
     """An ASGI 3 application. Build one with :func:`create_app`.

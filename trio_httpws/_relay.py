@@ -26,7 +26,7 @@ from ._backend_ws import (
 from ._config import Config
 from ._cors import OriginClass, backend_request_headers
 from ._errors import AuthUrlError, BackendError, ClientDisconnected
-from ._outcome import Outcome, client_ended
+from ._outcome import CLIENT_LEFT_STATUS, Outcome, client_ended
 from ._protocol import (
     GOING_AWAY,
     close_code_for_status,
@@ -93,7 +93,8 @@ async def relay(
     origin_class: OriginClass = OriginClass.NONE,
     tally: Tally | None = None,
 ) -> RelayResult:
-    """Connect to ``target`` on the backend, then accept the client and copy both ways.
+    """Connect to ``target`` on the backend, then accept the client and copy both ways. A
+    client that leaves while the backend has not answered the upgrade ends both at once.
 
     ``tunnelled`` is True for ``/http_over_websocket/proxied_ws/...``: the browser's foreign
     Origin is not passed on, auth-URL cookies are added, and failures close the accepted socket
@@ -139,7 +140,9 @@ async def relay(
     try:
         try:
             with trio.fail_after(config.read_timeout):
-                await backend.handshake(upgrade.host, target, upgrade.subprotocols, headers)
+                answered = await _handshake_unless_client_leaves(
+                    pending, backend, upgrade, target, headers
+                )
         except HandshakeRejected as exc:
             log.info("backend refused WebSocket %s with HTTP %d", shown, exc.status)
             await _fail(pending, tunnelled, exc.status, f"backend refused: HTTP {exc.status}")
@@ -163,6 +166,11 @@ async def relay(
             result.status = 502
             result.ended(Outcome.BACKEND_ERROR)
             return result
+        if not answered:
+            log.info("WebSocket %s: the client left before the backend answered", shown)
+            result.status = CLIENT_LEFT_STATUS
+            result.ended(Outcome.CLIENT_LEFT)
+            return result
         log.info("proxying WebSocket connection to %s", shown)
         # Large text messages in parts: each goes on to the backend as a fragment (_backend_ws).
         sock = await pending.accept(backend.subprotocol, message_parts=True)
@@ -171,6 +179,37 @@ async def relay(
     finally:
         await backend.aclose()
     return result
+
+
+async def _handshake_unless_client_leaves(
+    pending: PendingSocket,
+    backend: BackendWebSocket,
+    upgrade: Upgrade,
+    target: str,
+    headers: list[tuple[bytes, bytes]],
+) -> bool:
+    """The backend handshake, given up (False) if the client leaves meanwhile: a backend slow to
+    answer would otherwise hold both connections for ``read_timeout``. Raises what the
+    handshake raises."""
+    failed: Exception | None = None
+    left = False
+    async with trio.open_nursery() as nursery:
+
+        async def watch_client() -> None:
+            nonlocal left
+            await pending.wait_gone()
+            left = True
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch_client)
+        try:
+            await backend.handshake(upgrade.host, target, upgrade.subprotocols, headers)
+        except (HandshakeFailed, HandshakeRejected) as exc:
+            failed = exc  # raised out here, not as a group out of the nursery
+        nursery.cancel_scope.cancel()
+    if failed is not None:
+        raise failed
+    return not left
 
 
 async def _fail(pending: PendingSocket, tunnelled: bool, status: int, reason: str) -> None:

@@ -71,6 +71,16 @@ class _TrioWsPendingSocket:
     async def reject(self, status: int, body: str = "") -> None:
         await self._request.reject(status, body=body.encode() if body else None)
 
+    async def wait_gone(self) -> None:
+        # trio-websocket's reader task reads on before the handshake is answered and sets this
+        # event when the connection ends; without it (another version) nothing can tell.
+        connection = getattr(self._request, "_connection", None)
+        ended = getattr(connection, "_close_handshake", None)
+        if isinstance(ended, trio.Event):
+            await ended.wait()
+        else:
+            await trio.sleep_forever()
+
 
 def handler(config: Config, *, proxy: Proxy | None = None, tls: bool = False) -> Handler:
     """A handler for ``trio_websocket.serve_websocket`` that serves the proxy's WebSockets.

@@ -48,6 +48,11 @@ class PendingSocket(Protocol):
     async def reject(self, status: int, body: str = "") -> None:
         """Refuse the handshake with an HTTP status (adapters may only be able to send 403)."""
 
+    async def wait_gone(self) -> None:
+        """Return once the client is known to have left before its handshake was answered;
+        wait forever when an adapter cannot tell. Meant to be cancelled: a wait cut short
+        takes nothing the client sent, so ``accept`` or ``reject`` may follow it."""
+
 
 @dataclass(frozen=True)
 class Upgrade:

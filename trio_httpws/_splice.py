@@ -38,6 +38,7 @@ from ._outcome import Outcome
 from ._protocol import GOING_AWAY, first_header, strip_hop_by_hop
 from ._redact import log_path
 from ._stats import Phase, Tally
+from ._wsserver import connection_ends
 
 log = logging.getLogger("trio_httpws.splice")
 
@@ -176,17 +177,10 @@ async def _upgrade_unless_client_leaves(
 
 
 async def _cancel_when_client_closes(client: trio.abc.Stream, scope: trio.CancelScope) -> None:
-    """Cancel ``scope`` when the client's TCP connection ends. It only peeks: whatever the client
-    sends meanwhile stays in the socket for the splice (and no byte goes on before a valid 101).
-    Under TLS only the end of the TCP connection shows, not a close_notify."""
-    under = socket_stream_of(client)
-    if under is None:
-        return
-    try:
-        peeked = await under.socket.recv(1, socket.MSG_PEEK)
-    except OSError:
-        peeked = b""
-    if not peeked:
+    """Cancel ``scope`` when the client's TCP connection ends (``connection_ends``: whatever the
+    client sends meanwhile stays in the socket for the splice, and no byte goes on before a
+    valid 101)."""
+    if await connection_ends(client):
         scope.cancel()
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections import deque
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
@@ -34,6 +35,7 @@ from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.handshake import server_extensions_handshake
 from wsproto.utilities import LocalProtocolError, generate_accept_token
 
+from ._backend import socket_stream_of
 from ._errors import ClientDisconnected
 from ._frames import BINARY_OPCODE, TEXT_OPCODE, frame_header
 from ._hypercorn_fix import PART_SIZE
@@ -425,12 +427,32 @@ class StreamPendingSocket:
         with contextlib.suppress(*_STREAM_ERRORS):
             await self._stream.send_all(b"\r\n".join(head) + b"\r\n\r\n" + payload)
 
+    async def wait_gone(self) -> None:
+        """Return once the client's connection ends (``PendingSocket.wait_gone``)."""
+        if not await connection_ends(self._stream):
+            await trio.sleep_forever()
+
     async def finish(self) -> None:
         """After the handler returned: close an accepted socket it left open with 1000 and wait
         (``close_timeout`` at most) for the client's Close answer or the end of the stream.
         Raises nothing but cancellation; the door closes the stream afterwards."""
         if self._socket is not None:
             await self._socket._finish()
+
+
+async def connection_ends(stream: trio.abc.Stream) -> bool:
+    """Wait until the TCP connection under ``stream`` ends (True) or has bytes to read (False;
+    False at once for a stream that is no socket). It only peeks: what the client sent stays in
+    the socket for whoever reads next. Under TLS a close_notify is bytes: only a connection
+    that ends without one shows as ended."""
+    under = socket_stream_of(stream)
+    if under is None:
+        return False
+    try:
+        peeked = await under.socket.recv(1, socket.MSG_PEEK)
+    except OSError:
+        peeked = b""
+    return not peeked
 
 
 def _server_headers() -> list[bytes]:

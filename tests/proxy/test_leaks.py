@@ -3,6 +3,7 @@ it caused is gone, on each door."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,12 +19,15 @@ from hypercorn.trio import serve as hypercorn_serve
 import trio_httpws
 from trio_httpws._asgi import TrioHttpWsApp
 from trio_httpws._door import serve_door
+from trio_httpws._outcome import Outcome
 from trio_httpws._proxy import Proxy
 from trio_httpws._serve import hypercorn_config
+from trio_httpws._stats import OUTCOMES, WsKind
 
 from ..support._http import http
 from ..support.fake_backend import FakeBackend
-from ..support.proxies import wait_until
+from ..support.proxies import access_lines, running_handler_proxy, wait_until
+from ..support.raw_backend import NeverAnswers, raw_backend
 from ..support.ws import connect, fetch, port_of, raw_websocket, request_json
 
 
@@ -61,10 +65,9 @@ class Served:
 
 
 @asynccontextmanager
-async def served(fake_backend: FakeBackend, door: str) -> AsyncIterator[Served]:
-    """The proxy on ``door``, with the ``Proxy`` object in hand to look into its pool."""
-    config = trio_httpws.Config(backend=fake_backend.url)
-    proxy = Proxy(config)
+async def on_door(proxy: Proxy, door: str) -> AsyncIterator[str]:
+    """``proxy`` served on ``door`` on 127.0.0.1; yields its base URL once the door is idle."""
+    config = proxy.config
     async with trio.open_nursery() as nursery:
         if door == "hypercorn":
             binds = await nursery.start(
@@ -75,6 +78,15 @@ async def served(fake_backend: FakeBackend, door: str) -> AsyncIterator[Served]:
             base = f"http://127.0.0.1:{await nursery.start(serve_door, proxy, '127.0.0.1', 0)}"
         # hypercorn reports its port before starting its accept tasks: let them start.
         await trio.testing.wait_all_tasks_blocked()
+        yield base
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def served(fake_backend: FakeBackend, door: str) -> AsyncIterator[Served]:
+    """The proxy on ``door``, with the ``Proxy`` object in hand to look into its pool."""
+    proxy = Proxy(trio_httpws.Config(backend=fake_backend.url))
+    async with on_door(proxy, door) as base:
         tasks_idle = count_tasks()
         # Warm up: one finished request leaves one idle keep-alive connection in the pool.
         async with connect(base) as ws:
@@ -82,7 +94,6 @@ async def served(fake_backend: FakeBackend, door: str) -> AsyncIterator[Served]:
         await wait_until(lambda: count_tasks() <= tasks_idle)
         assert proxy.pool.idle_count == 1
         yield Served(base, proxy, tasks_idle, count_fds())
-        nursery.cancel_scope.cancel()
     await proxy.aclose()
 
 
@@ -139,6 +150,74 @@ async def test_relay_client_leaving_leaves_no_task_socket_or_fd(
         await s.back_to_idle()
         # A relay has a connection of its own, never the pool's.
         assert s.proxy.pool.idle_count == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/http_over_websocket/proxied_ws/api/kernels/k/channels", WsKind.PROXIED_WS),
+        ("/api/kernels/k/channels", WsKind.RELAY),
+    ],
+    ids=["proxied_ws", "plain"],
+)
+async def test_a_client_that_leaves_before_the_backend_answers_the_upgrade_frees_both(
+    door: str, path: str, kind: WsKind, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Plain on the own door is the splice; everything else is a frame relay (_relay).
+    caplog.set_level(logging.INFO, logger="trio_httpws")
+    backend = NeverAnswers()
+    async with raw_backend(backend) as url:
+        proxy = Proxy(trio_httpws.Config(backend=url, read_timeout=300))
+        async with on_door(proxy, door) as base:
+            tasks_idle, fds_idle = count_tasks(), count_fds()
+            async with raw_websocket(base) as raw:
+                await raw.send(wse.Request(host=f"127.0.0.1:{port_of(base)}", target=path))
+                with trio.fail_after(10):
+                    await backend.asked.wait()
+                assert count_tasks() > tasks_idle
+            # The client is gone: the backend sees its connection closed (well before the
+            # 300 s read_timeout), and nothing of the relay is left.
+            with trio.fail_after(10):
+                await backend.hung_up.wait()
+            await wait_until(
+                lambda: count_tasks() <= tasks_idle and count_fds() <= fds_idle, within=10
+            )
+            (line,) = await access_lines(caplog, 1)
+        await proxy.aclose()
+    assert backend.after_head == b""  # nothing went on past the upgrade head
+    fields = line.fields  # type: ignore[attr-defined]
+    assert (fields["kind"], fields["path"]) == ("ws", path)
+    assert (fields["status"], fields["outcome"]) == (499, "client_left")
+    assert fields["bytes"] == 0
+    assert proxy.stats.ws_open[kind] == 0
+    ended = proxy.stats.ws_ended[kind]
+    assert ended[OUTCOMES.index(Outcome.CLIENT_LEFT)] == sum(ended) == 1
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/http_over_websocket/proxied_ws/api/kernels/k/channels", "/api/kernels/k/channels"],
+    ids=["proxied_ws", "plain"],
+)
+async def test_under_handler_a_client_that_leaves_before_the_backend_answers_frees_both(
+    path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_httpws")
+    backend = NeverAnswers()
+    async with (
+        raw_backend(backend) as url,
+        running_handler_proxy(trio_httpws.Config(backend=url, read_timeout=300)) as base,
+    ):
+        async with raw_websocket(base) as raw:
+            await raw.send(wse.Request(host=f"127.0.0.1:{port_of(base)}", target=path))
+            with trio.fail_after(10):
+                await backend.asked.wait()
+        with trio.fail_after(10):
+            await backend.hung_up.wait()
+        (line,) = await access_lines(caplog, 1)
+    assert backend.after_head == b""
+    fields = line.fields  # type: ignore[attr-defined]
+    assert (fields["status"], fields["outcome"]) == (499, "client_left")
 
 
 async def test_reverse_http_leaves_no_task_socket_or_fd(

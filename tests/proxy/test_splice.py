@@ -8,8 +8,7 @@ import base64
 import hashlib
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -28,10 +27,10 @@ from trio_httpws._splice import SpliceResult
 
 from ..support._splice_server import splice_connection, splice_server
 from ..support.fake_backend import FakeBackend
+from ..support.raw_backend import Handler, Seen, raw_backend, read_all, read_head
 
 KEY = base64.b64encode(os.urandom(16))
 ACCEPT = base64.b64encode(hashlib.sha1(KEY + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-Handler = Callable[[trio.abc.Stream], Awaitable[None]]
 
 
 # -- raw wire helpers -------------------------------------------------------------------------
@@ -77,28 +76,6 @@ def frames_in(data: bytes, *, from_client: bool) -> list[tuple[fp.Opcode, object
     return [(f.opcode, f.payload) for f in protocol.received_frames()]
 
 
-async def read_head(stream: trio.abc.Stream) -> tuple[bytes, bytes]:
-    """An HTTP head (through its blank line) and whatever came after it in the same reads."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = bytes(await stream.receive_some(65536))
-        assert chunk, f"connection ended inside a head: {data!r}"
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return head + b"\r\n\r\n", rest
-
-
-async def read_all(stream: trio.abc.Stream) -> bytes:
-    """Everything until EOF (a reset counts as EOF)."""
-    data = b""
-    try:
-        while chunk := bytes(await stream.receive_some(65536)):
-            data += chunk
-    except trio.BrokenResourceError:
-        pass
-    return data
-
-
 async def read_exactly(stream: trio.abc.Stream, size: int) -> bytes:
     data = b""
     while len(data) < size:
@@ -118,32 +95,6 @@ def header(head: bytes, name: str) -> str | None:
         if key.strip().lower() == name.lower():
             return value.strip()
     return None
-
-
-@dataclass
-class Seen:
-    """What a scripted backend received: every byte, and whether the proxy hung up."""
-
-    data: bytes = b""
-    eof: trio.Event = field(default_factory=trio.Event)
-
-
-@asynccontextmanager
-async def raw_backend(handle: Handler) -> AsyncIterator[str]:
-    """A TCP server on 127.0.0.1 that runs ``handle`` per connection; yields its URL."""
-
-    async def wrapped(stream: trio.SocketStream) -> None:
-        try:
-            await handle(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            await trio.aclose_forcefully(stream)
-
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, wrapped, 0, host="127.0.0.1"))
-        yield f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
-        nursery.cancel_scope.cancel()
 
 
 def answering(seen: Seen, answer: bytes) -> Handler:

@@ -44,6 +44,7 @@ ONE_DOOR: dict[str, str] = {
         "the trio-websocket handler(), a door of its own"
     ),
     "tests/proxy/test_colab_flow.py::test_handler_applies_the_same_policy": "handler(), a door of its own",
+    "tests/proxy/test_leaks.py::test_under_handler_": "handler(), a door of its own",
     "tests/proxy/test_ws_compression.py::test_handler_never_negotiates_compression": (
         "handler(), a door of its own"
     ),

@@ -67,6 +67,9 @@ class FakePending:
     async def reject(self, status: int, body: str = "") -> None:
         self.rejected = (status, body)
 
+    async def wait_gone(self) -> None:
+        await trio.sleep_forever()  # the fake client never leaves before an answer
+
 
 #: The upgrade a session on a fake socket was opened with.
 UPGRADE = Upgrade("ws", "/http_over_websocket", "", [(b"host", b"localhost")])
