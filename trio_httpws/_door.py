@@ -177,10 +177,10 @@ class Door:
             nursery.start_soon(self.serve_connection, stream)
 
     async def serve_connection(self, stream: trio.abc.Stream) -> None:
-        if type(stream) is trio.SocketStream:
-            stream = FastSocketStream.taking_over(stream)
         client: trio.abc.Stream = stream
         try:
+            if type(stream) is trio.SocketStream:
+                client = stream = FastSocketStream.taking_over(stream)
             keepalive(stream)
             if self.ssl_context is not None:
                 client = trio.SSLStream(
@@ -237,19 +237,22 @@ class _Reader:
         #: The helper's reading while armed, and its end.
         self._reading: trio.CancelScope | None = None
         self._read_done: trio.Event | None = None
+        #: Bytes fed to h11 so far, by either task.
+        self._fed = 0
         self._scope = trio.CancelScope()
         self._done = trio.Event()
 
     async def run(self) -> None:
         try:
             with self._scope:
-                while True:
+                while not self.closed:  # after the client's side ended, nothing is left to read
                     self._timer = trio.CancelScope(deadline=self._watch_at)
                     with self._timer:
                         await trio.sleep_forever()
                     # The deadline passed; the exchange may have ended (and another begun) since.
-                    if self._armed is not None and not self.closed:
-                        await self._watch(self._armed)
+                    armed = self._armed
+                    if armed is not None and trio.current_time() >= self._watch_at:
+                        await self._watch(armed)
         finally:
             self._done.set()
 
@@ -257,8 +260,8 @@ class _Reader:
         done = self._read_done = trio.Event()
         try:
             with trio.CancelScope() as self._reading:
-                while len(self._h11.trailing_data[0]) <= self._limit:
-                    if not await self._read():
+                while (room := self._limit + 1 - len(self._h11.trailing_data[0])) > 0:
+                    if not await self._read(min(READ_SIZE, room)):
                         armed.cancel()
                         return
                 await trio.sleep_forever()  # a head's worth read ahead: wait to be disarmed
@@ -266,12 +269,13 @@ class _Reader:
             self._reading = None
             done.set()
 
-    async def _read(self) -> int:
+    async def _read(self, max_bytes: int = READ_SIZE) -> int:
         try:
-            data = await self._stream.receive_some(READ_SIZE)
+            data = await self._stream.receive_some(max_bytes)
         except _CLIENT_GONE:
             data = b""
         self._h11.receive_data(bytes(data))  # b"": the end of the stream
+        self._fed += len(data)
         if not data:
             self.closed = True
         return len(data)
@@ -280,7 +284,12 @@ class _Reader:
         """Read once more; how many bytes it gave (0: the client's side ended)."""
         done = self._read_done
         if done is not None and not done.is_set():
-            await done.wait()  # the helper's read-ahead, cancelled by disarm()
+            # disarm() cancelled the helper's read-ahead, but a read the kernel had already
+            # answered still completes: those bytes are what the caller asked for.
+            fed = self._fed
+            await done.wait()
+            if self._fed != fed:
+                return self._fed - fed
         if self.closed:
             return 0
         return await self._read()
@@ -297,6 +306,8 @@ class _Reader:
         self._armed = None
         self._watch_at = self._timer.deadline = math.inf
         if self._reading is not None:
+            # Under TLS a read cut short while it answers the client's TLS (a key update)
+            # breaks the stream: rare, and the connection then ends as if the client left.
             self._reading.cancel()
 
     async def stop(self) -> None:

@@ -72,7 +72,9 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
     @classmethod
     def taking_over(cls, stream: trio.SocketStream) -> FastSocketStream:
         """The same connection as ``stream``, which must not be used afterwards."""
-        return cls(socket.socket(fileno=stream.socket.detach()))
+        old = stream.socket
+        # Family, type and protocol given: the kernel is not asked for them again.
+        return cls(socket.socket(old.family, old.type, old.proto, fileno=old.detach()))
 
     def setsockopt(self, level: int, option: int, value: int | bool) -> None:
         self.socket.setsockopt(level, option, value)
@@ -91,7 +93,10 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
             except OSError as exc:
                 raise _stream_error(exc) from exc
             self._unyielded = -1  # a wait is a full checkpoint: the run starts again
-            await wait(self._sock)
+            try:
+                await wait(self._sock)
+            except OSError as exc:  # the I/O manager's own error for this socket
+                raise _stream_error(exc) from exc
         self._unyielded += 1
         if self._unyielded >= self._yield_every:
             self._unyielded = 0
@@ -128,8 +133,11 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
                     await self._call(lambda: 0, trio.lowlevel.wait_writable)
                 sent = 0
                 while sent < len(view):
-                    send = partial(self._sock.send, view[sent:])
-                    sent += await self._call(send, trio.lowlevel.wait_writable)
+                    # Released at once: a bytearray the caller passed may be resized later.
+                    with view[sent:] as rest:
+                        sent += await self._call(
+                            partial(self._sock.send, rest), trio.lowlevel.wait_writable
+                        )
         finally:
             self._sending = False
 
@@ -149,13 +157,16 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
     async def send_eof(self) -> None:
         if self._sending:
             raise trio.BusyResourceError("another task is sending on this stream")
-        await trio.lowlevel.checkpoint()
-        if self.socket.did_shutdown_SHUT_WR:
-            return  # idempotent, as trio's (macOS refuses a second shutdown)
+        self._sending = True  # a send_all begun during the checkpoint is refused, as trio's
         try:
+            await trio.lowlevel.checkpoint()
+            if self.socket.did_shutdown_SHUT_WR:
+                return  # idempotent, as trio's (macOS refuses a second shutdown)
             self.socket.shutdown(socket.SHUT_WR)
         except OSError as exc:
             raise _stream_error(exc) from exc
+        finally:
+            self._sending = False
 
     async def aclose(self) -> None:
         self.socket.close()  # wakes a task waiting on it, with ClosedResourceError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 import pytest
 import trio
@@ -148,3 +149,28 @@ async def test_a_peer_that_resets_gives_broken_resource_error() -> None:
         await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(trio.BrokenResourceError):
             await stream.receive_some(10)
+
+
+async def test_taking_over_a_connected_stream_after_trio_waited_on_it() -> None:
+    """The pool's path: trio.open_tcp_stream waited on the socket (connect) before the takeover;
+    the fd's old registration with trio's I/O manager must not get in the way."""
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, _echo, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        trio_stream = await trio.open_tcp_stream("127.0.0.1", port)
+        fast = FastSocketStream.taking_over(trio_stream)
+        await trio_stream.aclose()  # the old object no longer owns the socket: a no-op
+        async with fast:
+            for size in (1, 100_000):
+                await fast.send_all(b"e" * size)
+                got = b""
+                while len(got) < size:
+                    got += await fast.receive_some()
+                assert got == b"e" * size
+        nursery.cancel_scope.cancel()
+
+
+async def _echo(stream: trio.SocketStream) -> None:
+    async with stream:
+        while data := await stream.receive_some():
+            await stream.send_all(data)
