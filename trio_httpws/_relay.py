@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 import trio
 
@@ -37,6 +40,8 @@ from ._protocol import (
 from ._redact import log_path
 from ._socket import ClientSocket, PendingSocket, Upgrade
 from ._stats import Phase, Tally, WsKind, payload_size
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("trio_httpws.relay")
 
@@ -140,8 +145,8 @@ async def relay(
     try:
         try:
             with trio.fail_after(config.read_timeout):
-                answered = await _handshake_unless_client_leaves(
-                    pending, backend, upgrade, target, headers
+                answered = await unless_client_leaves(
+                    pending.wait_gone, partial(_handshake, backend, upgrade, target, headers)
                 )
         except HandshakeRejected as exc:
             log.info("backend refused WebSocket %s with HTTP %d", shown, exc.status)
@@ -181,35 +186,36 @@ async def relay(
     return result
 
 
-async def _handshake_unless_client_leaves(
-    pending: PendingSocket,
-    backend: BackendWebSocket,
-    upgrade: Upgrade,
-    target: str,
-    headers: list[tuple[bytes, bytes]],
-) -> bool:
-    """The backend handshake, given up (False) if the client leaves meanwhile: a backend slow to
-    answer would otherwise hold both connections for ``read_timeout``. Raises what the
-    handshake raises."""
+async def unless_client_leaves(
+    wait_gone: Callable[[], Awaitable[None]], work: Callable[[], Awaitable[_T]]
+) -> _T | None:
+    """``work()``, given up (None) if ``wait_gone()`` returns first: a backend slow to answer an
+    upgrade would otherwise hold both connections for ``read_timeout``. What ``work`` raises
+    comes out as itself, not in a group out of the nursery."""
+    result: _T | None = None
     failed: Exception | None = None
-    left = False
     async with trio.open_nursery() as nursery:
 
         async def watch_client() -> None:
-            nonlocal left
-            await pending.wait_gone()
-            left = True
+            await wait_gone()
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(watch_client)
         try:
-            await backend.handshake(upgrade.host, target, upgrade.subprotocols, headers)
-        except (HandshakeFailed, HandshakeRejected) as exc:
-            failed = exc  # raised out here, not as a group out of the nursery
+            result = await work()
+        except Exception as exc:
+            failed = exc
         nursery.cancel_scope.cancel()
     if failed is not None:
         raise failed
-    return not left
+    return result
+
+
+async def _handshake(
+    backend: BackendWebSocket, upgrade: Upgrade, target: str, headers: list[tuple[bytes, bytes]]
+) -> bool:
+    await backend.handshake(upgrade.host, target, upgrade.subprotocols, headers)
+    return True
 
 
 async def _fail(pending: PendingSocket, tunnelled: bool, status: int, reason: str) -> None:

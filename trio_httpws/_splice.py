@@ -25,6 +25,7 @@ import contextlib
 import logging
 import socket
 from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
 
 import h11
@@ -37,8 +38,9 @@ from ._frames import FrameScanner, close_frame, upgrade_answer_problem
 from ._outcome import Outcome
 from ._protocol import GOING_AWAY, first_header, strip_hop_by_hop
 from ._redact import log_path
+from ._relay import unless_client_leaves
 from ._stats import Phase, Tally
-from ._wsserver import connection_ends
+from ._wsserver import wait_connection_gone
 
 log = logging.getLogger("trio_httpws.splice")
 
@@ -114,8 +116,9 @@ async def splice_websocket(
         keepalive(client)
         keepalive(backend)
         try:
-            answered = await _upgrade_unless_client_leaves(
-                client, backend, request, target, headers, config, shown
+            answered = await unless_client_leaves(
+                partial(wait_connection_gone, client),
+                partial(_upgrade, backend, request, target, headers, config, shown),
             )
         except _Failed as failed:
             if failed.status == 504 and failed.outcome is Outcome.BACKEND_ERROR:
@@ -150,38 +153,6 @@ async def splice_websocket(
         # Shielded: a cancelled splice must still free its socket.
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(backend)
-
-
-async def _upgrade_unless_client_leaves(
-    client: trio.abc.Stream,
-    backend: trio.abc.Stream,
-    request: h11.Request,
-    target: str,
-    headers: list[tuple[bytes, bytes]],
-    config: Config,
-    shown: str,
-) -> tuple[bytes, bytes] | None:
-    """:func:`_upgrade`, given up (None) if the client closes its connection meanwhile: a
-    backend slow to answer would otherwise hold both for ``read_timeout``."""
-    answered: tuple[bytes, bytes] | _Failed | None = None
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_cancel_when_client_closes, client, nursery.cancel_scope)
-        try:
-            answered = await _upgrade(backend, request, target, headers, config, shown)
-        except _Failed as failed:
-            answered = failed
-        nursery.cancel_scope.cancel()
-    if isinstance(answered, _Failed):
-        raise answered
-    return answered
-
-
-async def _cancel_when_client_closes(client: trio.abc.Stream, scope: trio.CancelScope) -> None:
-    """Cancel ``scope`` when the client's TCP connection ends (``connection_ends``: whatever the
-    client sends meanwhile stays in the socket for the splice, and no byte goes on before a
-    valid 101)."""
-    if await connection_ends(client):
-        scope.cancel()
 
 
 async def _upgrade(

@@ -429,8 +429,7 @@ class StreamPendingSocket:
 
     async def wait_gone(self) -> None:
         """Return once the client's connection ends (``PendingSocket.wait_gone``)."""
-        if not await connection_ends(self._stream):
-            await trio.sleep_forever()
+        await wait_connection_gone(self._stream)
 
     async def finish(self) -> None:
         """After the handler returned: close an accepted socket it left open with 1000 and wait
@@ -440,19 +439,20 @@ class StreamPendingSocket:
             await self._socket._finish()
 
 
-async def connection_ends(stream: trio.abc.Stream) -> bool:
-    """Wait until the TCP connection under ``stream`` ends (True) or has bytes to read (False;
-    False at once for a stream that is no socket). It only peeks: what the client sent stays in
-    the socket for whoever reads next. Under TLS a close_notify is bytes: only a connection
-    that ends without one shows as ended."""
+async def wait_connection_gone(stream: trio.abc.Stream) -> None:
+    """Return when the TCP connection under ``stream`` ends; wait forever once it has bytes to
+    read, or for a stream that is no socket (nothing can tell then). It only peeks: what the
+    client sent stays in the socket for whoever reads next. Under TLS a close_notify is bytes:
+    only a connection that ends without one shows as ended."""
     under = socket_stream_of(stream)
-    if under is None:
-        return False
-    try:
-        peeked = await under.socket.recv(1, socket.MSG_PEEK)
-    except OSError:
-        peeked = b""
-    return not peeked
+    if under is not None:
+        try:
+            peeked = await under.socket.recv(1, socket.MSG_PEEK)
+        except OSError:
+            peeked = b""
+        if not peeked:
+            return
+    await trio.sleep_forever()
 
 
 def _server_headers() -> list[bytes]:
